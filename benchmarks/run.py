@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -349,6 +350,8 @@ def main(argv=None) -> int:
     p.add_argument("--ready-timeout", type=float, default=30.0)
     p.add_argument("--wrk", default="wrk")
     p.add_argument("--json", help="write raw results to this file")
+    p.add_argument("--keep-logs", action="store_true",
+                   help="keep server logs after a successful run (kept on failure)")
     p.add_argument("--scenarios", help="restrict to APP:CONNS pairs, e.g. "
                    "hello:1,hello:100,flask:100 (overrides the app x connections product)")
     args = p.parse_args(argv)
@@ -380,6 +383,8 @@ def main(argv=None) -> int:
     else:
         gcmds = [(v, default_cmd(v)) for v in csv(args.gunicorn)]
 
+    # Ctrl-C must work even if SIGINT was ignored by the parent (e.g. `cmd &`).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
     atexit.register(cleanup_all)
@@ -491,6 +496,8 @@ def main(argv=None) -> int:
           f"{fmt(r['ratio_min'], '.2f')}-{fmt(r['ratio_max'], '.2f')}",
           r["errors"]] for r in results])
     print("\n(latencies in ms; errors = socket errors + non-2xx/3xx over all runs)")
+    if not args.keep_logs:
+        shutil.rmtree(logdir, ignore_errors=True)
     return 0
 
 
