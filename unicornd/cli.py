@@ -1,0 +1,84 @@
+"""``unicornd`` and ``python -m unicornd``: load the settings, then hand over to the master.
+
+Everything that can be wrong with the settings is found here, before any fork: a bad value
+exits with status 2 and a message naming the setting, the value and what is allowed.
+"""
+
+import os
+import sys
+import traceback
+
+from unicornd.app_loading import AppImportError, add_pythonpath, load_wsgi_app
+from unicornd.config import ConfigError, format_config, load_config
+from unicornd.logging import setup_error_log
+
+USAGE_ERROR = 2
+
+
+def _fail(message: str, status: int = USAGE_ERROR):
+    print(f"Error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def _apply_process_settings(cfg) -> None:
+    """What the master itself changes before anything is imported or forked."""
+    for item in cfg.raw_env:
+        key, _, value = item.partition("=")
+        os.environ[key] = value
+    if cfg.chdir:
+        try:
+            os.chdir(cfg.chdir)
+        except OSError as exc:
+            _fail(f"Invalid value for chdir: {cfg.chdir!r}: {exc.strerror}")
+    add_pythonpath(cfg)
+
+
+def _check_app(cfg) -> int:
+    """--check-config: load the app as a worker would; 0 if it loads, 1 if not."""
+    try:
+        load_wsgi_app(cfg.wsgi_app)
+    except AppImportError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    print(f"Configuration OK: {cfg.wsgi_app} loads.")
+    return 0
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        cfg = load_config(argv, os.environ)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+    if cfg.print_config:
+        print(format_config(cfg))
+        sys.exit(0)
+
+    log = setup_error_log(cfg.errorlog, cfg.loglevel)
+    for warning in cfg.warnings:
+        log.warning("%s", warning)
+
+    if not cfg.wsgi_app:
+        _fail("No application module specified (unicornd [OPTIONS] APP_MODULE, or wsgi_app in the config file).")
+
+    _apply_process_settings(cfg)
+
+    if cfg.check_config:
+        sys.exit(_check_app(cfg))
+
+    from unicornd.master.master import Master
+    from unicornd.workers import load_worker_class
+
+    try:
+        worker_class = load_worker_class(cfg.worker_class)
+    except ValueError as exc:
+        _fail(f"Invalid value for worker_class: {cfg.worker_class!r}: {exc}")
+    sys.exit(Master(cfg, log, worker_class).run())
+
+
+if __name__ == "__main__":
+    main()

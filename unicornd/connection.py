@@ -1,0 +1,379 @@
+"""The one request loop every worker class runs on an accepted connection.
+
+read -> parse (unicornd.http) -> environ (unicornd.wsgi) -> call the app -> write -> keep-alive
+or close. Worker classes differ only in how they accept connections and schedule this loop;
+they never parse or frame HTTP themselves. The socket is used in blocking style (gevent and
+eventlet make that cooperative), with kernel timeouts set on the listener by the worker.
+"""
+
+import os
+import socket
+
+from unicornd.http import response as resp
+from unicornd.http.errors import HTTPError
+from unicornd.http.forwarded import AddressList
+from unicornd.http.parser import CLOSED, NEED_DATA, ParserOptions, RequestParser
+from unicornd.logging import ErrorStream
+from unicornd.wsgi import EnvironBuilder, FileWrapper, RequestBody, reraise
+
+RECV_SIZE = 65536
+# A keep-alive connection may carry on after the app left part of the body unread, if the
+# rest is small enough to read and drop; past this it is cheaper to close.
+MAX_DISCARD = 1 << 20
+_PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
+_list_types = (list, tuple)
+
+
+class ClientDisconnected(Exception):
+    """The peer went away (reset, broken pipe, receive timeout) while we talked to it."""
+
+
+def _noop_hook(*args):
+    return None
+
+
+class ServerContext:
+    """What all connections of one worker share; built once per worker, not per request."""
+
+    def __init__(self, cfg, app, log, worker=None, *, multithread=False, keep_alive=True):
+        self.cfg = cfg
+        self.app = app
+        self.log = log
+        self.worker = worker
+        self.keep_alive = keep_alive
+        self.multithread = multithread
+        self.parser_options = ParserOptions.from_config(cfg)
+        self.proxy_protocol = self.parser_options.proxy_protocol not in ("off", None, False)
+        self.proxy_allow = AddressList(cfg.proxy_allow_ips)
+        self.forwarded_allow = AddressList(cfg.forwarded_allow_ips)
+        self.error_stream = ErrorStream(log)
+        self.use_sendfile = cfg.sendfile is not False
+        self.pre_request = getattr(cfg, "pre_request", None)
+        self.post_request = getattr(cfg, "post_request", None)
+        if getattr(self.pre_request, "_unicornd_default", False):
+            self.pre_request = None
+        if getattr(self.post_request, "_unicornd_default", False):
+            self.post_request = None
+        self._builders = {}
+        self.requests_served = 0
+
+    def environ_builder(self, listener_addr):
+        """One EnvironBuilder per listening address, made on first use."""
+        key = listener_addr if isinstance(listener_addr, (str, bytes)) else tuple(listener_addr[:2])
+        builder = self._builders.get(key)
+        if builder is None:
+            builder = EnvironBuilder(self.cfg, self.error_stream, listener_addr, multithread=self.multithread)
+            self._builders[key] = builder
+        return builder
+
+
+class Connection:
+    """One accepted socket, served request after request until it must close.
+
+    ``serve()`` returns True when unread input may remain in the socket: the caller must then
+    close it the lingering way (``shutdown(SHUT_WR)``, read and drop, close) so the response
+    is not destroyed by a TCP reset (RFC 9112 §9.6). Otherwise the caller may close at once.
+    """
+
+    __slots__ = ("ctx", "sock", "peer", "builder", "parser", "head", "head_sent", "sent",
+                 "req", "message_done", "continue_pending", "keep_alive", "_overflow_logged",
+                 "_nodelay", "ended")
+
+    def __init__(self, ctx: ServerContext, sock, peer, listener_addr):
+        self.ctx = ctx
+        self.sock = sock
+        self.peer = peer
+        self.builder = ctx.environ_builder(listener_addr)
+        proxy_allowed = ctx.proxy_protocol and ctx.proxy_allow.allows(peer)
+        self.parser = RequestParser(ctx.parser_options, proxy_allowed=proxy_allowed)
+        self._nodelay = False
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _next_event(self):
+        parser = self.parser
+        ev = parser.next_event()
+        while ev is NEED_DATA:
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except (BlockingIOError, socket.timeout):
+                raise ClientDisconnected("timed out waiting for the client") from None
+            except OSError:
+                data = b""
+            parser.receive_data(data)
+            ev = parser.next_event()
+        return ev
+
+    def _pull_body(self) -> bytes:
+        """The next piece of request body for wsgi.input, b'' at its end."""
+        if self.message_done:
+            return b""
+        if self.continue_pending:
+            self.continue_pending = False
+            if not self.head_sent:
+                self._sendall(resp.CONTINUE)
+        ev = self._next_event()
+        if type(ev) is bytes:
+            return ev
+        self.message_done = True  # EndOfMessage
+        return b""
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _sendall(self, data):
+        try:
+            self.sock.sendall(data)
+        except (BlockingIOError, socket.timeout):
+            raise ClientDisconnected("timed out sending to the client") from None
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from None
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info:
+            try:
+                if self.head_sent:
+                    reraise(exc_info)
+            finally:
+                exc_info = None
+        elif self.head is not None:
+            raise AssertionError("start_response() called a second time without exc_info")
+        req = self.req
+        self.head = resp.ResponseHead(status, headers, method=req.method, version=req.version,
+                                      keep_alive=self.keep_alive)
+        return self.write
+
+    def write(self, data, last=False):
+        """Send a piece of body (the WSGI write() callable, and each item of the iterable)."""
+        head = self.head
+        if head is None:
+            raise AssertionError("the app sent body data before calling start_response()")
+        if type(data) is not bytes:
+            if isinstance(data, (bytearray, memoryview)):
+                data = bytes(data)
+            else:
+                raise TypeError(f"WSGI body items must be bytes, got {type(data).__name__}")
+        framing = head.framing
+        if framing == resp.LENGTH:
+            room = head.content_length - self.sent
+            if len(data) > room:
+                if not self._overflow_logged:
+                    self._overflow_logged = True
+                    self.ctx.log.warning(
+                        "%s %s: the app sent more than its Content-Length of %d bytes; the excess is cut",
+                        self.req.method, self.req.path, head.content_length)
+                data = data[:room]
+            self.sent += len(data)
+            out = data
+        elif framing == resp.CHUNKED:
+            self.sent += len(data)
+            out = resp.encode_chunk(data) if data else b""
+            if last:
+                out += resp.LAST_CHUNK
+                self.ended = True
+        elif framing == resp.UNTIL_CLOSE:
+            self.sent += len(data)
+            out = data
+        else:
+            out = b""
+        if not self.head_sent:
+            self.head_sent = True
+            self._sendall(head.serialize() + out)
+        elif out:
+            if not self._nodelay:
+                # A streamed body: small writes must not wait for Nagle's delayed ACK dance.
+                self._nodelay = True
+                try:
+                    self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError:
+                    pass
+            self._sendall(out)
+
+    def _finish(self):
+        """After the last body item: end the framing, decide whether the connection lives on."""
+        head = self.head
+        if not self.head_sent:
+            self.write(b"", last=True)
+        elif head.framing == resp.CHUNKED and not self.ended:
+            self._sendall(resp.LAST_CHUNK)
+        if head.framing == resp.LENGTH and self.sent < head.content_length:
+            self.ctx.log.warning(
+                "%s %s: the app sent %d of its Content-Length of %d bytes; closing the connection",
+                self.req.method, self.req.path, self.sent, head.content_length)
+            return False
+        return not head.close
+
+    def _send_file(self, wrapper: FileWrapper) -> bool:
+        """Send a real file with sendfile(2); False if it is not one (iterate instead)."""
+        head = self.head
+        if head is None or not self.ctx.use_sendfile or head.framing == resp.NO_BODY:
+            return False
+        found = wrapper.sendable_file()
+        if found is None:
+            return False
+        fd, offset = found
+        size = os.fstat(fd).st_size - offset
+        if head.framing == resp.LENGTH:
+            size = min(size, head.content_length - self.sent)
+        if size <= 0:
+            return False
+        prefix = b"%x\r\n" % size if head.framing == resp.CHUNKED else b""
+        if not self.head_sent:
+            self.head_sent = True
+            self._sendall(head.serialize() + prefix)
+        elif prefix:
+            self._sendall(prefix)
+        try:
+            self.sock.sendfile(wrapper.filelike, offset, size)
+        except (BlockingIOError, socket.timeout):
+            raise ClientDisconnected("timed out sending a file") from None
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from None
+        self.sent += size
+        if head.framing == resp.CHUNKED:
+            self._sendall(b"\r\n")
+        return True
+
+    def _send_error(self, status: int, reason: str):
+        try:
+            self._sendall(resp.error_response(status, reason))
+        except ClientDisconnected:
+            pass
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def serve(self) -> bool:
+        """Serve requests until the connection must close; True if lingering is needed."""
+        ctx = self.ctx
+        while True:
+            try:
+                ev = self._next_event()
+            except HTTPError as exc:
+                if exc.status is None:
+                    return False
+                ctx.log.debug("bad request from %s: %s", self.peer, exc)
+                self._send_error(exc.status, exc.reason)
+                return True
+            except ClientDisconnected:
+                return False
+            if ev is CLOSED:
+                return False
+            try:
+                keep = self._handle(ev)
+            except ClientDisconnected as exc:
+                ctx.log.debug("client %s went away: %s", self.peer, exc)
+                return False
+            except HTTPError as exc:
+                # Bad body framing found while the app read its input.
+                if exc.status is None or self.head_sent:
+                    return False
+                self._send_error(exc.status, exc.reason)
+                return True
+            if not keep:
+                return self._input_pending()
+            self.parser.start_next_request()
+
+    def _input_pending(self) -> bool:
+        if not self.message_done or self.parser.buffered:
+            return True
+        try:
+            return bool(self.sock.recv(1, _PEEK_FLAGS))
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return False
+
+    def _handle(self, req) -> bool:
+        ctx = self.ctx
+        self.req = req
+        self.head = None
+        self.head_sent = False
+        self.sent = 0
+        self._overflow_logged = False
+        self.ended = False
+        has_body = req.chunked or bool(req.content_length)
+        self.message_done = False
+        self.continue_pending = req.expect_continue
+        self.keep_alive = ctx.keep_alive and req.keep_alive
+        body = RequestBody(self._pull_body, has_body)
+        peer = self.peer
+        trusted = bool(ctx.forwarded_allow.allows(peer))
+        try:
+            environ = self.builder.build(req, body, peer, self.sock, trusted)
+        except HTTPError as exc:
+            self._send_error(exc.status or 400, exc.reason)
+            return False
+        if ctx.pre_request is not None:
+            ctx.pre_request(ctx.worker, req)
+        keep = self._run_app(environ, req)
+        ctx.requests_served += 1
+        if ctx.post_request is not None:
+            try:
+                ctx.post_request(ctx.worker, req, environ, self)
+            except Exception:
+                ctx.log.exception("Exception in post_request hook")
+        if not has_body:
+            if not self.message_done:
+                self._pull_body()  # takes the EndOfMessage event
+        elif not self.message_done:
+            if not keep or self.continue_pending:
+                return False
+            if not body.discard(MAX_DISCARD):
+                return False
+        return keep
+
+    @property
+    def status(self):
+        """For post_request hooks: the status line the app gave, as gunicorn's resp.status."""
+        return self.head.status if self.head is not None else None
+
+    def _run_app(self, environ, req) -> bool:
+        ctx = self.ctx
+        result = None
+        try:
+            result = ctx.app(environ, self.start_response)
+            if type(result) in _list_types and len(result) == 1:
+                # The common case: head, body and chunked terminator leave in one send.
+                self.write(result[0], last=True)
+            elif isinstance(result, FileWrapper) and self._send_file(result):
+                pass
+            else:
+                for data in result:
+                    if data:
+                        self.write(data)
+            return self._finish()
+        except ClientDisconnected:
+            raise
+        except Exception:
+            ctx.log.exception("Error handling request %s %s", req.method, req.target)
+            if not self.head_sent:
+                self._send_error(500, "Internal Server Error")
+                return False
+            raise ClientDisconnected("response aborted after an app error") from None
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    ctx.log.exception("Error closing the response iterable of %s %s", req.method, req.target)
+
+
+def lingering_shutdown(sock) -> None:
+    """First half of a lingering close: no more output, so the peer sees our FIN."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def drain(sock) -> bool:
+    """Read and drop what the peer sent, without blocking; True once it closed or failed."""
+    try:
+        while True:
+            data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            if not data:
+                return True
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True

@@ -1,0 +1,165 @@
+"""Response heads and body framing, sans-IO: decisions and bytes, never a socket.
+
+``ResponseHead.build()`` checks what the app gave to ``start_response``, decides how the body
+is framed (RFC 9112 §6) and serialises the status line and header block into one ``bytes``,
+so the caller can send it together with the first piece of body.
+"""
+
+import re
+import time
+from email.utils import formatdate
+
+from unicornd import SERVER_SOFTWARE
+
+# RFC 9110 §5.6.2 token; §5.5 field-value (VCHAR, obs-text, SP/HTAB inside). Anything else,
+# CR and LF above all, would let an app inject headers: we refuse it with a 500.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"[ \t\x21-\x7e\x80-\xff]*")
+# RFC 9112 §4: status-code SP [reason-phrase]; PEP 3333 asks for the reason phrase.
+_STATUS = re.compile(r"([1-5][0-9]{2})(?: [ \t\x21-\x7e\x80-\xff]*)?")
+
+# Hop-by-hop fields belong to the server (PEP 3333 forbids apps to send them); Date and
+# Server are ours too, as in gunicorn. Connection and Upgrade are looked at, then dropped.
+_SERVER_OWNED = frozenset((
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+    "trailers", "transfer-encoding", "upgrade", "server", "date",
+))
+
+# Framing modes.
+NO_BODY = 0       # HEAD, 1xx, 204, 304: whatever the app yields is not sent
+LENGTH = 1        # the app's Content-Length, honoured exactly
+CHUNKED = 2       # HTTP/1.1 without a length
+UNTIL_CLOSE = 3   # HTTP/1.0 without a length: the end of the body is the close
+
+
+class InvalidResponse(Exception):
+    """The app broke PEP 3333 or HTTP in its status or headers; answered with a 500."""
+
+
+class _DateCache:
+    """The Date header changes once a second; format it once a second, not per request."""
+
+    __slots__ = ("second", "value")
+
+    def __init__(self):
+        self.second = -1
+        self.value = ""
+
+    def get(self) -> str:
+        now = int(time.time())
+        if now != self.second:
+            self.second = now
+            self.value = formatdate(now, usegmt=True)
+        return self.value
+
+
+http_date = _DateCache().get
+_SERVER_LINE = f"Server: {SERVER_SOFTWARE}\r\n"
+
+
+class ResponseHead:
+    """What start_response was given, checked, with the framing it implies."""
+
+    __slots__ = ("status", "status_code", "headers", "content_length", "framing",
+                 "close", "upgrade", "version")
+
+    def __init__(self, status, headers, *, method, version, keep_alive):
+        if not isinstance(status, str):
+            raise InvalidResponse(f"status must be a str, got {status!r}")
+        m = _STATUS.fullmatch(status)
+        if m is None:
+            raise InvalidResponse(f"invalid status {status!r}")
+        code = int(m.group(1))
+        self.status = status
+        self.status_code = code
+        self.version = version
+        kept = []
+        content_length = None
+        close = not keep_alive
+        upgrade = False
+        for item in headers:
+            try:
+                name, value = item
+            except (TypeError, ValueError):
+                raise InvalidResponse(f"header must be a (name, value) pair, got {item!r}") from None
+            if type(name) is not str or _TOKEN.fullmatch(name) is None:
+                raise InvalidResponse(f"invalid header name {name!r}")
+            if type(value) is not str or _FIELD_VALUE.fullmatch(value) is None:
+                # The value is not echoed: it may hold secrets and is the injected part.
+                raise InvalidResponse(f"invalid value for header {name!r}")
+            lname = name.lower()
+            if lname == "content-length":
+                value = value.strip(" \t")
+                if not value.isdigit() or not value.isascii():
+                    raise InvalidResponse(f"invalid Content-Length {value!r}")
+                if content_length is not None and int(value) != content_length:
+                    raise InvalidResponse("conflicting Content-Length headers")
+                if content_length is not None:
+                    continue
+                content_length = int(value)
+            elif lname in _SERVER_OWNED:
+                if lname == "connection":
+                    tokens = {t.strip().lower() for t in value.split(",")}
+                    if "close" in tokens:
+                        close = True
+                    if "upgrade" in tokens:
+                        upgrade = True
+                elif lname == "upgrade" and code == 101:
+                    kept.append((name, value.strip(" \t")))
+                continue
+            kept.append((name, value))
+        self.headers = kept
+
+        if method == "HEAD" or code < 200 or code == 204 or code == 304:
+            framing = NO_BODY
+        elif content_length is not None:
+            framing = LENGTH
+        elif version >= (1, 1):
+            framing = CHUNKED
+        else:
+            framing = UNTIL_CLOSE
+            close = True
+        self.framing = framing
+        self.content_length = content_length
+        self.upgrade = upgrade and code == 101
+        self.close = close
+
+    def serialize(self) -> bytes:
+        """Status line and header block, ending with the empty line."""
+        proto = "HTTP/1.1" if self.version >= (1, 1) else "HTTP/1.0"
+        parts = [proto, " ", self.status, "\r\n", _SERVER_LINE, "Date: ", http_date(), "\r\n"]
+        for name, value in self.headers:
+            parts += (name, ": ", value, "\r\n")
+        if self.upgrade:
+            parts.append("Connection: upgrade\r\n")
+        elif self.close:
+            parts.append("Connection: close\r\n")
+        elif self.version < (1, 1):
+            parts.append("Connection: keep-alive\r\n")
+        if self.framing == CHUNKED:
+            parts.append("Transfer-Encoding: chunked\r\n")
+        parts.append("\r\n")
+        return "".join(parts).encode("latin-1")
+
+
+def encode_chunk(data) -> bytes:
+    """One chunk of a chunked body (RFC 9112 §7.1); empty data must not be sent this way."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def error_response(status: int, reason: str, body: str = "") -> bytes:
+    """A complete response for a request we refuse ourselves; the connection closes after it."""
+    payload = (body or f"{status} {reason}\n").encode("latin-1")
+    return (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        f"{_SERVER_LINE}"
+        f"Date: {http_date()}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(payload)}\r\n"
+        "\r\n"
+    ).encode("latin-1") + payload

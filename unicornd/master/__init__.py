@@ -1,0 +1,1 @@
+"""The master process: listeners, supervision loop, and (later) scoreboard and systemd."""

@@ -1,0 +1,125 @@
+"""Listening sockets: bound once by the master, shared by every worker it forks."""
+
+import errno
+import os
+import socket
+import stat
+import time
+
+from unicornd.config.addresses import parse_bind
+
+BIND_RETRIES = 5
+BIND_RETRY_DELAY = 1.0
+
+
+class BindError(Exception):
+    """A listening socket could not be made; the message is for the user."""
+
+
+class Listener:
+    """One listening socket and what the logs and the environ say about it."""
+
+    __slots__ = ("sock", "kind", "path")
+
+    def __init__(self, sock, kind, path=None):
+        self.sock = sock
+        self.kind = kind
+        self.path = path
+
+    @property
+    def address(self):
+        """What accept() callers use to name this listener: (host, port) or a unix path."""
+        if self.sock.family == socket.AF_UNIX:
+            return self.path or self.sock.getsockname()
+        return self.sock.getsockname()[:2]
+
+    def url(self) -> str:
+        if self.sock.family == socket.AF_UNIX:
+            return f"unix:{self.address}"
+        host, port = self.address
+        if self.sock.family == socket.AF_INET6:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self, unlink: bool = True) -> None:
+        self.sock.close()
+        if unlink and self.path and self.kind == "unix":
+            try:
+                if stat.S_ISSOCK(os.stat(self.path).st_mode):
+                    os.unlink(self.path)
+            except OSError:
+                pass
+
+
+def _tcp_socket(host, port, cfg):
+    try:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise BindError(f"Cannot bind {host}:{port}: {exc.strerror}") from None
+    family, socktype, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, socktype, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if cfg.reuse_port and hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        # [::] means IPv6 only, as with gunicorn; bind 0.0.0.0 as well for both.
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    # Responses go out in one send; Nagle would only delay a streamed body.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock, sockaddr
+
+
+def _bind_one(addr, cfg, log) -> Listener:
+    if addr.kind == "fd":
+        try:
+            sock = socket.socket(fileno=addr.fd)
+        except OSError as exc:
+            raise BindError(f"fd://{addr.fd} is not a usable socket: {exc.strerror}") from None
+        sock.listen(cfg.backlog)
+        path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+        return Listener(sock, "fd", path or None)
+
+    for attempt in range(BIND_RETRIES):
+        if addr.kind == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            target = addr.path
+            try:
+                if stat.S_ISSOCK(os.stat(addr.path).st_mode):
+                    os.unlink(addr.path)  # a stale socket file left by a dead server
+            except FileNotFoundError:
+                pass
+        else:
+            sock, target = _tcp_socket(addr.host, addr.port, cfg)
+        try:
+            sock.bind(target)
+            sock.listen(cfg.backlog)
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE or attempt == BIND_RETRIES - 1:
+                where = addr.path if addr.kind == "unix" else f"{addr.host}:{addr.port}"
+                raise BindError(f"Cannot bind {where}: {exc.strerror}") from None
+            log.error("Connection in use: %s, retrying in %.0f s", target, BIND_RETRY_DELAY)
+            time.sleep(BIND_RETRY_DELAY)
+            continue
+        return Listener(sock, addr.kind, addr.path if addr.kind == "unix" else None)
+    raise AssertionError("unreachable")
+
+
+def bind_all(cfg, log) -> list:
+    listeners = []
+    try:
+        for spec in cfg.bind:
+            listeners.append(_bind_one(parse_bind(spec), cfg, log))
+    except BaseException:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
+
+
+def close_all(listeners, unlink: bool = True) -> None:
+    for listener in listeners:
+        listener.close(unlink=unlink)

@@ -1,0 +1,125 @@
+"""What every worker class does in its child process: signals, app load, graceful exit.
+
+A subclass only says how it accepts connections and schedules ``Connection.serve()``.
+"""
+
+import os
+import signal
+import sys
+import traceback
+
+from unicornd.app_loading import AppImportError, load_wsgi_app
+from unicornd.connection import ServerContext
+
+# Exit codes the master understands, the same as gunicorn's.
+WORKER_BOOT_ERROR = 3
+APP_LOAD_ERROR = 4
+
+# Signals the master handles that a fresh worker must not inherit handlers for.
+_MASTER_SIGNALS = ("SIGHUP", "SIGQUIT", "SIGINT", "SIGTERM", "SIGTTIN", "SIGTTOU",
+                   "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCHLD")
+
+
+class AppLoadFailed(Exception):
+    """The app could not be imported in this worker; the master halts with APP_LOAD_ERROR."""
+
+
+def _set_parent_death_signal(sig: int) -> None:
+    """Linux: have the kernel signal us if the master dies, even while we block in accept."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+class Worker:
+    """Base worker. Subclasses set ``keep_alive``/``multithread`` and implement ``run()``."""
+
+    keep_alive = True
+    multithread = False
+
+    def __init__(self, age, ppid, listeners, cfg, log):
+        self.age = age
+        self.ppid = ppid
+        self.listeners = listeners
+        self.cfg = cfg
+        self.log = log
+        self.pid = None
+        self.alive = True
+        self.booted = False
+        self.app = None
+        self.ctx = None
+        self._wakeup_r = self._wakeup_w = -1
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.pid}>"
+
+    # -- in the child ------------------------------------------------------------------
+
+    def init_process(self) -> None:
+        """Called in the forked child: set up, load the app, then serve until told to stop."""
+        self.pid = os.getpid()
+        self._init_signals()
+        _set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() != self.ppid:
+            return  # the master died while we forked
+        self.app = self.load_app()
+        self.ctx = ServerContext(self.cfg, self.app, self.log, self,
+                                 multithread=self.multithread, keep_alive=self.keep_alive)
+        self.cfg.post_worker_init(self)
+        self.booted = True
+        self.run()
+
+    def load_app(self):
+        try:
+            return load_wsgi_app(self.cfg.wsgi_app)
+        except AppImportError as exc:
+            self.log.error("%s", exc)
+            raise AppLoadFailed(str(exc)) from None
+        except SystemExit:
+            raise
+        except BaseException:
+            # The real traceback, as the user's own code raised it.
+            self.log.error("Exception while loading the application %r:\n%s",
+                           self.cfg.wsgi_app, traceback.format_exc().rstrip())
+            raise AppLoadFailed(self.cfg.wsgi_app) from None
+
+    def _init_signals(self) -> None:
+        for name in _MASTER_SIGNALS:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                signal.signal(sig, signal.SIG_DFL)
+        self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self.handle_term)
+        signal.signal(signal.SIGINT, self.handle_quit)
+        signal.signal(signal.SIGQUIT, self.handle_quit)
+        signal.signal(signal.SIGUSR1, self.handle_usr1)
+        signal.signal(signal.SIGABRT, self.handle_abort)
+        # A graceful stop must not break the request being served.
+        signal.siginterrupt(signal.SIGTERM, False)
+
+    def handle_term(self, signum, frame):
+        self.alive = False
+
+    def handle_quit(self, signum, frame):
+        self.alive = False
+        self.cfg.worker_int(self)
+        sys.exit(0)
+
+    def handle_usr1(self, signum, frame):
+        pass  # log files are reopened once the log settings exist (they are refused until then)
+
+    def handle_abort(self, signum, frame):
+        self.alive = False
+        self.cfg.worker_abort(self)
+        sys.exit(1)
+
+    def master_alive(self) -> bool:
+        return os.getppid() == self.ppid
+
+    def run(self) -> None:
+        raise NotImplementedError

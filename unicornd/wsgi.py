@@ -1,0 +1,243 @@
+"""The WSGI side of a request (PEP 3333): environ, wsgi.input and wsgi.file_wrapper.
+
+The environ is built from a dict made once per worker and per listener; a request only adds
+what is its own. Nothing here reads a socket: ``RequestBody`` pulls decoded body pieces from
+its connection through one ``pull()`` call.
+"""
+
+import os
+import stat
+from urllib.parse import unquote_to_bytes
+
+from unicornd import SERVER_SOFTWARE
+from unicornd.http.forwarded import scheme_from_headers
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: the connection sends real files with ``sendfile``."""
+
+    __slots__ = ("filelike", "blksize", "close")
+
+    def __init__(self, filelike, blksize=8192):
+        self.filelike = filelike
+        self.blksize = blksize
+        close = getattr(filelike, "close", None)
+        if close is not None:
+            self.close = close
+
+    def __iter__(self):
+        read = self.filelike.read
+        size = self.blksize
+        while True:
+            data = read(size)
+            if not data:
+                return
+            yield data
+
+    def sendable_file(self):
+        """(fd, offset) when the file can go out with sendfile, else None."""
+        try:
+            fd = self.filelike.fileno()
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            offset = self.filelike.tell() if hasattr(self.filelike, "tell") else os.lseek(fd, 0, os.SEEK_CUR)
+        except (AttributeError, OSError, ValueError):
+            return None
+        return fd, offset
+
+
+class RequestBody:
+    """``wsgi.input``: a read-only stream over the decoded body (Content-Length or chunked).
+
+    ``pull()`` returns the next piece of body or ``b""`` at its end. Reads never go past the
+    end of this request's body, so ``wsgi.input_terminated`` is true.
+    """
+
+    __slots__ = ("_pull", "_buf", "_done")
+
+    def __init__(self, pull, has_body: bool = True):
+        self._pull = pull
+        self._buf = b""
+        self._done = not has_body
+
+    def _more(self) -> bool:
+        if self._done:
+            return False
+        data = self._pull()
+        if not data:
+            self._done = True
+            return False
+        self._buf = self._buf + data if self._buf else data
+        return True
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            while self._more():
+                pass
+            data, self._buf = self._buf, b""
+            return data
+        while len(self._buf) < size and self._more():
+            pass
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+    def readline(self, size=-1):
+        if size is None:
+            size = -1
+        start = 0
+        while True:
+            idx = self._buf.find(b"\n", start)
+            if idx >= 0:
+                end = idx + 1
+                break
+            if 0 <= size <= len(self._buf):
+                end = size
+                break
+            start = len(self._buf)
+            if not self._more():
+                end = len(self._buf)
+                break
+        if 0 <= size < end:
+            end = size
+        data, self._buf = self._buf[:end], self._buf[end:]
+        return data
+
+    def readlines(self, hint=-1):
+        lines = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def exhausted(self) -> bool:
+        return self._done and not self._buf
+
+    def discard(self, limit: int) -> bool:
+        """Read and drop what the app left unread, up to ``limit`` bytes; True if the body ended."""
+        self._buf = b""
+        while limit > 0 and not self._done:
+            data = self._pull()
+            if not data:
+                self._done = True
+                return True
+            limit -= len(data)
+        return self._done
+
+
+def _path_to_wsgi(path: str) -> str:
+    # PEP 3333: PATH_INFO is the percent-decoded bytes, carried in a latin-1 str.
+    if "%" not in path:
+        return path
+    return unquote_to_bytes(path).decode("latin-1")
+
+
+class EnvironBuilder:
+    """Builds request environs for one worker and one listener, from a base made once."""
+
+    __slots__ = ("base", "script_name", "trust_forwarded", "secure_scheme_headers",
+                 "server_name", "server_port", "unix")
+
+    def __init__(self, cfg, error_stream, listener_addr, *, multithread=False, scheme="http"):
+        self.script_name = os.environ.get("SCRIPT_NAME", "")
+        self.secure_scheme_headers = dict(cfg.secure_scheme_headers or {})
+        self.unix = isinstance(listener_addr, (str, bytes))
+        if self.unix:
+            self.server_name, self.server_port = "", ""
+        else:
+            self.server_name, self.server_port = str(listener_addr[0]), str(listener_addr[1])
+        self.base = {
+            "wsgi.version": (1, 0),
+            "wsgi.errors": error_stream,
+            "wsgi.multithread": multithread,
+            "wsgi.multiprocess": cfg.workers > 1,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+            "wsgi.input_terminated": True,
+            "wsgi.url_scheme": scheme,
+            "SERVER_SOFTWARE": SERVER_SOFTWARE,
+            "SCRIPT_NAME": self.script_name,
+            "SERVER_NAME": self.server_name,
+            "SERVER_PORT": self.server_port,
+        }
+
+    def build(self, req, body, peer, sock, trusted_forwarder: bool) -> dict:
+        environ = self.base.copy()
+        environ["REQUEST_METHOD"] = req.method
+        environ["RAW_URI"] = req.target
+        environ["QUERY_STRING"] = req.query
+        environ["SERVER_PROTOCOL"] = "HTTP/1.1" if req.version == (1, 1) else "HTTP/%d.%d" % req.version
+        environ["wsgi.input"] = body
+        environ["unicornd.socket"] = sock
+        environ["gunicorn.socket"] = sock
+
+        host = None
+        for name, value in req.headers:
+            if name == "CONTENT-TYPE":
+                environ["CONTENT_TYPE"] = value
+                continue
+            if name == "CONTENT-LENGTH":
+                environ["CONTENT_LENGTH"] = value
+                continue
+            if name == "HOST":
+                host = value
+            key = "HTTP_" + name.replace("-", "_")
+            prev = environ.get(key)
+            # RFC 9110 §5.3: repeated fields combine into one comma-separated list.
+            environ[key] = value if prev is None else prev + "," + value
+
+        if trusted_forwarder and self.secure_scheme_headers:
+            scheme = scheme_from_headers(req.headers, self.secure_scheme_headers)
+            if scheme:
+                environ["wsgi.url_scheme"] = scheme
+
+        if peer and not isinstance(peer, (str, bytes)):
+            environ["REMOTE_ADDR"] = peer[0]
+            environ["REMOTE_PORT"] = str(peer[1])
+        else:
+            environ["REMOTE_ADDR"] = peer.decode() if isinstance(peer, bytes) else (peer or "")
+
+        if self.unix and host:
+            # WSGI has no words for a unix socket: name the server after the Host header.
+            if host.startswith("["):
+                name, _, port = host.partition("]")
+                name += "]"
+                port = port[1:]
+            else:
+                name, _, port = host.partition(":")
+            environ["SERVER_NAME"] = name
+            environ["SERVER_PORT"] = port or ("443" if environ["wsgi.url_scheme"] == "https" else "80")
+
+        proxy = req.proxy
+        if proxy is not None and getattr(proxy, "src_addr", None):
+            environ["REMOTE_ADDR"] = proxy.src_addr
+            environ["REMOTE_PORT"] = str(proxy.src_port)
+
+        path = req.path
+        script_name = self.script_name
+        if script_name and path.startswith(script_name):
+            path = path[len(script_name):]
+        environ["PATH_INFO"] = _path_to_wsgi(path)
+        return environ
+
+
+def reraise(exc_info):
+    """start_response(..., exc_info) after the head went out: PEP 3333 says re-raise."""
+    try:
+        raise exc_info[1].with_traceback(exc_info[2])
+    finally:
+        exc_info = None
+
