@@ -167,6 +167,8 @@ def raw_request(address, data: bytes, timeout=10.0, shut_wr=False) -> bytes:
 def parse_response(data: bytes):
     """(status, headers dict lower-cased, body) of one response; chunked bodies are decoded."""
     head, _, body = data.partition(b"\r\n\r\n")
+    while head.startswith(b"HTTP/1.1 1"):  # interim responses (100 Continue) come first
+        head, _, body = body.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ")[1])
     headers = {}

@@ -87,8 +87,10 @@ def _bind_one(addr, cfg, log) -> Listener:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             target = addr.path
             try:
-                if stat.S_ISSOCK(os.stat(addr.path).st_mode):
-                    os.unlink(addr.path)  # a stale socket file left by a dead server
+                if not stat.S_ISSOCK(os.stat(addr.path).st_mode):
+                    sock.close()
+                    raise BindError(f"Cannot bind unix:{addr.path}: the file exists and is not a socket")
+                os.unlink(addr.path)  # a stale socket file left by a dead server
             except FileNotFoundError:
                 pass
         else:
