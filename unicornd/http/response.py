@@ -70,7 +70,8 @@ class ResponseHead:
         if m is None:
             raise InvalidResponse(f"invalid status {status!r}")
         code = int(m.group(1))
-        self.status = status
+        # RFC 9112 §4: the SP after the code is required even when the reason is empty.
+        self.status = status if len(status) > 3 else status + " "
         self.status_code = code
         self.version = version
         kept = []
