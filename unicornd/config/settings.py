@@ -1,0 +1,469 @@
+"""The settings table: one declaration per setting, everything else is derived from it.
+
+argparse (``unicornd -h``), config files, ``UNICORND_CMD_ARGS``, ``--print-config``,
+``--check-config`` and ``docs/settings.md`` all read ``SETTINGS``. Names, flags, defaults and
+sections are gunicorn 27's, so that every gunicorn flag and config-file name is known here;
+``supported=False`` marks the ones unicornd refuses when given a value other than the default.
+
+Docs are Markdown, one paragraph, written for users; the first sentence is also the
+``-h`` text. Regenerate the reference after editing: ``python -m unicornd.config.docs >
+docs/settings.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable, Mapping, NamedTuple
+
+from unicornd.config import default_hooks as H
+from unicornd.config import validators as v
+
+
+class Setting(NamedTuple):
+    name: str
+    section: str
+    cli: tuple[str, ...]  # flags, as gunicorn spells them; () = config file only
+    validate: Callable[[Any], Any]
+    default: Any
+    doc: str
+    meta: str | None = None
+    action: str | None = None  # argparse action; None means "store"
+    nargs: str | None = None
+    const: Any = None
+    supported: bool = True
+    # A default that depends on the environment: environ -> (variable, raw value) when an
+    # environment variable provides it (validated only if it ends up used, and errors name
+    # the variable), or (None, value) for a value computed at load time (cwd, euid, ...).
+    default_from: Callable[[Mapping[str, str]], tuple[str | None, Any] | None] | None = None
+    default_doc: str | None = None  # how the docs show such a default
+
+
+def _s(section, name, cli, validate, default, doc, **kw):
+    return Setting(name, section, tuple(cli.split()), validate, default, " ".join(doc.split()), **kw)
+
+
+def _flag(section, name, cli, doc, default=False, **kw):
+    return _s(section, name, cli, v.boolean, default, doc, action="store_true", **kw)
+
+
+def _int(section, name, cli, default, doc, validate=v.non_negative_int, meta="INT", **kw):
+    return _s(section, name, cli, validate, default, doc, meta=meta, **kw)
+
+
+def _hook(section, fn, doc, supported=True, post_request=False):
+    params = tuple(fn.__code__.co_varnames[: fn.__code__.co_argcount])
+    validate = v.hook(params, post_request=post_request)
+    return _s(section, fn.__name__, "", validate, fn, doc, supported=supported)
+
+
+def _env(variable, make=lambda raw: raw):
+    return lambda environ: (variable, make(environ[variable])) if variable in environ else None
+
+
+def _computed(fn):
+    return lambda environ: (None, fn(environ))
+
+
+def _control_socket(environ):
+    xdg = environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg):
+        return os.path.join(xdg, "gunicorn.ctl")
+    home = environ.get("HOME") or os.path.expanduser("~")
+    return os.path.join(home, ".gunicorn", "gunicorn.ctl")
+
+
+_SYSLOG_ADDR = {
+    "darwin": "unix:///var/run/syslog",
+    "freebsd": "unix:///var/run/log",
+    "dragonfly": "unix:///var/run/log",
+    "openbsd": "unix:///dev/log",
+}.get(sys.platform, "udp://localhost:514")
+
+CF, SOCK, WP, SEC = "Config File", "Server Socket", "Worker Processes", "Security"
+MECH, LOG, PN, DBG = "Server Mechanics", "Logging", "Process Naming", "Debugging"
+HOOKS, SSL, H2, CTL = "Server Hooks", "SSL", "HTTP/2", "Control"
+DIRTY, DHOOKS = "Dirty Arbiters", "Dirty Arbiter Hooks"
+NO = {"supported": False}
+
+SETTINGS: tuple[Setting, ...] = (
+    # -- Config File --------------------------------------------------------------------------
+    _s(CF, "config", "-c --config", v.string, "./unicornd.conf.py", """
+        The configuration file to read: `PATH`, `file:PATH`, or `python:MODULE` to import a
+        module. It is Python: every module-level name that is a setting becomes its value. Without
+        this option unicornd reads `./unicornd.conf.py`, or else `./gunicorn.conf.py`, from the
+        directory it is started in, if one exists. Only meaningful on the command line or in
+        `UNICORND_CMD_ARGS`.""", meta="CONFIG"),
+    _s(CF, "wsgi_app", "", v.optional_nonempty_string, None, """
+        The WSGI application to serve, as `MODULE:VARIABLE` (such as `myproject.wsgi:application`).
+        The `APP_MODULE` argument on the command line takes precedence over this setting."""),
+    # -- Server Socket ------------------------------------------------------------------------
+    _s(SOCK, "bind", "-b --bind", v.bind_list, ["127.0.0.1:8000"], """
+        The addresses to listen on: `HOST:PORT`, `HOST` (port 8000), `[IPv6]:PORT`, `unix:PATH`
+        for a Unix socket, or `fd://N` for a socket already open on file descriptor N. Repeat the
+        option to listen on several addresses; the ones given on the command line replace those of
+        the config file. When the `PORT` environment variable is set, the default is
+        `0.0.0.0:$PORT`.""", meta="ADDRESS", action="append",
+       default_from=_env("PORT", lambda port: [f"0.0.0.0:{port}"]),
+       default_doc="`['127.0.0.1:8000']`, or `['0.0.0.0:$PORT']` when `PORT` is set"),
+    _int(SOCK, "backlog", "--backlog", 2048, """
+        How many connections the kernel may queue before unicornd accepts them. Clients beyond
+        this get refused while the server is saturated; values between 64 and 2048 are usual."""),
+    # -- Worker Processes ---------------------------------------------------------------------
+    _int(WP, "workers", "-w --workers", 1, """
+        How many worker processes serve requests. Start from two to four per CPU core and adjust to
+        your application. The default comes from the `WEB_CONCURRENCY` environment variable when it
+        is set (as some hosting platforms do), otherwise 1.""", validate=v.positive_int,
+         default_from=_env("WEB_CONCURRENCY"),
+         default_doc="`$WEB_CONCURRENCY`, or `1` when it is not set"),
+    _s(WP, "worker_class", "-k --worker-class", v.worker_class, "sync", """
+        How workers accept and schedule connections: the name of a built-in class (`sync`), one of
+        gunicorn's names for it (`gunicorn.workers.sync.SyncWorker`, `egg:gunicorn#sync`), or the
+        dotted path of your own worker class. gunicorn's other classes (`gthread`, `gevent`,
+        `eventlet`, `tornado`) are refused until unicornd has them.""", meta="STRING"),
+    _int(WP, "threads", "--threads", 1, """
+        Threads per worker, for the threaded worker class. gunicorn quietly switches `sync` to
+        `gthread` when this is more than 1; unicornd has no `gthread` worker yet, so that
+        combination is an error rather than a surprise."""),
+    _int(WP, "worker_connections", "--worker-connections", 1000, """
+        The most clients one worker serves at once, for the threaded and event-loop worker
+        classes. The `sync` worker serves one connection at a time and ignores it."""),
+    _int(WP, "max_requests", "--max-requests", 0, """
+        Restart a worker after it has served this many requests, a simple guard against memory
+        leaks; 0 never restarts.""", **NO),
+    _int(WP, "max_requests_jitter", "--max-requests-jitter", 0, """
+        Add a random number of requests, up to this many, to `max_requests` for each worker so
+        that workers do not all restart at once.""", **NO),
+    _int(WP, "timeout", "-t --timeout", 30, """
+        Seconds a worker may stay silent before the master kills and replaces it. Idle workers
+        keep reporting, so with the `sync` worker this bounds how long one request may take. 0
+        disables the check."""),
+    _int(WP, "graceful_timeout", "--graceful-timeout", 30, """
+        Seconds workers get to finish the requests in hand after being told to stop or restart;
+        those still running when it expires are killed."""),
+    _int(WP, "keepalive", "--keep-alive", 2, """
+        Seconds to wait for the next request on an idle keep-alive connection. A few seconds suit
+        servers facing clients directly; behind a load balancer a longer value is common. The
+        `sync` worker closes the connection after each response and ignores it."""),
+    _s(WP, "asgi_loop", "--asgi-loop", v.choice("auto", "asyncio", "uvloop"), "auto", """
+        The event loop for gunicorn's ASGI worker. unicornd serves WSGI only.""",
+       meta="STRING", **NO),
+    _s(WP, "asgi_lifespan", "--asgi-lifespan", v.choice("auto", "on", "off"), "auto", """
+        Whether gunicorn's ASGI worker runs the ASGI lifespan protocol. unicornd serves WSGI
+        only.""", meta="STRING", **NO),
+    _int(WP, "asgi_disconnect_grace_period", "--asgi-disconnect-grace-period", 3, """
+        Seconds gunicorn's ASGI worker lets an application react to a client disconnect.""", **NO),
+    _int(WP, "websocket_max_message_size", "--websocket-max-message-size", 16777216, """
+        The largest WebSocket message, in bytes, gunicorn's ASGI worker accepts.""", **NO),
+    _s(WP, "http_parser", "--http-parser", v.choice("auto", "fast", "python"), "auto", """
+        Which HTTP parser gunicorn uses. unicornd has a single strict parser.""",
+       meta="STRING", **NO),
+    # -- Security -----------------------------------------------------------------------------
+    _int(SEC, "limit_request_line", "--limit-request-line", 4094, """
+        The longest request line (method, target and version) accepted, in bytes; longer ones are
+        refused with an error status. As in gunicorn, 0 removes the limit and values over 8190
+        mean 8190."""),
+    _int(SEC, "limit_request_fields", "--limit-request-fields", 100, """
+        The most header fields a request may carry. As in gunicorn, 0 or a value over 32768 means
+        32768."""),
+    _int(SEC, "limit_request_field_size", "--limit-request-field_size", 8190, """
+        The longest header field accepted, name and value together, in bytes. As in gunicorn, 0
+        means the default of 8190. Note gunicorn's spelling of the flag, with an underscore."""),
+    # -- Server Mechanics ---------------------------------------------------------------------
+    _flag(MECH, "preload_app", "--preload", """
+        Import the application in the master before forking workers, to share memory and start
+        faster at the cost of code reloads needing a full restart.""", **NO),
+    _s(MECH, "sendfile", "--no-sendfile", v.optional_boolean, None, """
+        Whether file responses (`wsgi.file_wrapper` on a real file) are sent with `sendfile()`.
+        `--no-sendfile` turns it off. When it is not set, the `SENDFILE` environment variable
+        decides (`1`, `y`, `yes` or `true` turn it on, anything else off), and without that
+        variable it is on. The loaded configuration holds the resulting true or false.""",
+       action="store_const", const=False),
+    _flag(MECH, "reuse_port", "--reuse-port", """
+        Set `SO_REUSEPORT` on the listening sockets, so that several servers may listen on the
+        same port."""),
+    _s(MECH, "chdir", "--chdir", v.directory, None, """
+        The directory to change to before loading the application; it is also put first on the
+        Python path. A relative path is taken from the directory unicornd is started in.""",
+       default_from=_computed(lambda environ: os.getcwd()), default_doc="the current directory"),
+    _flag(MECH, "daemon", "-D --daemon", """
+        Detach from the terminal and run in the background. Use a service manager instead.""",
+          **NO),
+    _s(MECH, "raw_env", "-e --env", v.env_list, [], """
+        Environment variables to set for the application, as `KEY=VALUE`. Repeat the option for
+        several; in a config file give a list such as `raw_env = ["DJANGO_DEBUG=0"]`.""",
+       meta="ENV", action="append"),
+    _s(MECH, "pidfile", "-p --pid", v.optional_string, None, """
+        A file to write the master's process id to.""", meta="FILE", **NO),
+    _s(MECH, "worker_tmp_dir", "--worker-tmp-dir", v.optional_string, None, """
+        Where gunicorn keeps its per-worker heartbeat files. unicornd workers report through
+        shared memory and need no such files.""", meta="DIR", **NO),
+    _s(MECH, "user", "-u --user", v.user, None, """
+        Run workers as this user (a name or a uid).""", meta="USER",
+       default_from=_computed(lambda environ: os.geteuid()), default_doc="the current user",
+       **NO),
+    _s(MECH, "group", "-g --group", v.group, None, """
+        Run workers as this group (a name or a gid).""", meta="GROUP",
+       default_from=_computed(lambda environ: os.getegid()), default_doc="the current group",
+       **NO),
+    _int(MECH, "umask", "-m --umask", 0, """
+        The file mode mask of the server's processes, which also applies to Unix sockets it
+        creates; octal such as `0022` is accepted.""", validate=v.octal_int, **NO),
+    _flag(MECH, "initgroups", "--initgroups", """
+        Give workers all the supplementary groups of `user`.""", **NO),
+    _s(MECH, "tmp_upload_dir", "", v.optional_string, None, """
+        Where request bodies are spooled while they are read.""", meta="DIR", **NO),
+    _s(MECH, "secure_scheme_headers", "", v.header_dict,
+       {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}, """
+        Request headers, with the exact values, by which a trusted proxy (see
+        `forwarded_allow_ips`) says the client connected over HTTPS; a match makes
+        `wsgi.url_scheme` `https`. Header names are compared case-insensitively, values exactly. If
+        several of these headers are present and disagree, the request is refused. Make sure your
+        proxy strips these headers from what clients send."""),
+    _s(MECH, "forwarded_allow_ips", "--forwarded-allow-ips", v.address_list, "127.0.0.1,::1", """
+        The proxies whose `secure_scheme_headers` and `forwarder_headers` are believed: a
+        comma-separated list of IP addresses and networks (such as `10.0.0.0/8`), or `*` to trust
+        every peer, only safe when nothing else can reach the server. Connections over Unix
+        sockets are always trusted. The default comes from the `FORWARDED_ALLOW_IPS` environment
+        variable when it is set.""", meta="STRING",
+       default_from=_env("FORWARDED_ALLOW_IPS"),
+       default_doc="`$FORWARDED_ALLOW_IPS`, or `'127.0.0.1,::1'` when it is not set"),
+    _s(MECH, "pythonpath", "--pythonpath", v.optional_string, None, """
+        Comma-separated directories to put first on the Python path before the application is
+        imported, such as `/srv/app,/srv/lib`.""", meta="STRING"),
+    _s(MECH, "paste", "--paste --paster", v.optional_string, None, """
+        Load the application from a PasteDeploy config file (`file.ini#section`).""",
+       meta="STRING", **NO),
+    _s(MECH, "proxy_protocol", "--proxy-protocol", v.proxy_protocol, "off", """
+        Expect a PROXY protocol header (as sent by HAProxy, stunnel or cloud load balancers) at the
+        start of each connection from `proxy_allow_ips`: `v1` (text), `v2` (binary), `auto`
+        (either) or `off`. The flag without a value means `auto`; `true` and `false` are accepted
+        as in gunicorn.""", meta="MODE", nargs="?", const="auto"),
+    _s(MECH, "proxy_allow_ips", "--proxy-allow-from", v.address_list, "127.0.0.1,::1", """
+        The peers allowed to send a PROXY protocol header: comma-separated IP addresses and
+        networks, or `*` for any. Connections over Unix sockets are always allowed."""),
+    _s(MECH, "protocol", "--protocol", v.choice("http", "uwsgi"), "http", """
+        The wire protocol of incoming connections; gunicorn can also speak uWSGI's binary
+        protocol behind nginx's `uwsgi_pass`.""", meta="STRING", **NO),
+    _s(MECH, "uwsgi_allow_ips", "--uwsgi-allow-from", v.address_list, "127.0.0.1,::1", """
+        The peers allowed to speak the uWSGI protocol.""", **NO),
+    _s(MECH, "raw_paste_global_conf", "--paste-global", v.string_list, [], """
+        `KEY=VALUE` globals passed to a PasteDeploy application.""", meta="CONF",
+       action="append", **NO),
+    _flag(MECH, "permit_obsolete_folding", "--permit-obsolete-folding", """
+        Accept header values continued on a following line (obsolete line folding, forbidden by RFC
+        9112) instead of refusing the request. Only for diagnosing old clients."""),
+    _flag(MECH, "strip_header_spaces", "--strip-header-spaces", """
+        Accept whitespace between a header name and its colon by stripping it, instead of refusing
+        the request. This is how request smuggling gets through proxies; avoid it."""),
+    _flag(MECH, "permit_unconventional_http_method", "--permit-unconventional-http-method", """
+        Accept request methods that are valid tokens but unusual (lower case, shorter than 3 or
+        longer than 20 characters, or containing `#`), which are refused by default."""),
+    _flag(MECH, "permit_unconventional_http_version", "--permit-unconventional-http-version", """
+        Accept HTTP/1 versions other than 1.0 and 1.1 in the request line, which are refused by
+        default."""),
+    _flag(MECH, "casefold_http_method", "--casefold-http-method", """
+        Upper-case request methods before handing them to the application, as very old gunicorn
+        versions did. Methods are case-sensitive; use only if a client needs it."""),
+    _s(MECH, "forwarder_headers", "--forwarder-headers", v.comma_list, "SCRIPT_NAME,PATH_INFO", """
+        Environ variables a trusted proxy (see `forwarded_allow_ips`) may set through headers of the
+        same name, comma-separated, such as `SCRIPT_NAME,PATH_INFO,REMOTE_USER`. Headers absent
+        from a request change nothing."""),
+    _s(MECH, "header_map", "--header-map", v.header_map, "drop", """
+        What to do with a header whose name could be confused with another once it becomes an
+        environ key (`X-Foo` and `X_Foo` are both `HTTP_X_FOO`): `drop` ignores such headers,
+        `refuse` answers the request with an error, `dangerous` passes them on as older servers
+        did. Headers listed in `forwarder_headers` from a trusted proxy are always passed."""),
+    _s(MECH, "root_path", "--root-path", v.string, "", """
+        The mount path given to ASGI applications as `root_path`.""", meta="STRING", **NO),
+    # -- Logging ------------------------------------------------------------------------------
+    _s(LOG, "accesslog", "--access-logfile", v.optional_string, None, """
+        Where to write the access log; `-` is standard output.""", meta="FILE", **NO),
+    _flag(LOG, "disable_redirect_access_to_syslog", "--disable-redirect-access-to-syslog", """
+        Keep access log lines out of syslog when `syslog` is on.""", **NO),
+    _s(LOG, "access_log_format", "--access-logformat", v.string,
+       '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"', """
+        The format of access log lines, with gunicorn's `%(x)s` atoms.""", meta="STRING", **NO),
+    _s(LOG, "errorlog", "--error-logfile --log-file", v.string, "-", """
+        Where to write the error log (server messages, tracebacks); `-` is standard error.""",
+       meta="FILE"),
+    _s(LOG, "loglevel", "--log-level", v.loglevel, "info", """
+        The least important error log messages to write: `debug`, `info`, `warning`, `error` or
+        `critical`. gunicorn silently falls back to `info` on other names; unicornd refuses
+        them.""", meta="LEVEL"),
+    _flag(LOG, "capture_output", "--capture-output", """
+        Send the application's standard output and error to the error log file.""", **NO),
+    _s(LOG, "logger_class", "--logger-class", v.class_path, "gunicorn.glogging.Logger", """
+        A class replacing gunicorn's logger.""", meta="STRING", **NO),
+    _s(LOG, "logconfig", "--log-config", v.optional_string, None, """
+        A `logging.config.fileConfig` file configuring logging.""", meta="FILE", **NO),
+    _s(LOG, "logconfig_dict", "", v.any_dict, {}, """
+        A `logging.config.dictConfig` dictionary configuring logging.""", **NO),
+    _s(LOG, "logconfig_json", "--log-config-json", v.optional_string, None, """
+        A JSON file holding a `logging.config.dictConfig` dictionary.""", meta="FILE", **NO),
+    _s(LOG, "syslog_addr", "--log-syslog-to", v.string, _SYSLOG_ADDR, """
+        The syslog server: `unix://PATH#TYPE`, `udp://HOST:PORT` or `tcp://HOST:PORT`.""",
+       meta="SYSLOG_ADDR", default_doc="`'udp://localhost:514'` (a Unix socket on macOS and BSDs)",
+       **NO),
+    _flag(LOG, "syslog", "--log-syslog", """
+        Send the logs to syslog.""", **NO),
+    _s(LOG, "syslog_prefix", "--log-syslog-prefix", v.optional_string, None, """
+        The program name used in syslog entries.""", meta="SYSLOG_PREFIX", **NO),
+    _s(LOG, "syslog_facility", "--log-syslog-facility", v.string, "user", """
+        The syslog facility.""", meta="SYSLOG_FACILITY", **NO),
+    _flag(LOG, "enable_stdio_inheritance", "-R --enable-stdio-inheritance", """
+        Keep standard input and output open in daemon mode.""", **NO),
+    _s(LOG, "statsd_host", "--statsd-host", v.optional_string, None, """
+        A StatsD server (`HOST:PORT` or `unix://PATH`) to send metrics to.""",
+       meta="STATSD_ADDR", **NO),
+    _s(LOG, "dogstatsd_tags", "--dogstatsd-tags", v.string, "", """
+        Comma-separated DogStatsD tags added to every metric.""", meta="DOGSTATSD_TAGS", **NO),
+    _s(LOG, "statsd_prefix", "--statsd-prefix", v.string, "", """
+        A prefix for metric names.""", meta="STATSD_PREFIX", **NO),
+    _flag(LOG, "enable_backlog_metric", "--enable-backlog-metric", """
+        Report the listen backlog length as a metric.""", **NO),
+    # -- Process Naming -----------------------------------------------------------------------
+    _s(PN, "proc_name", "-n --name", v.optional_string, None, """
+        The name shown for unicornd's processes in `ps` and `top` (with the `setproctitle`
+        package installed), to tell several servers apart. When not set, `default_proc_name` is
+        used.""", meta="STRING"),
+    _s(PN, "default_proc_name", "", v.string, "unicornd", """
+        The process name used when `proc_name` is not set: the `APP_MODULE` argument when one is
+        given, otherwise `unicornd`."""),
+    # -- Debugging ----------------------------------------------------------------------------
+    _flag(DBG, "reload", "--reload", """
+        Restart workers when the application's code changes. For development.""", **NO),
+    _s(DBG, "reload_engine", "--reload-engine", v.choice("auto", "poll", "inotify"), "auto", """
+        How `reload` watches files.""", meta="STRING", **NO),
+    _s(DBG, "reload_extra_files", "--reload-extra-file", v.string_list, [], """
+        More files or glob patterns that `reload` watches.""", meta="FILES", action="append",
+       **NO),
+    _flag(DBG, "spew", "--spew", """
+        Trace every line the server executes.""", **NO),
+    _flag(DBG, "check_config", "--check-config", """
+        Check the configuration and exit: status 0 when it can be served, 2 (gunicorn: 1) with a
+        message when it cannot."""),
+    _flag(DBG, "print_config", "--print-config", """
+        Print every setting as finally resolved, one `name = value` line each, and exit. Implies
+        `check_config`."""),
+    # -- Server Hooks -------------------------------------------------------------------------
+    _hook(HOOKS, H.on_starting, """
+        Called in the master before it initialises, with the server (`on_starting(server)`)."""),
+    _hook(HOOKS, H.on_reload, """
+        Called in the master when `SIGHUP` reloads the configuration and replaces the workers
+        (`on_reload(server)`)."""),
+    _hook(HOOKS, H.when_ready, """
+        Called in the master once it listens and is about to start workers
+        (`when_ready(server)`)."""),
+    _hook(HOOKS, H.pre_fork, """
+        Called in the master just before forking a worker (`pre_fork(server, worker)`)."""),
+    _hook(HOOKS, H.post_fork, """
+        Called in the new worker just after the fork (`post_fork(server, worker)`)."""),
+    _hook(HOOKS, H.post_worker_init, """
+        Called in a worker once it has loaded the application (`post_worker_init(worker)`)."""),
+    _hook(HOOKS, H.worker_int, """
+        Called in a worker that received `SIGINT` or `SIGQUIT`, before it exits
+        (`worker_int(worker)`)."""),
+    _hook(HOOKS, H.worker_abort, """
+        Called in a worker that received `SIGABRT`, which is how the master ends a worker that
+        exceeded `timeout` (`worker_abort(worker)`)."""),
+    _hook(HOOKS, H.pre_exec, """
+        Called in the master just before it executes a new copy of itself on `SIGUSR2`
+        (`pre_exec(server)`)."""),
+    _hook(HOOKS, H.pre_request, """
+        Called in a worker before it hands a request to the application
+        (`pre_request(worker, req)`). The default does nothing."""),
+    _hook(HOOKS, H.post_request, """
+        Called in a worker after the application has answered a request
+        (`post_request(worker, req, environ, resp)`); as in gunicorn, a callable taking only the
+        first two or three of these arguments is accepted too.""", post_request=True),
+    _hook(HOOKS, H.child_exit, """
+        Called in the master after a worker has exited (`child_exit(server, worker)`)."""),
+    _hook(HOOKS, H.worker_exit, """
+        Called in a worker as it exits (`worker_exit(server, worker)`)."""),
+    _hook(HOOKS, H.nworkers_changed, """
+        Called in the master when the number of workers changes, with the new and the previous
+        number; the previous one is `None` the first time
+        (`nworkers_changed(server, new_value, old_value)`)."""),
+    _hook(HOOKS, H.on_exit, """
+        Called in the master just before unicornd exits (`on_exit(server)`)."""),
+    _hook(HOOKS, H.ssl_context, """
+        Builds the `ssl.SSLContext` for TLS listeners
+        (`ssl_context(config, default_ssl_context_factory)`).""", supported=False),
+    # -- SSL ----------------------------------------------------------------------------------
+    _s(SSL, "keyfile", "--keyfile", v.optional_string, None, """
+        The TLS private key file. unicornd does not terminate TLS yet; put a proxy in front.""",
+       meta="FILE", **NO),
+    _s(SSL, "certfile", "--certfile", v.optional_string, None, """
+        The TLS certificate file.""", meta="FILE", **NO),
+    _s(SSL, "ssl_version", "--ssl-version", v.ssl_version, 2, """
+        The TLS protocol constant; deprecated and ignored by gunicorn.""",
+       default_doc="`ssl.PROTOCOL_TLS`", **NO),
+    _s(SSL, "cert_reqs", "--cert-reqs", v.non_negative_int, 0, """
+        Whether client certificates are required: 0 none, 1 optional, 2 required.""", **NO),
+    _s(SSL, "ca_certs", "--ca-certs", v.optional_string, None, """
+        The CA certificates file for client certificates.""", meta="FILE", **NO),
+    _flag(SSL, "suppress_ragged_eofs", "--suppress-ragged-eofs", """
+        Treat a TLS connection closed without a close-notify as a normal end of file.""",
+          default=True, **NO),
+    _flag(SSL, "do_handshake_on_connect", "--do-handshake-on-connect", """
+        Perform the TLS handshake on accept rather than on first read.""", **NO),
+    _s(SSL, "ciphers", "--ciphers", v.optional_string, None, """
+        The TLS cipher list, in OpenSSL's format.""", **NO),
+    # -- HTTP/2 -------------------------------------------------------------------------------
+    _s(H2, "http_protocols", "--http-protocols", v.http_protocols, "h1", """
+        The HTTP versions offered, in order of preference (`h1`, `h2`). unicornd speaks
+        HTTP/1.x.""", meta="STRING", **NO),
+    _s(H2, "http2_cleartext", "--http2-cleartext",
+       v.choice("off", "prior-knowledge", "upgrade", "both", aliases={True: "prior-knowledge",
+                                                                      False: "off"}, none="off"),
+       "off", """
+        Whether HTTP/2 is accepted without TLS, and how.""", meta="STRING", **NO),
+    _int(H2, "http2_max_concurrent_streams", "--http2-max-concurrent-streams", 100, """
+        The most HTTP/2 streams open at once on a connection.""", **NO),
+    _int(H2, "http2_initial_window_size", "--http2-initial-window-size", 65535, """
+        The initial HTTP/2 flow control window, in bytes.""", **NO),
+    _int(H2, "http2_max_frame_size", "--http2-max-frame-size", 16384, """
+        The largest HTTP/2 frame payload, in bytes.""", **NO),
+    _int(H2, "http2_max_header_list_size", "--http2-max-header-list-size", 65536, """
+        The largest HTTP/2 header list, in bytes.""", **NO),
+    # -- Control ------------------------------------------------------------------------------
+    _s(CTL, "control_socket", "--control-socket", v.string, None, """
+        The Unix socket of gunicorn's control interface. unicornd has no control socket; it is
+        driven by signals.""", meta="PATH", default_from=_computed(_control_socket),
+       default_doc="`$XDG_RUNTIME_DIR/gunicorn.ctl` or `~/.gunicorn/gunicorn.ctl`", **NO),
+    _int(CTL, "control_socket_mode", "--control-socket-mode", 0o600, """
+        The permissions of the control socket.""", validate=v.octal_int, default_doc="`0o600`",
+         **NO),
+    _flag(CTL, "control_socket_disable", "--no-control-socket", """
+        Do not open the control socket.""", **NO),
+    # -- Dirty Arbiters -----------------------------------------------------------------------
+    _s(DIRTY, "dirty_apps", "--dirty-app", v.string_list, [], """
+        Applications run in gunicorn's separate pool for long-running tasks.""", meta="STRING",
+       action="append", **NO),
+    _int(DIRTY, "dirty_workers", "--dirty-workers", 0, """
+        The number of dirty worker processes.""", **NO),
+    _int(DIRTY, "dirty_timeout", "--dirty-timeout", 300, """
+        Seconds a dirty task may run.""", **NO),
+    _int(DIRTY, "dirty_threads", "--dirty-threads", 1, """
+        Threads per dirty worker.""", **NO),
+    _int(DIRTY, "dirty_graceful_timeout", "--dirty-graceful-timeout", 30, """
+        Seconds dirty workers get to finish when stopping.""", **NO),
+    # -- Dirty Arbiter Hooks ------------------------------------------------------------------
+    _hook(DHOOKS, H.on_dirty_starting, """
+        Called before the dirty arbiter starts (`on_dirty_starting(arbiter)`).""", supported=False),
+    _hook(DHOOKS, H.dirty_post_fork, """
+        Called after a dirty worker is forked (`dirty_post_fork(arbiter, worker)`).""",
+          supported=False),
+    _hook(DHOOKS, H.dirty_worker_init, """
+        Called once a dirty worker has loaded its applications (`dirty_worker_init(worker)`).""",
+          supported=False),
+    _hook(DHOOKS, H.dirty_worker_exit, """
+        Called when a dirty worker exits (`dirty_worker_exit(arbiter, worker)`).""",
+          supported=False),
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(s.section for s in SETTINGS))
+
+assert len(BY_NAME) == len(SETTINGS), "duplicate setting name"
