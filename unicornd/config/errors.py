@@ -15,5 +15,20 @@ class ConfigError(Exception):
         self.source = source
 
 
+_WHOLE = object()
+
+
 class Invalid(ValueError):
-    """Raised by a validator: ``str()`` is the "expected ..." part of a message."""
+    """Raised by a validator: ``str()`` is the "expected ..." part of a message.
+
+    ``value``, when given, is the offending part of the value (one entry of a list), which
+    the message then shows instead of the whole value.
+    """
+
+    def __init__(self, message: str, value=_WHOLE):
+        super().__init__(message)
+        self.value = value
+
+    @property
+    def has_value(self) -> bool:
+        return self.value is not _WHOLE

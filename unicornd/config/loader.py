@@ -151,7 +151,8 @@ def _refused(setting: Setting, source: str) -> ConfigError:
 
 def _invalid(setting: Setting, raw, exc: Invalid, source: str) -> ConfigError:
     return ConfigError(
-        f"Invalid value for {setting.name}: {_show(raw)}: {exc}{_where(source)}",
+        f"Invalid value for {setting.name}: {_show(exc.value if exc.has_value else raw)}: "
+        f"{exc}{_where(source)}",
         setting=setting.name, source=source,
     )
 

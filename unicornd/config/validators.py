@@ -199,7 +199,8 @@ def address_list(val):
         try:
             ipaddress.ip_network(item)
         except ValueError as exc:
-            raise Invalid(f"{exc}; {expected}") from None
+            why = f"{exc}; " if "host bits" in str(exc) else ""
+            raise Invalid(why + expected, value=item) from None
     return items
 
 
@@ -209,9 +210,12 @@ def bind_list(val):
     if not entries:
         raise Invalid(f"expected at least one address; {BIND_EXPECTED}")
     for entry in entries:
-        addr = parse_bind(entry)
-        if addr.kind == "tcp":
-            _check_resolves(addr.host)
+        try:
+            addr = parse_bind(entry)
+            if addr.kind == "tcp":
+                _check_resolves(addr.host)
+        except Invalid as exc:
+            raise Invalid(str(exc), value=entry) from None
     return entries
 
 
@@ -233,7 +237,7 @@ def env_list(val):
     for entry in entries:
         key, sep, _ = entry.partition("=")
         if not sep or not key.strip():
-            raise Invalid(f"{entry!r} is not KEY=VALUE; expected a list of KEY=VALUE strings")
+            raise Invalid("expected KEY=VALUE", value=entry)
     return entries
 
 
