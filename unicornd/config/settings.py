@@ -96,7 +96,8 @@ SETTINGS: tuple[Setting, ...] = (
         `UNICORND_CMD_ARGS`.""", meta="CONFIG"),
     _s(CF, "wsgi_app", "", v.optional_nonempty_string, None, """
         The WSGI application to serve, as `MODULE:VARIABLE` (such as `myproject.wsgi:application`).
-        The `APP_MODULE` argument on the command line takes precedence over this setting."""),
+        The `APP_MODULE` argument on the command line takes precedence over this setting.""",
+       meta="STRING"),
     # -- Server Socket ------------------------------------------------------------------------
     _s(SOCK, "bind", "-b --bind", v.bind_list, ["127.0.0.1:8000"], """
         The addresses to listen on: `HOST:PORT`, `HOST` (port 8000), `[IPv6]:PORT`, `unix:PATH`
@@ -248,7 +249,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s(MECH, "uwsgi_allow_ips", "--uwsgi-allow-from", v.address_list, "127.0.0.1,::1", """
         The peers allowed to speak the uWSGI protocol.""", **NO),
     _s(MECH, "raw_paste_global_conf", "--paste-global", v.string_list, [], """
-        `KEY=VALUE` globals passed to a PasteDeploy application.""", meta="CONF",
+        Global `KEY=VALUE` variables passed to a PasteDeploy application.""", meta="CONF",
        action="append", **NO),
     _flag(MECH, "permit_obsolete_folding", "--permit-obsolete-folding", """
         Accept header values continued on a following line (obsolete line folding, forbidden by RFC

@@ -1,0 +1,109 @@
+"""The table knows every gunicorn 27 setting, with gunicorn's names, flags and defaults."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gunicorn27_reference import GUNICORN27
+from unicornd.config import SETTINGS, build_parser
+from unicornd.config.docs import render
+from unicornd.config.settings import BY_NAME, SECTIONS
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Defaults that differ on purpose, or depend on the machine the reference was dumped on.
+OWN_DEFAULTS = {"config", "default_proc_name", "chdir", "user", "group", "control_socket"}
+
+SUPPORTED = {
+    "config", "wsgi_app", "bind", "backlog", "workers", "worker_class", "threads",
+    "worker_connections", "timeout", "graceful_timeout", "keepalive", "limit_request_line",
+    "limit_request_fields", "limit_request_field_size", "permit_obsolete_folding",
+    "permit_unconventional_http_method", "permit_unconventional_http_version",
+    "casefold_http_method", "strip_header_spaces", "header_map", "proxy_protocol",
+    "proxy_allow_ips", "forwarded_allow_ips", "secure_scheme_headers", "forwarder_headers",
+    "sendfile", "reuse_port", "chdir", "pythonpath", "raw_env", "loglevel", "errorlog",
+    "print_config", "check_config", "proc_name", "default_proc_name",
+    "on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "post_worker_init",
+    "worker_int", "worker_abort", "pre_exec", "pre_request", "post_request", "child_exit",
+    "worker_exit", "nworkers_changed", "on_exit",
+}
+
+
+def test_every_gunicorn_setting_is_known_and_nothing_else():
+    assert [s.name for s in SETTINGS] != []
+    assert set(BY_NAME) == {row[0] for row in GUNICORN27}
+
+
+@pytest.mark.parametrize("row", GUNICORN27, ids=lambda row: row[0])
+def test_setting_matches_gunicorn(row):
+    name, section, cli, meta, action, nargs, default = row
+    s = BY_NAME[name]
+    assert (s.section, s.cli, s.meta, s.action, s.nargs) == (section, cli, meta, action, nargs)
+    if name not in OWN_DEFAULTS and default != "<not a literal>":
+        assert s.default == default
+
+
+def test_supported_set_is_the_agreed_one():
+    assert {s.name for s in SETTINGS if s.supported} == SUPPORTED
+
+
+def test_own_defaults():
+    assert BY_NAME["config"].default == "./unicornd.conf.py"
+    assert BY_NAME["default_proc_name"].default == "unicornd"
+
+
+@pytest.mark.parametrize("s", SETTINGS, ids=lambda s: s.name)
+def test_every_setting_is_documented(s):
+    assert s.doc and s.doc[0].isupper() and s.doc.endswith((".", ")"))
+    assert "\n" not in s.doc
+    assert s.validate.kind
+
+
+def test_flags_are_unique():
+    flags = [f for s in SETTINGS for f in s.cli]
+    assert len(flags) == len(set(flags))
+
+
+def test_help_is_grouped_by_section(capsys):
+    with pytest.raises(SystemExit) as exit:
+        build_parser().parse_args(["-h"])
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: unicornd [OPTIONS] [APP_MODULE]")
+    positions = [out.index(f"\n{section}:\n") for section in SECTIONS if section not in
+                 ("Server Hooks", "Dirty Arbiter Hooks")]
+    assert positions == sorted(positions)
+    assert "--access-logfile FILE" in out and "(not supported yet)" in out
+    assert "--limit-request-field_size INT" in out
+
+
+def test_version(capsys):
+    from unicornd import __version__
+
+    with pytest.raises(SystemExit) as exit:
+        build_parser().parse_args(["--version"])
+    assert exit.value.code == 0
+    assert capsys.readouterr().out.strip() == f"unicornd (version {__version__})"
+
+
+def test_committed_docs_are_a_fresh_render():
+    committed = (REPO / "docs" / "settings.md").read_text()
+    assert committed == render(), "run: python -m unicornd.config.docs > docs/settings.md"
+
+
+def test_docs_module_prints_the_render():
+    out = subprocess.run(
+        [sys.executable, "-m", "unicornd.config.docs"], cwd=REPO, capture_output=True,
+        text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+    ).stdout
+    assert out == render()
+
+
+def test_docs_list_every_setting_once():
+    text = render()
+    for s in SETTINGS:
+        assert text.count(f"### `{s.name}`\n") == 1
+    assert "**not supported yet**" in text
