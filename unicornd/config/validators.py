@@ -352,16 +352,18 @@ def _widen(fn, got):
 def _class_to_path(val):
     if inspect.isfunction(val) or inspect.ismethod(val):
         val = val()  # gunicorn calls a function given here to get the class
-    if inspect.isclass(val):
-        if "." in val.__qualname__:
-            raise Invalid("expected a module-level class, or a dotted path to one")
-        return f"{val.__module__}:{val.__qualname__}"
-    return val
+    if not inspect.isclass(val):
+        raise Invalid("expected a worker class name or a dotted path to a class")
+    if "." in val.__qualname__:
+        raise Invalid("expected a module-level class, or a dotted path to one")
+    return f"{val.__module__}:{val.__qualname__}"
 
 
 def _resolve_worker_class(spec):
     from unicornd import workers
 
+    if not isinstance(spec, str):
+        spec = _class_to_path(spec)
     name = workers.GUNICORN_ALIASES.get(spec, spec)
     for builtin, target in workers.BUILTIN.items():
         if name in (builtin, target, target.replace(":", ".")):
@@ -378,7 +380,8 @@ def _resolve_worker_class(spec):
 
 @kind("worker class name (`sync`), or a dotted path to a class", _resolve_worker_class)
 def worker_class(val):
-    val = _class_to_path(val)
+    if inspect.isclass(val) or inspect.isfunction(val) or inspect.ismethod(val):
+        return val  # gunicorn accepts a class, or a function returning one: see resolve
     text = _str(val, "expected a worker class name or a dotted path to a class")
     if not text:
         raise Invalid("expected a worker class name or a dotted path to a class")
@@ -387,7 +390,7 @@ def worker_class(val):
 
 @kind("dotted path to a class")
 def class_path(val):
-    return _str(_class_to_path(val), "expected a dotted path to a class")
+    return _str(val, "expected a dotted path to a class")
 
 
 # -- settings unicornd refuses (normalised only to compare with the default) ----------------
