@@ -96,3 +96,7 @@ class InvalidProxyLine(HTTPError):
 class ForbiddenProxyRequest(HTTPError):
     status = 403
     reason = "Forbidden"
+
+
+class InvalidProxyHeader(HTTPError):
+    """A malformed PROXY protocol v2 header (v1's text line is InvalidProxyLine)."""

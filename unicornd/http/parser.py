@@ -14,4 +14,741 @@ INTERFACE (used by connection.py and every worker class; keep it stable):
         raises errors.HTTPError subclass on bad input (NoMoreData for EOF mid-request)
     p.start_next_request()  # after EndOfMessage: parse the next (pipelined) request
     p.buffered              # bytes received but not yet consumed (len() is cheap)
+
+Additions that keep that interface: ``ParserOptions.forwarder_headers`` (gunicorn's setting of the
+same name) and ``RequestParser(..., forwarder_trusted=False)``: when the peer is in
+``forwarded_allow_ips``, header names with "_" listed in ``forwarder_headers`` (SCRIPT_NAME,
+PATH_INFO by default) are kept whatever ``header_map`` says, as gunicorn 27 does.
+
+How a head is parsed: find the blank line that ends it, decode it once as latin-1, match the
+request line with one compiled pattern and split + validate every field line with one ``findall``.
+Only when that fast path does not match does a careful line-by-line pass run, to accept what the
+leniency settings allow (obs-fold, spaces before ":") or to name the exact error.
+After an error the parser is spent: ``next_event`` raises the same error again.
 """
+from dataclasses import dataclass, field
+
+from . import errors
+from . import proxy as _proxy
+from .body import ChunkedDecoder, EndOfMessage, LengthDecoder
+from .grammar import (ABSOLUTE_FORM, AUTHORITY_FORM, CONTENT_LENGTH, FIELD_LINES,
+                      FIELD_VALUE_INVALID, HOST_FIELD, HTTP_VERSION, METHOD_CONVENTIONAL,
+                      ORIGIN_FORM, REQUEST_LINE_FAST, REQUEST_LINE_FAST_ANY_METHOD,
+                      TARGET_CHAR, TOKEN, TRANSFER_CODING)
+import re as _re
+import sys
+
+__all__ = ["NEED_DATA", "CLOSED", "Request", "EndOfMessage", "ParserOptions", "RequestParser"]
+
+
+class _Sentinel:
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return self.name
+
+    def __reduce__(self):
+        return self.name
+
+
+NEED_DATA = _Sentinel("NEED_DATA")
+CLOSED = _Sentinel("CLOSED")
+
+# gunicorn 27's limits (gunicorn/http/message.py): what 0, negative and too large values mean.
+MAX_REQUEST_LINE = 8190            # limit_request_line is capped here; negative means this
+UNLIMITED_REQUEST_LINE = 1 << 20   # limit_request_line = 0 ("unlimited"): gunicorn's C parser cap
+MAX_HEADERS = 32768                # limit_request_fields <= 0 or above this means this
+DEFAULT_MAX_FIELD_SIZE = 8190      # limit_request_field_size <= 0 means this
+
+HEADER_MAPS = ("drop", "refuse", "dangerous")
+
+V10 = (1, 0)
+V11 = (1, 1)
+
+_TARGET = _re.compile(TARGET_CHAR + "+")
+
+
+def _as_name_set(value):
+    if not value:
+        return frozenset()
+    if isinstance(value, str):
+        value = value.split(",")
+    return frozenset(v.strip().upper() for v in value if v and v.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class ParserOptions:
+    """The settings the parser obeys, read once per worker (gunicorn 27's names and meanings)."""
+    limit_request_line: int = 4094
+    limit_request_fields: int = 100
+    limit_request_field_size: int = 8190
+    permit_obsolete_folding: bool = False
+    permit_unconventional_http_method: bool = False
+    permit_unconventional_http_version: bool = False
+    casefold_http_method: bool = False
+    strip_header_spaces: bool = False
+    header_map: str = "drop"
+    proxy_protocol: str = "off"
+    forwarder_headers: frozenset = frozenset()
+    # derived, effective limits
+    max_request_line: int = field(init=False, repr=False, compare=False)
+    max_fields: int = field(init=False, repr=False, compare=False)
+    max_field_size: int = field(init=False, repr=False, compare=False)
+    max_head: int = field(init=False, repr=False, compare=False)
+
+    _NAMES = ("limit_request_line", "limit_request_fields", "limit_request_field_size",
+              "permit_obsolete_folding", "permit_unconventional_http_method",
+              "permit_unconventional_http_version", "casefold_http_method",
+              "strip_header_spaces", "header_map", "proxy_protocol", "forwarder_headers")
+
+    def __post_init__(self):
+        setattr_ = object.__setattr__
+        setattr_(self, "proxy_protocol", _proxy.normalize_mode(self.proxy_protocol))
+        hm = str(self.header_map).strip().lower()
+        if hm not in HEADER_MAPS:
+            raise ValueError(f"header_map must be one of {HEADER_MAPS}, not {self.header_map!r}")
+        setattr_(self, "header_map", hm)
+        setattr_(self, "forwarder_headers", _as_name_set(self.forwarder_headers))
+
+        line = int(self.limit_request_line)
+        if line < 0 or line >= MAX_REQUEST_LINE:
+            line = MAX_REQUEST_LINE
+        elif line == 0:
+            line = UNLIMITED_REQUEST_LINE
+        fields = int(self.limit_request_fields)
+        if fields <= 0 or fields > MAX_HEADERS:
+            fields = MAX_HEADERS
+        size = int(self.limit_request_field_size)
+        if size <= 0:
+            size = DEFAULT_MAX_FIELD_SIZE
+        setattr_(self, "max_request_line", line)
+        setattr_(self, "max_fields", fields)
+        setattr_(self, "max_field_size", size)
+        # gunicorn's bound on a whole header section: every field at its largest, with CRLFs
+        setattr_(self, "max_head", fields * (size + 2) + 4)
+
+    @classmethod
+    def from_config(cls, cfg):
+        """Read the settings of the same names from any object (missing ones keep defaults)."""
+        kwargs = {}
+        for name in cls._NAMES:
+            value = getattr(cfg, name, None)
+            if value is not None:
+                kwargs[name] = value
+        return cls(**kwargs)
+
+
+class Request:
+    """The head of one request. Field names are upper-case; nothing is percent-decoded."""
+    __slots__ = ("method", "target", "path", "query", "fragment", "version", "headers",
+                 "content_length", "chunked", "keep_alive", "expect_continue", "upgrade", "proxy")
+
+    def __init__(self, method, target, path, query, fragment, version, headers, content_length,
+                 chunked, keep_alive, expect_continue, upgrade, proxy):
+        self.method = method
+        self.target = target
+        self.path = path
+        self.query = query
+        self.fragment = fragment
+        self.version = version
+        self.headers = headers
+        self.content_length = content_length
+        self.chunked = chunked
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.upgrade = upgrade
+        self.proxy = proxy
+
+    def __repr__(self):
+        return (f"<Request {self.method} {self.target} HTTP/{self.version[0]}.{self.version[1]}"
+                f" {len(self.headers)} headers>")
+
+
+# --- field names ---------------------------------------------------------------------------------
+# Names that steer the parser get a kind; every raw spelling seen is mapped once to its interned
+# upper-case form and kind, so the per-header cost is one dict lookup.
+_K_PLAIN, _K_UNDERSCORE, _K_CL, _K_TE, _K_CONNECTION, _K_EXPECT, _K_UPGRADE, _K_HOST, \
+    _K_CTYPE = range(9)
+_KINDS = {
+    "CONTENT-LENGTH": _K_CL,
+    "TRANSFER-ENCODING": _K_TE,
+    "CONNECTION": _K_CONNECTION,
+    "EXPECT": _K_EXPECT,
+    "UPGRADE": _K_UPGRADE,
+    "HOST": _K_HOST,
+    "CONTENT-TYPE": _K_CTYPE,
+}
+_NAME_CACHE = {}
+_NAME_CACHE_MAX = 2048
+
+
+def _name_info(name):
+    upper = name.upper()
+    if "_" in upper:
+        info = (upper, _K_UNDERSCORE)
+    else:
+        info = (upper, _KINDS.get(upper, _K_PLAIN))
+    if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+        info = (sys.intern(upper), info[1])
+        _NAME_CACHE[name] = info
+    return info
+
+
+for _n in ("Host", "User-Agent", "Accept", "Accept-Encoding", "Accept-Language", "Connection",
+           "Content-Length", "Content-Type", "Transfer-Encoding", "Cookie", "Referer", "Origin",
+           "Authorization", "Cache-Control", "Upgrade", "Expect", "X-Forwarded-For",
+           "X-Forwarded-Proto", "X-Real-IP", "If-None-Match", "If-Modified-Since", "Range"):
+    for _s in (_n, _n.lower(), _n.upper()):
+        _name_info(_s)
+del _n, _s
+
+# RFC 9110 §6.5.1: a trailer field must not be one a recipient needs before the content: framing
+# (Content-Length, Transfer-Encoding, Trailer, TE), routing (Host), authentication and connection
+# control. Receiving one is refused (InvalidHeaderName) rather than silently dropped.
+FORBIDDEN_TRAILERS = frozenset((
+    "HOST", "CONTENT-LENGTH", "TRANSFER-ENCODING", "TRAILER", "TE", "AUTHORIZATION",
+    "PROXY-AUTHORIZATION", "CONNECTION", "KEEP-ALIVE", "UPGRADE", "EXPECT",
+))
+
+# RFC 9112 §6.1 / RFC 9110 §8.4.1: the transfer codings we frame: chunked (decoded), and the
+# registered content codings that may precede it (passed through undecoded, as gunicorn does, and
+# the connection closes after the response). "identity" (no longer registered) is tolerated
+# before chunked, as the corpus requires.
+_PASSTHROUGH_CODINGS = frozenset(("gzip", "x-gzip", "deflate", "compress", "x-compress"))
+
+# parser states
+_S_PROXY, _S_HEAD, _S_BODY, _S_NO_BODY, _S_DONE, _S_CLOSED, _S_ERROR = range(7)
+
+
+class RequestParser:
+    __slots__ = ("_opts", "_buf", "_eof", "_state", "_decoder", "_error", "_proxy_allowed",
+                 "_forwarder_trusted", "_proxy_info", "_crlf_done", "_scan", "_lf_checked",
+                 "_line_end", "_rl", "_rl_fast", "_max_line", "_max_fields", "_max_field_size",
+                 "_max_head", "_casefold")
+
+    def __init__(self, opts, proxy_allowed=True, *, forwarder_trusted=False):
+        self._opts = opts
+        self._buf = b""
+        self._eof = False
+        self._state = _S_PROXY if opts.proxy_protocol != "off" else _S_HEAD
+        self._decoder = None
+        self._error = None
+        self._proxy_allowed = proxy_allowed
+        self._forwarder_trusted = bool(forwarder_trusted and opts.forwarder_headers)
+        self._proxy_info = None
+        self._rl_fast = (REQUEST_LINE_FAST_ANY_METHOD if opts.permit_unconventional_http_method
+                         else REQUEST_LINE_FAST).fullmatch
+        self._max_line = opts.max_request_line
+        self._max_fields = opts.max_fields
+        self._max_field_size = opts.max_field_size
+        self._max_head = opts.max_head
+        self._casefold = opts.casefold_http_method
+        self._reset_head()
+
+    def _reset_head(self):
+        self._crlf_done = False
+        self._scan = 0
+        self._lf_checked = 0
+        self._line_end = -1
+        self._rl = None
+
+    # --- input ----------------------------------------------------------------------------------
+    def receive_data(self, data):
+        """Add bytes from the peer; ``b""`` means it closed its side (EOF)."""
+        if not data:
+            self._eof = True
+            return
+        if self._eof:
+            raise RuntimeError("receive_data() after EOF")
+        buf = self._buf
+        if not buf:
+            self._buf = data if type(data) is bytes else bytes(data)
+        elif type(buf) is bytes:
+            buf = bytearray(buf)
+            buf += data
+            self._buf = buf
+        else:
+            buf += data
+
+    @property
+    def buffered(self):
+        """Bytes received and not consumed yet (the start of what comes next)."""
+        return self._buf
+
+    @property
+    def proxy(self):
+        """The connection's PROXY header (a proxy.ProxyInfo), or None."""
+        return self._proxy_info
+
+    def _consume(self, n):
+        buf = self._buf
+        if n >= len(buf):
+            self._buf = b""
+        elif type(buf) is bytes:
+            self._buf = buf[n:]
+        else:
+            del buf[:n]
+
+    # --- events ---------------------------------------------------------------------------------
+    def next_event(self):
+        state = self._state
+        try:
+            if state == _S_HEAD:
+                return self._next_head()
+            if state == _S_BODY:
+                ev, used = self._decoder.step(self._buf, self._eof)
+                if used:
+                    self._consume(used)
+                if ev is None:
+                    return NEED_DATA
+                if type(ev) is EndOfMessage:
+                    self._state = _S_DONE
+                    self._decoder = None
+                return ev
+            if state == _S_NO_BODY:
+                self._state = _S_DONE
+                return EndOfMessage()
+            if state == _S_PROXY:
+                return self._next_proxy()
+        except errors.HTTPError as exc:
+            self._state = _S_ERROR
+            self._error = exc
+            raise
+        if state == _S_CLOSED:
+            return CLOSED
+        if state == _S_ERROR:
+            raise self._error
+        raise RuntimeError("next_event() after EndOfMessage: call start_next_request() first")
+
+    def start_next_request(self):
+        """After EndOfMessage: go on to the next request; buffered bytes are kept."""
+        if self._state != _S_DONE:
+            raise RuntimeError("start_next_request() before EndOfMessage")
+        self._state = _S_HEAD
+        self._reset_head()
+
+    # --- PROXY protocol -------------------------------------------------------------------------
+    def _next_proxy(self):
+        buf = self._buf
+        if not buf:
+            if self._eof:
+                self._state = _S_CLOSED
+                return CLOSED
+            return NEED_DATA
+        kind = _proxy.detect(buf, self._opts.proxy_protocol)
+        if kind is _proxy.NEED_MORE:
+            if self._eof:
+                raise errors.NoMoreData("EOF in what may be a PROXY header")
+            return NEED_DATA
+        if kind is not None:
+            if not self._proxy_allowed:
+                raise errors.ForbiddenProxyRequest("PROXY header from a peer not allowed to send one")
+            res = (_proxy.parse_v1 if kind == "v1" else _proxy.parse_v2)(buf)
+            if res is None:
+                if self._eof:
+                    raise errors.NoMoreData("EOF in PROXY header")
+                return NEED_DATA
+            self._proxy_info, used = res
+            self._consume(used)
+        self._state = _S_HEAD
+        return self._next_head()
+
+    # --- the head -------------------------------------------------------------------------------
+    def _next_head(self):
+        buf = self._buf
+        if not buf:
+            # nothing of this request yet (at most the one CRLF ignored below)
+            if self._eof:
+                self._state = _S_CLOSED
+                return CLOSED
+            return NEED_DATA
+        if not self._crlf_done:
+            # RFC 9112 §2.2: ignore one empty line (CRLF) before the request-line; only one.
+            if buf[0] == 13:
+                if len(buf) < 2:
+                    if self._eof:
+                        raise errors.NoMoreData("EOF before a request line")
+                    return NEED_DATA
+                if buf[1] == 10:
+                    self._consume(2)
+                    buf = self._buf
+                    if not buf:
+                        self._crlf_done = True
+                        if self._eof:
+                            self._state = _S_CLOSED
+                            return CLOSED
+                        return NEED_DATA
+            self._crlf_done = True
+
+        end = buf.find(b"\r\n\r\n", self._scan)
+        if end < 0:
+            return self._head_incomplete(buf)
+
+        line_end = self._line_end
+        if line_end < 0:
+            line_end = buf.find(b"\r\n", 0, end + 2)
+        if len(buf) == end + 4:
+            text = buf.decode("latin-1")
+        else:
+            text = buf[:end].decode("latin-1")
+
+        # request line
+        rl = self._rl
+        if rl is None:
+            if line_end > self._max_line:
+                self._refuse_long_line(buf)
+            m = self._rl_fast(text, 0, line_end)
+            if m is not None:
+                method, target, path, query, fragment, minor = m.groups()
+                version = V11 if minor == "1" else V10
+                if query is None:
+                    query = ""
+                if fragment is None:
+                    fragment = ""
+                if self._casefold:
+                    method = method.upper()
+                    if method == "CONNECT":
+                        rl = self._request_line(text[:line_end])
+                        method, target, path, query, fragment, version = rl
+            else:
+                method, target, path, query, fragment, version = self._request_line(
+                    text[:line_end])
+        else:
+            method, target, path, query, fragment, version = rl
+
+        # header section
+        if line_end == end:
+            pairs = ()
+        else:
+            if end + 4 - (line_end + 2) > self._max_head:
+                raise errors.LimitRequestHeaders("header section too large")
+            block = text[line_end + 2:end]
+            nlines = block.count("\r\n") + 1
+            if (nlines > self._max_fields or len(block) + 2 > self._max_field_size
+                    or block.count("\n") != nlines - 1):
+                pairs = self._split_fields(block)
+            else:
+                pairs = FIELD_LINES.findall(block)
+                if len(pairs) != nlines:
+                    pairs = self._split_fields(block)
+
+        # field policy and framing
+        headers = []
+        append = headers.append
+        cl = te = conn = expect = None
+        has_upgrade = seen_host = seen_ctype = False
+        cache = _NAME_CACHE
+        for name, value in pairs:
+            info = cache.get(name)
+            if info is None:
+                info = _name_info(name)
+            up, kind = info
+            if kind:
+                if kind == _K_CL:
+                    # RFC 9110 §8.6 Content-Length = 1*DIGIT; one field line only (RFC 9112
+                    # §6.3: several, even equal, are refused, which §8.6 allows).
+                    if cl is not None:
+                        raise errors.InvalidHeader("more than one Content-Length")
+                    if not CONTENT_LENGTH.fullmatch(value):
+                        raise errors.InvalidHeader(f"Content-Length: {value[:40]!r}")
+                    cl = value
+                elif kind == _K_TE:
+                    te = value if te is None else f"{te},{value}"
+                elif kind == _K_CONNECTION:
+                    conn = value if conn is None else f"{conn},{value}"
+                elif kind == _K_HOST:
+                    # RFC 9112 §3.2: more than one Host, or an invalid one, is a 400.
+                    if seen_host:
+                        raise errors.InvalidHeader("more than one Host")
+                    if not HOST_FIELD.fullmatch(value):
+                        raise errors.InvalidHeader(f"Host: {value[:80]!r}")
+                    seen_host = True
+                elif kind == _K_UNDERSCORE:
+                    if not self._keep_underscore(up):
+                        continue
+                elif kind == _K_EXPECT:
+                    expect = value if expect is None else f"{expect},{value}"
+                elif kind == _K_UPGRADE:
+                    has_upgrade = True
+                elif kind == _K_CTYPE:
+                    # RFC 9110 §5.3: a singleton field; a repeat makes the message ambiguous.
+                    if seen_ctype:
+                        raise errors.InvalidHeader("more than one Content-Type")
+                    seen_ctype = True
+            append((up, value))
+
+        # RFC 9110 §10.1.1 Expect: only 100-continue is defined; HTTP/1.0 must ignore it.
+        expect_continue = False
+        if expect is not None:
+            for item in expect.split(","):
+                if item.strip(" \t").lower() != "100-continue":
+                    raise errors.ExpectationFailed(f"Expect: {expect[:80]!r}")
+            expect_continue = version >= V11
+
+        # RFC 9110 §7.6.1 Connection options; RFC 9112 §9.3 persistence.
+        upgrade = False
+        if conn is None:
+            keep_alive = version >= V11
+        else:
+            options = [o.strip(" \t").lower() for o in conn.split(",")]
+            if "close" in options:
+                keep_alive = False
+            elif version >= V11:
+                keep_alive = True
+            else:
+                keep_alive = "keep-alive" in options
+            upgrade = has_upgrade and "upgrade" in options
+        if method == "CONNECT":
+            # what follows a CONNECT is tunnel data, never another request (as gunicorn 27)
+            keep_alive = False
+
+        chunked = False
+        content_length = None
+        if te is not None:
+            chunked, passthrough = _transfer_codings(te)
+            if version < V11:
+                # RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
+                raise errors.InvalidHeader("Transfer-Encoding in an HTTP/1.0 request")
+            if cl is not None:
+                # RFC 9112 §6.3: both framings at once is how requests are smuggled.
+                raise errors.InvalidHeader("both Content-Length and Transfer-Encoding")
+            if passthrough:
+                keep_alive = False
+        elif cl is not None:
+            try:
+                content_length = int(cl)
+            except ValueError:   # more digits than int() takes from a str
+                raise errors.InvalidHeader("Content-Length too large") from None
+
+        req = Request(method, target, path, query, fragment, version, headers, content_length,
+                      chunked, keep_alive, expect_continue, upgrade, self._proxy_info)
+
+        self._consume(end + 4)
+        if chunked:
+            opts = self._opts
+            self._decoder = ChunkedDecoder(opts.max_field_size, opts.max_head,
+                                           self._parse_trailers)
+            self._state = _S_BODY
+        elif content_length:
+            self._decoder = LengthDecoder(content_length)
+            self._state = _S_BODY
+        else:
+            self._state = _S_NO_BODY
+        return req
+
+    def _keep_underscore(self, up):
+        """header_map for a field name with "_" (which a WSGI environ cannot tell from "-")."""
+        if self._forwarder_trusted and up in self._opts.forwarder_headers:
+            return True
+        hm = self._opts.header_map
+        if hm == "drop":
+            return False
+        if hm == "dangerous":
+            return True
+        raise errors.InvalidHeaderName(f"{up!r}: '_' in a field name (header_map = refuse)")
+
+    def _refuse_long_line(self, buf):
+        limit = self._max_line
+        if buf.find(b"\n", 0, limit + 1) >= 0:
+            raise errors.InvalidRequestLine("bare LF in the request line")
+        raise errors.LimitRequestLine(f"request line longer than {limit} bytes")
+
+    def _head_incomplete(self, buf):
+        """No blank line yet: refuse early what can already be refused, else wait."""
+        n = len(buf)
+        line_end = self._line_end
+        if line_end < 0:
+            line_end = buf.find(b"\r\n")
+            if line_end < 0:
+                limit = self._max_line
+                if buf.find(b"\n", 0, limit + 1) >= 0:
+                    raise errors.InvalidRequestLine("bare LF in the request line")
+                if n - 1 > limit:
+                    raise errors.LimitRequestLine(f"request line longer than {limit} bytes")
+                if self._eof:
+                    raise errors.NoMoreData("EOF in the request line")
+                self._scan = max(0, n - 3)
+                return NEED_DATA
+            if line_end > self._max_line:
+                self._refuse_long_line(buf)
+            self._rl = self._request_line(bytes(buf[:line_end]).decode("latin-1"))
+            self._line_end = line_end
+            self._lf_checked = line_end + 2
+        start = line_end + 2
+        if n - start > self._max_head:
+            raise errors.LimitRequestHeaders("header section too large")
+        # RFC 9112 §2.2: every line of the head ends with CRLF. A bare LF means the head will not
+        # end the way it must; refuse it now rather than wait. Only new bytes are counted.
+        new = self._lf_checked
+        if buf.count(b"\n", new, n) != buf.count(b"\r\n", max(start, new - 1), n):
+            raise errors.InvalidHeader("bare LF in the header section")
+        self._lf_checked = n
+        if self._eof:
+            raise errors.NoMoreData("EOF in the header section")
+        self._scan = max(0, n - 3)
+        return NEED_DATA
+
+    def _request_line(self, line):
+        """The careful request-line parser: every form and version; names the error."""
+        opts = self._opts
+        if "\n" in line or "\r" in line:
+            raise errors.InvalidRequestLine("bare CR or LF in the request line")
+        parts = line.split(" ")
+        if len(parts) != 3:
+            # RFC 9112 §3: method SP request-target SP HTTP-version, single spaces
+            raise errors.InvalidRequestLine(line[:200])
+        method, target, version = parts
+
+        # RFC 9110 §9.1 method = token (and gunicorn's conventional subset unless permitted)
+        if not opts.permit_unconventional_http_method and not METHOD_CONVENTIONAL.fullmatch(method):
+            raise errors.InvalidRequestMethod(method[:40])
+        if not TOKEN.fullmatch(method):
+            raise errors.InvalidRequestMethod(method[:40])
+        if opts.casefold_http_method:
+            method = method.upper()
+
+        # RFC 9112 §3.2 request-target
+        if not _TARGET.fullmatch(target):
+            raise errors.InvalidRequestLine(f"request-target {target[:200]!r}")
+        query = fragment = ""
+        if target[0] == "/":
+            if method == "CONNECT":     # RFC 9112 §3.2.3: CONNECT takes authority-form only
+                raise errors.InvalidRequestLine("CONNECT needs an authority-form target")
+            path, query, fragment = ORIGIN_FORM.fullmatch(target).groups()
+        elif target == "*":             # RFC 9112 §3.2.4: asterisk-form only for OPTIONS
+            if method != "OPTIONS":
+                raise errors.InvalidRequestLine(f"'*' target with {method}")
+            path = "*"
+        elif "://" in target:           # RFC 9112 §3.2.2 absolute-form
+            m = ABSOLUTE_FORM.fullmatch(target)
+            if m is None or method == "CONNECT":
+                raise errors.InvalidRequestLine(f"request-target {target[:200]!r}")
+            path, query, fragment = m.group(3, 4, 5)
+            path = path or ""
+        else:                           # RFC 9112 §3.2.3 authority-form, CONNECT only
+            if method != "CONNECT" or not AUTHORITY_FORM.fullmatch(target):
+                raise errors.InvalidRequestLine(f"request-target {target[:200]!r}")
+            # no path in this form: report the authority itself (as the corpus does for [::1]:443)
+            path = target
+        query = query or ""
+        fragment = fragment or ""
+
+        # RFC 9112 §2.3 HTTP-version = "HTTP/" DIGIT "." DIGIT
+        m = HTTP_VERSION.fullmatch(version)
+        if m is None:
+            raise errors.InvalidHTTPVersion(version[:40])
+        major, minor = int(m.group(1)), int(m.group(2))
+        if major != 1:
+            # RFC 9110 §15.6.6: a major version we do not speak is a 505.
+            raise errors.UnsupportedHTTPVersion(version)
+        if minor > 1 and not opts.permit_unconventional_http_version:
+            raise errors.InvalidHTTPVersion(version)
+        return method, target, path, query, fragment, (V10, V11)[minor] if minor < 2 else (1, minor)
+
+    def _split_fields(self, block):
+        """The careful field-line parser: (name, value) pairs, names as sent, values trimmed."""
+        opts = self._opts
+        lines = block.split("\r\n")
+        n = len(lines)
+        if block.count("\n") != n - 1:
+            raise errors.InvalidHeader("bare LF in the header section")
+        max_fields = self._max_fields
+        max_size = self._max_field_size
+        strip_names = opts.strip_header_spaces
+        fold = opts.permit_obsolete_folding
+        out = []
+        i = 0
+        while i < n:
+            if len(out) >= max_fields:
+                raise errors.LimitRequestHeaders(f"more than {max_fields} header fields")
+            line = lines[i]
+            i += 1
+            size = len(line) + 2
+            if line[:1] in (" ", "\t"):
+                # RFC 9112 §2.2: whitespace before the first field line: refused.
+                raise errors.InvalidHeader("whitespace before the first field line")
+            colon = line.find(":")
+            if colon <= 0:
+                raise errors.InvalidHeader(f"no field name in {line[:80]!r}")
+            name = line[:colon]
+            if strip_names:
+                name = name.rstrip(" \t")
+            if not TOKEN.fullmatch(name):
+                raise errors.InvalidHeaderName(repr(name[:80]))
+            value = line[colon + 1:].strip(" \t")
+            folded = False
+            while i < n and lines[i][:1] in (" ", "\t"):
+                # RFC 9112 §5.2: obs-fold; a server must refuse it or replace it with SP.
+                if not fold:
+                    raise errors.ObsoleteFolding(name)
+                cont = lines[i]
+                i += 1
+                size += len(cont) + 2
+                if size > max_size:
+                    raise errors.LimitRequestHeaders(f"field {name!r} larger than {max_size}")
+                value = value + " " + cont.strip(" \t")
+                folded = True
+            if size > max_size:
+                raise errors.LimitRequestHeaders(f"field {name!r} larger than {max_size}")
+            if folded:
+                value = value.strip(" \t")
+            if FIELD_VALUE_INVALID.search(value):
+                raise errors.InvalidHeader(f"control character in {name!r}")
+            out.append((name, value))
+        return out
+
+    def _parse_trailers(self, text):
+        """Trailer section (RFC 9112 §7.1.2) -> (NAME, value) pairs."""
+        trailers = []
+        seen_ctype = False
+        for name, value in self._split_fields(text):
+            up = name.upper()
+            if up in FORBIDDEN_TRAILERS:
+                raise errors.InvalidHeaderName(f"{up} not allowed in trailers (RFC 9110 §6.5.1)")
+            if "_" in up:
+                hm = self._opts.header_map
+                if hm == "drop":
+                    continue
+                if hm == "refuse":
+                    raise errors.InvalidHeaderName(f"{up!r}: '_' in a field name")
+            elif up == "CONTENT-TYPE":
+                if seen_ctype:
+                    raise errors.InvalidHeader("more than one Content-Type")
+                seen_ctype = True
+            trailers.append((up, value))
+        return trailers
+
+
+def _transfer_codings(te):
+    """RFC 9112 §6.1, §6.3: (chunked, passthrough) from the joined Transfer-Encoding values.
+
+    chunked must come once and last (else 400); a coding we do not know is a 501 (§6.1).
+    """
+    chunked = False
+    passthrough = False
+    for item in te.split(","):
+        item = item.strip(" \t")
+        if not item:
+            continue    # RFC 9110 §5.6.1: empty list elements are ignored
+        m = TRANSFER_CODING.fullmatch(item)
+        if m is None:
+            raise errors.InvalidHeader(f"Transfer-Encoding: {te[:80]!r}")
+        coding = m.group(1).lower()
+        if chunked:
+            if coding in _PASSTHROUGH_CODINGS or coding in ("chunked", "identity"):
+                raise errors.InvalidHeader("chunked is not the final transfer coding")
+            raise errors.UnsupportedTransferCoding(coding)
+        if coding == "chunked":
+            if m.end(1) != len(item):
+                raise errors.InvalidHeader("parameters on chunked")
+            chunked = True
+        elif coding in _PASSTHROUGH_CODINGS:
+            passthrough = True
+        elif coding != "identity":
+            raise errors.UnsupportedTransferCoding(coding)
+    if not chunked:
+        raise errors.InvalidHeader("Transfer-Encoding without chunked as the final coding")
+    return chunked, passthrough
