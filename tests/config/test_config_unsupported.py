@@ -1,0 +1,169 @@
+"""Settings unicornd does not support yet are refused, from every source, unless at default."""
+
+import os
+
+import pytest
+
+from unicornd.config import SETTINGS, ConfigError
+from unicornd.config.settings import BY_NAME
+
+OTHER_UID = str(os.geteuid() + 1)
+OTHER_GID = str(os.getegid() + 1)
+
+# name -> (a non-default value as config-file source, the same on the command line)
+NON_DEFAULT = {
+    "max_requests": ("1000", ["--max-requests", "1000"]),
+    "max_requests_jitter": ("50", ["--max-requests-jitter", "50"]),
+    "asgi_loop": ("'uvloop'", ["--asgi-loop", "uvloop"]),
+    "asgi_lifespan": ("'on'", ["--asgi-lifespan", "on"]),
+    "asgi_disconnect_grace_period": ("10", ["--asgi-disconnect-grace-period", "10"]),
+    "websocket_max_message_size": ("1024", ["--websocket-max-message-size", "1024"]),
+    "http_parser": ("'python'", ["--http-parser", "python"]),
+    "preload_app": ("True", ["--preload"]),
+    "daemon": ("True", ["-D"]),
+    "pidfile": ("'/run/u.pid'", ["-p", "/run/u.pid"]),
+    "worker_tmp_dir": ("'/dev/shm'", ["--worker-tmp-dir", "/dev/shm"]),
+    "user": (OTHER_UID, ["-u", OTHER_UID]),
+    "group": (OTHER_GID, ["-g", OTHER_GID]),
+    "umask": ("0o022", ["-m", "0022"]),
+    "initgroups": ("True", ["--initgroups"]),
+    "tmp_upload_dir": ("'/tmp'", None),
+    "paste": ("'app.ini'", ["--paste", "app.ini"]),
+    "protocol": ("'uwsgi'", ["--protocol", "uwsgi"]),
+    "uwsgi_allow_ips": ("'*'", ["--uwsgi-allow-from", "*"]),
+    "raw_paste_global_conf": ("['A=1']", ["--paste-global", "A=1"]),
+    "root_path": ("'/api'", ["--root-path", "/api"]),
+    "accesslog": ("'-'", ["--access-logfile", "-"]),
+    "disable_redirect_access_to_syslog": ("True", ["--disable-redirect-access-to-syslog"]),
+    "access_log_format": ("'%(h)s'", ["--access-logformat", "%(h)s"]),
+    "capture_output": ("True", ["--capture-output"]),
+    "logger_class": ("'my.Logger'", ["--logger-class", "my.Logger"]),
+    "logconfig": ("'log.ini'", ["--log-config", "log.ini"]),
+    "logconfig_dict": ("{'version': 1}", None),
+    "logconfig_json": ("'log.json'", ["--log-config-json", "log.json"]),
+    "syslog_addr": ("'udp://10.0.0.1:514'", ["--log-syslog-to", "udp://10.0.0.1:514"]),
+    "syslog": ("True", ["--log-syslog"]),
+    "syslog_prefix": ("'web'", ["--log-syslog-prefix", "web"]),
+    "syslog_facility": ("'local0'", ["--log-syslog-facility", "local0"]),
+    "enable_stdio_inheritance": ("True", ["-R"]),
+    "statsd_host": ("'localhost:8125'", ["--statsd-host", "localhost:8125"]),
+    "dogstatsd_tags": ("'env:prod'", ["--dogstatsd-tags", "env:prod"]),
+    "statsd_prefix": ("'web'", ["--statsd-prefix", "web"]),
+    "enable_backlog_metric": ("True", ["--enable-backlog-metric"]),
+    "reload": ("True", ["--reload"]),
+    "reload_engine": ("'poll'", ["--reload-engine", "poll"]),
+    "reload_extra_files": ("['a.html']", ["--reload-extra-file", "a.html"]),
+    "spew": ("True", ["--spew"]),
+    "ssl_context": ("lambda conf, factory: factory()", None),
+    "keyfile": ("'k.pem'", ["--keyfile", "k.pem"]),
+    "certfile": ("'c.pem'", ["--certfile", "c.pem"]),
+    "ssl_version": ("'TLSv1_2'", ["--ssl-version", "TLSv1_2"]),
+    "cert_reqs": ("2", ["--cert-reqs", "2"]),
+    "ca_certs": ("'ca.pem'", ["--ca-certs", "ca.pem"]),
+    "suppress_ragged_eofs": ("False", None),  # a store_true flag defaulting to True
+    "do_handshake_on_connect": ("True", ["--do-handshake-on-connect"]),
+    "ciphers": ("'HIGH'", ["--ciphers", "HIGH"]),
+    "http_protocols": ("'h2,h1'", ["--http-protocols", "h2,h1"]),
+    "http2_cleartext": ("'upgrade'", ["--http2-cleartext", "upgrade"]),
+    "http2_max_concurrent_streams": ("10", ["--http2-max-concurrent-streams", "10"]),
+    "http2_initial_window_size": ("1", ["--http2-initial-window-size", "1"]),
+    "http2_max_frame_size": ("32768", ["--http2-max-frame-size", "32768"]),
+    "http2_max_header_list_size": ("1", ["--http2-max-header-list-size", "1"]),
+    "control_socket": ("'/tmp/x.ctl'", ["--control-socket", "/tmp/x.ctl"]),
+    "control_socket_mode": ("0o666", ["--control-socket-mode", "0666"]),
+    "control_socket_disable": ("True", ["--no-control-socket"]),
+    "dirty_apps": ("['a:b']", ["--dirty-app", "a:b"]),
+    "dirty_workers": ("2", ["--dirty-workers", "2"]),
+    "dirty_timeout": ("5", ["--dirty-timeout", "5"]),
+    "dirty_threads": ("2", ["--dirty-threads", "2"]),
+    "dirty_graceful_timeout": ("5", ["--dirty-graceful-timeout", "5"]),
+    "on_dirty_starting": ("lambda arbiter: None", None),
+    "dirty_post_fork": ("lambda arbiter, worker: None", None),
+    "dirty_worker_init": ("lambda worker: None", None),
+    "dirty_worker_exit": ("lambda arbiter, worker: None", None),
+}
+
+UNSUPPORTED = [s.name for s in SETTINGS if not s.supported]
+
+
+def _message(name, source=None):
+    s = BY_NAME[name]
+    flags = "/".join(f for f in s.cli if f.startswith("--"))
+    flags = f" ({flags})" if flags else ""
+    where = f" (set in {source})" if source else ""
+    return f"Setting {name!r}{flags} is not supported yet by unicornd{where}"
+
+
+def test_every_unsupported_setting_is_covered():
+    assert sorted(NON_DEFAULT) == sorted(UNSUPPORTED)
+
+
+def test_the_message():
+    assert _message("accesslog") == (
+        "Setting 'accesslog' (--access-logfile) is not supported yet by unicornd")
+
+
+@pytest.mark.parametrize("name", [n for n in UNSUPPORTED if NON_DEFAULT[n][1]])
+def test_refused_on_the_command_line(load, name):
+    with pytest.raises(ConfigError) as err:
+        load(*NON_DEFAULT[name][1])
+    assert str(err.value) == _message(name)
+    assert err.value.setting == name
+
+
+@pytest.mark.parametrize("name", [n for n in UNSUPPORTED if NON_DEFAULT[n][1]])
+def test_refused_in_unicornd_cmd_args(load, name):
+    import shlex
+
+    with pytest.raises(ConfigError) as err:
+        load(env={"UNICORND_CMD_ARGS": shlex.join(NON_DEFAULT[name][1])})
+    assert str(err.value) == _message(name, "UNICORND_CMD_ARGS")
+
+
+@pytest.mark.parametrize("name", UNSUPPORTED)
+def test_refused_in_a_config_file(load, write, name):
+    write("gunicorn.conf.py", f"{name} = {NON_DEFAULT[name][0]}\n")
+    with pytest.raises(ConfigError) as err:
+        load()
+    assert str(err.value) == _message(name, "./gunicorn.conf.py")
+
+
+def test_refused_in_a_python_module_config(load, write):
+    write("uconf.py", "accesslog = '-'\n")
+    with pytest.raises(ConfigError) as err:
+        load("-c", "python:uconf")
+    assert str(err.value) == _message("accesslog", "python:uconf")
+
+
+def test_invalid_values_of_unsupported_settings_are_refused_too(load, write):
+    write("conf.py", "max_requests = 'often'\n")
+    with pytest.raises(ConfigError) as err:
+        load("-c", "conf.py")
+    assert str(err.value) == _message("max_requests", "conf.py")
+
+
+@pytest.mark.parametrize("line", [
+    "accesslog = None", "max_requests = 0", "max_requests = '0'", "daemon = False",
+    "daemon = 'false'", "preload_app = False", "capture_output = False",
+    "umask = 0", "user = None", "group = None", f"user = {os.geteuid()}",
+    "suppress_ragged_eofs = True", "logconfig_dict = {}", "raw_paste_global_conf = []",
+    "protocol = 'HTTP'", "http_protocols = 'h1'", "control_socket_mode = 0o600",
+    "access_log_format = '%(h)s %(l)s %(u)s %(t)s \"%(r)s\" %(s)s %(b)s \"%(f)s\" \"%(a)s\"'",
+    "logger_class = 'gunicorn.glogging.Logger'", "ssl_version = 2", "cert_reqs = 0",
+    "http2_cleartext = False", "pidfile = None", "statsd_host = None",
+])
+def test_default_values_of_unsupported_settings_are_accepted(load, write, line):
+    write("conf.py", line + "\n")
+    load("-c", "conf.py")
+
+
+def test_default_values_on_the_command_line_are_accepted(load):
+    cfg = load("--max-requests", "0", "--suppress-ragged-eofs", "--control-socket-mode", "0600",
+               "--cert-reqs", "0", "--protocol", "http", "--ssl-version", "TLS")
+    assert (cfg.max_requests, cfg.suppress_ragged_eofs) == (0, True)
+
+
+def test_unsupported_settings_appear_at_their_defaults(load):
+    cfg = load()
+    assert (cfg.accesslog, cfg.max_requests, cfg.daemon, cfg.user) == (None, 0, False,
+                                                                       os.geteuid())
