@@ -70,6 +70,9 @@ def parse_bind(value: str) -> BindAddress:
 
     if text.startswith("tcp://"):
         text = text[6:]
+    elif "://" in text:
+        scheme = text.partition("://")[0]
+        raise Invalid(f"unknown address scheme {scheme + '://'!r}; {EXPECTED}")
 
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
