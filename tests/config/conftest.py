@@ -11,11 +11,10 @@ def _isolated(tmp_path, monkeypatch):
     """Each test runs in an empty directory (no config file found by default), and the
     modules its config files define or import are forgotten afterwards."""
     monkeypatch.chdir(tmp_path)
-    before = set(sys.modules)
     path = list(sys.path)
     yield
-    for name in set(sys.modules) - before:
-        if not name.startswith(("unicornd", "_pytest", "pytest")):
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path)):
             del sys.modules[name]
     sys.modules.pop("__config__", None)
     sys.path[:] = path

@@ -93,8 +93,9 @@ BAD = [
     (["--threads", "x"], "Invalid value for threads: 'x': expected a non-negative integer"),
     (["--limit-request-line", "big"],
      "Invalid value for limit_request_line: 'big': expected a non-negative integer"),
-    (["-b", "nonsense"], "Invalid value for bind: 'nonsense': host 'nonsense' does not resolve "
-     "to an address; expected HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N"),
+    (["-b", "nonsense.invalid"], "Invalid value for bind: 'nonsense.invalid': host "
+     "'nonsense.invalid' does not resolve to an address; expected HOST:PORT, [IPv6]:PORT, "
+     "unix:PATH or fd://N"),
     (["-b", "127.0.0.1:http"], "Invalid value for bind: '127.0.0.1:http': port 'http' is not a "
      "number; expected HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N"),
     (["-b", "127.0.0.1:65536"],
