@@ -252,13 +252,14 @@ def _close_setting(name: str) -> str | None:
 
 
 def _import_dirs(values) -> list[str]:
-    """sys.path entries the server adds before importing the app: pythonpath, then chdir."""
+    """sys.path as the server will have it: pythonpath, chdir, then the starting directory."""
     dirs = []
     if values["pythonpath"]:
         for entry in values["pythonpath"].split(","):
             if entry.strip():
                 dirs.append(os.path.join(values["chdir"], entry.strip()))
     dirs.append(values["chdir"])
+    dirs.append(os.getcwd())
     return dirs
 
 

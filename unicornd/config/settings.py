@@ -342,11 +342,12 @@ SETTINGS: tuple[Setting, ...] = (
     _flag(DBG, "spew", "--spew", """
         Trace every line the server executes.""", **NO),
     _flag(DBG, "check_config", "--check-config", """
-        Check the configuration and exit: status 0 when it can be served, 2 (gunicorn: 1) with a
-        message when it cannot."""),
+        Check the configuration and that the application can be imported, then exit: status 0
+        when both are fine, 2 with a message naming the setting when the configuration is wrong
+        (gunicorn exits 1), 1 when the application cannot be loaded."""),
     _flag(DBG, "print_config", "--print-config", """
-        Print every setting as finally resolved, one `name = value` line each, and exit. Implies
-        `check_config`."""),
+        Print every setting as finally resolved, one `name = value` line each, sorted by name,
+        and exit."""),
     # -- Server Hooks -------------------------------------------------------------------------
     _hook(HOOKS, H.on_starting, """
         Called in the master before it initialises, with the server (`on_starting(server)`)."""),
