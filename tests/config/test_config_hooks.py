@@ -146,3 +146,10 @@ def test_bad_hook_values(load, write, line, message):
     with pytest.raises(ConfigError) as err:
         load("-c", "conf.py")
     assert str(err.value) == f"Invalid value for on_exit: {message} (set in conf.py)"
+
+
+def test_dotted_paths_are_also_found_from_the_starting_directory(load, write):
+    write("sub/.keep", "")
+    write("tophooks.py", "def on_exit(server): return 'top'\n")
+    write("conf.py", "chdir = 'sub'\non_exit = 'tophooks.on_exit'\n")
+    assert load("-c", "conf.py").on_exit(None) == "top"
