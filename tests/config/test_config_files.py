@@ -148,7 +148,7 @@ def test_python_module_that_cannot_be_imported(load):
     with pytest.raises(ConfigError) as err:
         load("-c", "python:no_such_settings_module")
     assert str(err.value).splitlines()[0] == (
-        "Error in config file python:no_such_settings_module: ModuleNotFoundError: "
+        "Failed to read config file python:no_such_settings_module: ModuleNotFoundError: "
         "No module named 'no_such_settings_module'")
 
 
@@ -195,7 +195,7 @@ def test_config_file_that_raises_shows_its_traceback(load, write):
     with pytest.raises(ConfigError) as err:
         load("-c", "conf.py")
     lines = str(err.value).splitlines()
-    assert lines[0] == "Error in config file conf.py, line 5: ZeroDivisionError: division by zero"
+    assert lines[0] == "Failed to read config file conf.py, line 5: ZeroDivisionError: division by zero"
     assert lines[1] == "Traceback (most recent call last):"
     text = str(err.value)
     assert 'conf.py", line 7, in <module>' in text and 'line 5, in compute' in text
@@ -208,13 +208,13 @@ def test_config_file_with_a_syntax_error(load, write):
     with pytest.raises(ConfigError) as err:
         load("-c", "conf.py")
     first, *rest = str(err.value).splitlines()
-    assert first.startswith("Error in config file conf.py, line 2: SyntaxError:")
+    assert first.startswith("Failed to read config file conf.py, line 2: SyntaxError:")
     assert any("conf.py" in line and "line 2" in line for line in rest)
 
 
 def test_config_file_calling_sys_exit(load, write):
     write("conf.py", "import sys\nsys.exit('no config for you')\n")
-    with pytest.raises(ConfigError, match="^Error in config file conf.py, line 2: SystemExit: "
+    with pytest.raises(ConfigError, match="^Failed to read config file conf.py, line 2: SystemExit: "
                        "no config for you"):
         load("-c", "conf.py")
 

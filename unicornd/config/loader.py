@@ -298,7 +298,7 @@ def _config_failed(location: str, path: str | None, exc: BaseException) -> Confi
     summary = traceback.format_exception_only(type(exc), exc)[-1].strip()
     where = f"{location}, line {line}" if line else location
     details = "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
-    return ConfigError(f"Error in config file {where}: {summary}\n{details}", setting="config",
+    return ConfigError(f"Failed to read config file {where}: {summary}\n{details}", setting="config",
                        source=location)
 
 
