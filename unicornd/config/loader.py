@@ -298,8 +298,8 @@ def _config_failed(location: str, path: str | None, exc: BaseException) -> Confi
     summary = traceback.format_exception_only(type(exc), exc)[-1].strip()
     where = f"{location}, line {line}" if line else location
     details = "".join(traceback.format_exception(type(exc), exc, tb)).rstrip()
-    return ConfigError(f"Failed to read config file {where}: {summary}\n{details}", setting="config",
-                       source=location)
+    return ConfigError(f"Failed to read config file {where}: {summary}\n{details}",
+                       setting="config", source=location)
 
 
 def _read_config(location: str, source: str) -> tuple[str, dict, list[str]]:
@@ -317,8 +317,10 @@ def _read_config(location: str, source: str) -> tuple[str, dict, list[str]]:
         filename = location[len("file:"):] if location.startswith("file:") else location
         path = os.path.abspath(filename)
         if not os.path.isfile(path):
-            raise ConfigError(f"Invalid value for config: {location!r}: no such file{_where(source)}",
-                              setting="config", source=source)
+            raise ConfigError(
+                f"Invalid value for config: {location!r}: no such file{_where(source)}",
+                setting="config", source=source,
+            )
         if os.path.splitext(path)[1] not in (".py", ".pyc"):
             warnings.append(f"Config file {location} has no .py extension; read as Python anyway")
         module = types.ModuleType("__config__")
