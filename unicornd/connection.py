@@ -9,6 +9,7 @@ eventlet make that cooperative), with kernel timeouts set on the listener by the
 import os
 import socket
 
+from unicornd.config import default_hooks
 from unicornd.http import response as resp
 from unicornd.http.errors import HTTPError
 from unicornd.http.forwarded import AddressList
@@ -28,10 +29,6 @@ class ClientDisconnected(Exception):
     """The peer went away (reset, broken pipe, receive timeout) while we talked to it."""
 
 
-def _noop_hook(*args):
-    return None
-
-
 class ServerContext:
     """What all connections of one worker share; built once per worker, not per request."""
 
@@ -48,12 +45,9 @@ class ServerContext:
         self.forwarded_allow = AddressList(cfg.forwarded_allow_ips)
         self.error_stream = ErrorStream(log)
         self.use_sendfile = cfg.sendfile is not False
-        self.pre_request = getattr(cfg, "pre_request", None)
-        self.post_request = getattr(cfg, "post_request", None)
-        if getattr(self.pre_request, "_unicornd_default", False):
-            self.pre_request = None
-        if getattr(self.post_request, "_unicornd_default", False):
-            self.post_request = None
+        # The default hooks do nothing: skip the call on every request.
+        self.pre_request = None if cfg.pre_request is default_hooks.pre_request else cfg.pre_request
+        self.post_request = None if cfg.post_request is default_hooks.post_request else cfg.post_request
         self._builders = {}
         self.requests_served = 0
 

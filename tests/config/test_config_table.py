@@ -25,7 +25,7 @@ SUPPORTED = {
     "casefold_http_method", "strip_header_spaces", "header_map", "proxy_protocol",
     "proxy_allow_ips", "forwarded_allow_ips", "secure_scheme_headers", "forwarder_headers",
     "sendfile", "reuse_port", "chdir", "pythonpath", "raw_env", "loglevel", "errorlog",
-    "print_config", "check_config", "proc_name", "default_proc_name",
+    "print_config", "check_config", "proc_name", "default_proc_name", "control_socket_disable",
     "on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "post_worker_init",
     "worker_int", "worker_abort", "pre_exec", "pre_request", "post_request", "child_exit",
     "worker_exit", "nworkers_changed", "on_exit",

@@ -71,7 +71,6 @@ NON_DEFAULT = {
     "http2_max_header_list_size": ("1", ["--http2-max-header-list-size", "1"]),
     "control_socket": ("'/tmp/x.ctl'", ["--control-socket", "/tmp/x.ctl"]),
     "control_socket_mode": ("0o666", ["--control-socket-mode", "0666"]),
-    "control_socket_disable": ("True", ["--no-control-socket"]),
     "dirty_apps": ("['a:b']", ["--dirty-app", "a:b"]),
     "dirty_workers": ("2", ["--dirty-workers", "2"]),
     "dirty_timeout": ("5", ["--dirty-timeout", "5"]),

@@ -438,7 +438,8 @@ SETTINGS: tuple[Setting, ...] = (
         The permissions of the control socket.""", validate=v.octal_int, default_doc="`0o600`",
          **NO),
     _flag(CTL, "control_socket_disable", "--no-control-socket", """
-        Do not open the control socket.""", **NO),
+        Do not open the control socket. unicornd has no control socket, so this holds already;
+        the flag is accepted so that gunicorn command lines that pass it keep working."""),
     # -- Dirty Arbiters -----------------------------------------------------------------------
     _s(DIRTY, "dirty_apps", "--dirty-app", v.string_list, [], """
         Applications run in gunicorn's separate pool for long-running tasks.""", meta="STRING",
