@@ -52,11 +52,11 @@ ORIGIN_FORM = re.compile(ORIGIN_FORM_SRC)
 #                 loosely here: hex digits, ":" and "." for IPv6, the IPvFuture form as written)
 _UNRESERVED_SUBDELIMS = r"A-Za-z0-9\-._~!$&'()*+,;="
 _PCT = r"%[0-9A-Fa-f]{2}"
-REG_NAME_SRC = rf"(?:[{_UNRESERVED_SUBDELIMS}]|{_PCT})*"
+REG_NAME_SRC = rf"[{_UNRESERVED_SUBDELIMS}]*(?:{_PCT}[{_UNRESERVED_SUBDELIMS}]*)*"
 IP_LITERAL_SRC = rf"\[(?:[0-9A-Fa-f:.]+|v[0-9A-Fa-f]+\.[{_UNRESERVED_SUBDELIMS}:]+)\]"
 HOST_SRC = rf"(?:{IP_LITERAL_SRC}|{REG_NAME_SRC})"
 PORT_SRC = r"[0-9]*"
-USERINFO_SRC = rf"(?:[{_UNRESERVED_SUBDELIMS}:]|{_PCT})*"
+USERINFO_SRC = rf"[{_UNRESERVED_SUBDELIMS}:]*(?:{_PCT}[{_UNRESERVED_SUBDELIMS}:]*)*"
 
 # RFC 9110 §7.2 Host = uri-host [ ":" port ]  (RFC 9112 §3.2: an invalid Host value is a 400)
 HOST_FIELD = re.compile(rf"{HOST_SRC}(?::{PORT_SRC})?")
@@ -78,12 +78,12 @@ ASTERISK_FORM = "*"
 # --- RFC 9112 §3 request-line = method SP request-target SP HTTP-version -------------------------
 # The fast path: a conventional method, an origin-form target, HTTP/1.0 or HTTP/1.1. Anything it
 # does not match goes to the careful path, which accepts the other forms and names the error.
-#   groups: method, target, path, query, fragment, minor
 # (CONNECT is left to the careful path, which refuses it with an origin-form target.)
+#   groups: method, target, minor
 REQUEST_LINE_FAST = re.compile(
-    rf"(?!CONNECT )({METHOD_CONVENTIONAL_SRC}) ({ORIGIN_FORM_SRC}) HTTP/1\.([01])")
+    rf"(?!CONNECT )({METHOD_CONVENTIONAL_SRC}) (/{TARGET_CHAR}*) HTTP/1\.([01])")
 REQUEST_LINE_FAST_ANY_METHOD = re.compile(
-    rf"(?!CONNECT )({TOKEN_SRC}) ({ORIGIN_FORM_SRC}) HTTP/1\.([01])")
+    rf"(?!CONNECT )({TOKEN_SRC}) (/{TARGET_CHAR}*) HTTP/1\.([01])")
 
 # --- RFC 9110 §5.5 field values, RFC 9112 §5 field lines -----------------------------------------
 #   field-line    = field-name ":" OWS field-value OWS
@@ -95,10 +95,11 @@ REQUEST_LINE_FAST_ANY_METHOD = re.compile(
 FIELD_VCHAR = r"[\x21-\x7e\x80-\xff]"
 FIELD_VALUE_SRC = rf"(?:{FIELD_VCHAR}(?:[\t \x21-\x7e\x80-\xff]*{FIELD_VCHAR})?)?"
 FIELD_LINE = re.compile(rf"({TOKEN_SRC}):[\t ]*({FIELD_VALUE_SRC})[\t ]*")
-# One field line per line of a block, anchored at line starts. Used with findall on a header
-# block that holds no bare LF: a line that is not a whole valid field-line yields no match, so
-# "number of matches == number of lines" validates the block in the same pass that splits it.
-FIELD_LINES = re.compile(rf"^({TOKEN_SRC}):[\t ]*({FIELD_VALUE_SRC})[\t ]*(?:\r\n|\Z)", re.M)
+# The header section scanner, for findall over a block of CRLF-terminated lines. Each valid
+# field-line yields (name, value, ""); any character not inside a valid field-line yields
+# ("", "", that character), so "no third group set" validates the whole block in the same pass
+# that splits it (the last alternative matches anything, so nothing is ever skipped).
+FIELD_SCAN = re.compile(rf"({TOKEN_SRC}):[\t ]*({FIELD_VALUE_SRC})[\t ]*\r\n|([\s\S])")
 # What may never appear in a field value: CTLs other than HTAB, and DEL (RFC 9110 §5.5: CR, LF and
 # NUL "are invalid and dangerous"; the other CTLs are not field-vchar either).
 FIELD_VALUE_INVALID = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from . import errors
 from . import proxy as _proxy
 from .body import ChunkedDecoder, EndOfMessage, LengthDecoder
-from .grammar import (ABSOLUTE_FORM, AUTHORITY_FORM, CONTENT_LENGTH, FIELD_LINES,
-                      FIELD_VALUE_INVALID, HOST_FIELD, HTTP_VERSION, METHOD_CONVENTIONAL,
+from .grammar import (ABSOLUTE_FORM, AUTHORITY_FORM, FIELD_VALUE_INVALID, HOST_FIELD, HTTP_VERSION, METHOD_CONVENTIONAL,
                       ORIGIN_FORM, REQUEST_LINE_FAST, REQUEST_LINE_FAST_ANY_METHOD,
                       TARGET_CHAR, TOKEN, TRANSFER_CODING)
+from .grammar import CONTENT_LENGTH as _CONTENT_LENGTH, FIELD_SCAN as _FIELD_SCAN
 import re as _re
 import sys
 
@@ -69,6 +69,8 @@ V10 = (1, 0)
 V11 = (1, 1)
 
 _TARGET = _re.compile(TARGET_CHAR + "+")
+FIELD_SCAN = _FIELD_SCAN.findall
+CONTENT_LENGTH = _CONTENT_LENGTH.fullmatch
 
 
 def _as_name_set(value):
@@ -182,6 +184,10 @@ _KINDS = {
     "CONTENT-TYPE": _K_CTYPE,
 }
 _NAME_CACHE = {}
+_HOSTS_OK = {}          # Host values already found valid (bounded)
+_CONNECTION_COMMON = {v: frozenset(o.strip().lower() for o in v.split(","))
+                      for v in ("keep-alive", "Keep-Alive", "close", "Close", "upgrade", "Upgrade",
+                                "keep-alive, Upgrade", "Upgrade, HTTP2-Settings")}
 _NAME_CACHE_MAX = 2048
 
 
@@ -204,6 +210,15 @@ for _n in ("Host", "User-Agent", "Accept", "Accept-Encoding", "Accept-Language",
     for _s in (_n, _n.lower(), _n.upper()):
         _name_info(_s)
 del _n, _s
+
+def _check_host(value):
+    """RFC 9110 §7.2 Host = uri-host [ ":" port ]; RFC 9112 §3.2: an invalid Host is a 400."""
+    if not HOST_FIELD.fullmatch(value):
+        raise errors.InvalidHeader(f"Host: {value[:80]!r}")
+    if len(_HOSTS_OK) >= 256:
+        _HOSTS_OK.clear()
+    _HOSTS_OK[value] = True
+
 
 # RFC 9110 §6.5.1: a trailer field must not be one a recipient needs before the content: framing
 # (Content-Length, Transfer-Encoding, Trailer, TE), routing (Host), authentication and connection
@@ -393,7 +408,7 @@ class RequestParser:
         if len(buf) == end + 4:
             text = buf.decode("latin-1")
         else:
-            text = buf[:end].decode("latin-1")
+            text = buf[:end + 2].decode("latin-1")
 
         # request line
         rl = self._rl
@@ -402,83 +417,90 @@ class RequestParser:
                 self._refuse_long_line(buf)
             m = self._rl_fast(text, 0, line_end)
             if m is not None:
-                method, target, path, query, fragment, minor = m.groups()
+                method, target, minor = m.groups()
                 version = V11 if minor == "1" else V10
-                if query is None:
-                    query = ""
-                if fragment is None:
+                if "#" in target:
+                    path, query, fragment = ORIGIN_FORM.fullmatch(target).groups("")
+                else:
+                    path, _, query = target.partition("?")
                     fragment = ""
                 if self._casefold:
                     method = method.upper()
                     if method == "CONNECT":
-                        rl = self._request_line(text[:line_end])
-                        method, target, path, query, fragment, version = rl
+                        method, target, path, query, fragment, version = self._request_line(
+                            text[:line_end])
             else:
                 method, target, path, query, fragment, version = self._request_line(
                     text[:line_end])
         else:
             method, target, path, query, fragment, version = rl
 
-        # header section
-        if line_end == end:
-            pairs = ()
-        else:
+        # header section: one findall splits and validates it (see grammar.FIELD_SCAN)
+        headers = []
+        cl = te = conn = expect = None
+        has_upgrade = False
+        if line_end != end:
             if end + 4 - (line_end + 2) > self._max_head:
                 raise errors.LimitRequestHeaders("header section too large")
-            block = text[line_end + 2:end]
-            nlines = block.count("\r\n") + 1
-            if (nlines > self._max_fields or len(block) + 2 > self._max_field_size
-                    or block.count("\n") != nlines - 1):
-                pairs = self._split_fields(block)
+            block = text[line_end + 2:end + 2]
+            if len(block) > self._max_field_size:
+                fields = self._split_fields(block[:-2])
             else:
-                pairs = FIELD_LINES.findall(block)
-                if len(pairs) != nlines:
-                    pairs = self._split_fields(block)
-
-        # field policy and framing
-        headers = []
-        append = headers.append
-        cl = te = conn = expect = None
-        has_upgrade = seen_host = seen_ctype = False
-        cache = _NAME_CACHE
-        for name, value in pairs:
-            info = cache.get(name)
-            if info is None:
-                info = _name_info(name)
-            up, kind = info
-            if kind:
-                if kind == _K_CL:
-                    # RFC 9110 §8.6 Content-Length = 1*DIGIT; one field line only (RFC 9112
-                    # §6.3: several, even equal, are refused, which §8.6 allows).
-                    if cl is not None:
-                        raise errors.InvalidHeader("more than one Content-Length")
-                    if not CONTENT_LENGTH.fullmatch(value):
-                        raise errors.InvalidHeader(f"Content-Length: {value[:40]!r}")
-                    cl = value
-                elif kind == _K_TE:
-                    te = value if te is None else f"{te},{value}"
-                elif kind == _K_CONNECTION:
-                    conn = value if conn is None else f"{conn},{value}"
-                elif kind == _K_HOST:
-                    # RFC 9112 §3.2: more than one Host, or an invalid one, is a 400.
-                    if seen_host:
-                        raise errors.InvalidHeader("more than one Host")
-                    if not HOST_FIELD.fullmatch(value):
-                        raise errors.InvalidHeader(f"Host: {value[:80]!r}")
-                    seen_host = True
-                elif kind == _K_UNDERSCORE:
-                    if not self._keep_underscore(up):
-                        continue
-                elif kind == _K_EXPECT:
-                    expect = value if expect is None else f"{expect},{value}"
-                elif kind == _K_UPGRADE:
-                    has_upgrade = True
-                elif kind == _K_CTYPE:
-                    # RFC 9110 §5.3: a singleton field; a repeat makes the message ambiguous.
-                    if seen_ctype:
-                        raise errors.InvalidHeader("more than one Content-Type")
-                    seen_ctype = True
-            append((up, value))
+                fields = FIELD_SCAN(block)
+                if len(fields) > self._max_fields:
+                    fields = self._split_fields(block[:-2])
+            append = headers.append
+            seen_host = seen_ctype = False
+            cache = _NAME_CACHE
+            while True:
+                for name, value, bad in fields:
+                    if bad:
+                        break
+                    info = cache.get(name)
+                    if info is None:
+                        info = _name_info(name)
+                    up, kind = info
+                    if kind:
+                        if kind == _K_CL:
+                            # RFC 9110 §8.6 Content-Length = 1*DIGIT, in one field line only
+                            # (RFC 9112 §6.3; several, even equal, are refused, as §8.6 allows)
+                            if cl is not None:
+                                raise errors.InvalidHeader("more than one Content-Length")
+                            if not CONTENT_LENGTH(value):
+                                raise errors.InvalidHeader(f"Content-Length: {value[:40]!r}")
+                            cl = value
+                        elif kind == _K_HOST:
+                            # RFC 9112 §3.2: more than one Host, or an invalid one, is a 400
+                            if seen_host:
+                                raise errors.InvalidHeader("more than one Host")
+                            if value not in _HOSTS_OK:
+                                _check_host(value)
+                            seen_host = True
+                        elif kind == _K_CONNECTION:
+                            conn = value if conn is None else f"{conn},{value}"
+                        elif kind == _K_TE:
+                            te = value if te is None else f"{te},{value}"
+                        elif kind == _K_UNDERSCORE:
+                            if not self._keep_underscore(up):
+                                continue
+                        elif kind == _K_EXPECT:
+                            expect = value if expect is None else f"{expect},{value}"
+                        elif kind == _K_UPGRADE:
+                            has_upgrade = True
+                        elif kind == _K_CTYPE:
+                            # RFC 9110 §5.3: a singleton field; a repeat is ambiguous
+                            if seen_ctype:
+                                raise errors.InvalidHeader("more than one Content-Type")
+                            seen_ctype = True
+                    append((up, value))
+                else:
+                    break
+                # a line the scanner did not take whole: the careful pass names the error, or
+                # accepts what a leniency setting allows (obs-fold, space before ":")
+                fields = self._split_fields(block[:-2])
+                headers.clear()
+                cl = te = conn = expect = None
+                has_upgrade = seen_host = seen_ctype = False
 
         # RFC 9110 §10.1.1 Expect: only 100-continue is defined; HTTP/1.0 must ignore it.
         expect_continue = False
@@ -488,12 +510,14 @@ class RequestParser:
                     raise errors.ExpectationFailed(f"Expect: {expect[:80]!r}")
             expect_continue = version >= V11
 
-        # RFC 9110 §7.6.1 Connection options; RFC 9112 §9.3 persistence.
+        # RFC 9110 §7.6.1 Connection options; RFC 9112 §9.3 persistence
         upgrade = False
         if conn is None:
             keep_alive = version >= V11
         else:
-            options = [o.strip(" \t").lower() for o in conn.split(",")]
+            options = _CONNECTION_COMMON.get(conn)
+            if options is None:
+                options = frozenset(o.strip(" \t").lower() for o in conn.split(","))
             if "close" in options:
                 keep_alive = False
             elif version >= V11:
@@ -649,7 +673,7 @@ class RequestParser:
         return method, target, path, query, fragment, (V10, V11)[minor] if minor < 2 else (1, minor)
 
     def _split_fields(self, block):
-        """The careful field-line parser: (name, value) pairs, names as sent, values trimmed."""
+        """The careful field-line parser: (name, value, "") triples as FIELD_SCAN gives them."""
         opts = self._opts
         lines = block.split("\r\n")
         n = len(lines)
@@ -697,14 +721,14 @@ class RequestParser:
                 value = value.strip(" \t")
             if FIELD_VALUE_INVALID.search(value):
                 raise errors.InvalidHeader(f"control character in {name!r}")
-            out.append((name, value))
+            out.append((name, value, ""))
         return out
 
     def _parse_trailers(self, text):
         """Trailer section (RFC 9112 §7.1.2) -> (NAME, value) pairs."""
         trailers = []
         seen_ctype = False
-        for name, value in self._split_fields(text):
+        for name, value, _ in self._split_fields(text):
             up = name.upper()
             if up in FORBIDDEN_TRAILERS:
                 raise errors.InvalidHeaderName(f"{up} not allowed in trailers (RFC 9110 §6.5.1)")
