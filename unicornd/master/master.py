@@ -15,6 +15,7 @@ import traceback
 
 from unicornd import __version__
 from unicornd.master.listeners import bind_all, close_all
+from unicornd.proctitle import set_title
 from unicornd.workers.base import APP_LOAD_ERROR, WORKER_BOOT_ERROR, AppLoadFailed
 
 SIGNAL_NAMES = {
@@ -49,6 +50,7 @@ class Master:
 
     def start(self) -> None:
         self.log.info("Starting unicornd %s", __version__)
+        set_title("master", self.proc_name)
         self.cfg.on_starting(self)
         self.listeners = bind_all(self.cfg, self.log)
         for listener in self.listeners:
@@ -176,6 +178,7 @@ class Master:
         try:
             self._close_master_fds()
             worker.pid = os.getpid()
+            set_title("worker", self.proc_name)
             self.log.info("Booting worker with pid: %s", worker.pid)
             self.cfg.post_fork(self, worker)
             worker.init_process()
