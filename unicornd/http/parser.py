@@ -211,6 +211,7 @@ for _n in ("Host", "User-Agent", "Accept", "Accept-Encoding", "Accept-Language",
         _name_info(_s)
 del _n, _s
 
+
 def _check_host(value):
     """RFC 9110 §7.2 Host = uri-host [ ":" port ]; RFC 9112 §3.2: an invalid Host is a 400."""
     if not HOST_FIELD.fullmatch(value):
@@ -585,10 +586,11 @@ class RequestParser:
         n = len(buf)
         line_end = self._line_end
         if line_end < 0:
-            line_end = buf.find(b"\r\n")
+            # (what lies before self._scan was searched by the previous calls)
+            line_end = buf.find(b"\r\n", self._scan)
             if line_end < 0:
                 limit = self._max_line
-                if buf.find(b"\n", 0, limit + 1) >= 0:
+                if buf.find(b"\n", self._scan, limit + 1) >= 0:
                     raise errors.InvalidRequestLine("bare LF in the request line")
                 if n - 1 > limit:
                     raise errors.LimitRequestLine(f"request line longer than {limit} bytes")
