@@ -21,6 +21,9 @@ RECV_SIZE = 65536
 # A keep-alive connection may carry on after the app left part of the body unread, if the
 # rest is small enough to read and drop; past this it is cheaper to close.
 MAX_DISCARD = 1 << 20
+# Body bytes that arrived together with the head are decoded before the app is called, so a
+# request whose framing is broken there is refused without the app ever seeing it.
+MAX_PREFETCH = 1 << 16
 _PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
 _list_types = (list, tuple)
 
@@ -289,6 +292,14 @@ class Connection:
         self.continue_pending = req.expect_continue
         self.keep_alive = ctx.keep_alive and req.keep_alive
         body = RequestBody(self._pull_body, has_body)
+        if has_body and self.parser.buffered:
+            try:
+                self._prefetch(body)
+            except HTTPError as exc:
+                if exc.status is None:
+                    raise
+                self._send_error(exc.status, exc.reason)
+                return False
         peer = self.peer
         trusted = bool(ctx.forwarded_allow.allows(peer))
         try:
@@ -315,6 +326,20 @@ class Connection:
                 return False
         return keep
 
+    def _prefetch(self, body) -> None:
+        """Decode the body bytes already received, without reading the socket."""
+        parser = self.parser
+        got = 0
+        while got < MAX_PREFETCH:
+            ev = parser.next_event()
+            if ev is NEED_DATA:
+                return
+            if type(ev) is not bytes:
+                self.message_done = True  # EndOfMessage
+                return
+            body.feed(ev)
+            got += len(ev)
+
     @property
     def status(self):
         """For post_request hooks: the status line the app gave, as gunicorn's resp.status."""
@@ -335,8 +360,8 @@ class Connection:
                     if data:
                         self.write(data)
             return self._finish()
-        except ClientDisconnected:
-            raise
+        except (ClientDisconnected, HTTPError):
+            raise  # the client's fault (gone, or a bad body): serve() answers or closes
         except Exception:
             ctx.log.exception("Error handling request %s %s", req.method, req.target)
             if not self.head_sent:

@@ -123,6 +123,10 @@ class RequestBody:
             raise StopIteration
         return line
 
+    def feed(self, data: bytes) -> None:
+        """Body bytes decoded before the app runs (they arrived with the head)."""
+        self._buf = self._buf + data if self._buf else data
+
     def exhausted(self) -> bool:
         return self._done and not self._buf
 
