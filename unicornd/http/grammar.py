@@ -21,7 +21,6 @@ TOKEN = re.compile(TOKEN_SRC)
 # Beyond the RFC, and as gunicorn 27 does unless permit_unconventional_http_method: every
 # registered method is 3-20 characters of upper-case token characters, so lower case and "#"
 # (and shorter or longer names) are refused. METHOD_CONVENTIONAL is that subset.
-METHOD = TOKEN
 METHOD_CONVENTIONAL_SRC = r"[!$%&'*+\-.^_`|~0-9A-Z]{3,20}"
 METHOD_CONVENTIONAL = re.compile(METHOD_CONVENTIONAL_SRC)
 
@@ -85,7 +84,7 @@ REQUEST_LINE_FAST = re.compile(
 REQUEST_LINE_FAST_ANY_METHOD = re.compile(
     rf"(?!CONNECT )({TOKEN_SRC}) (/{TARGET_CHAR}*) HTTP/1\.([01])")
 
-# --- RFC 9110 §5.5 field values, RFC 9112 §5 field lines -----------------------------------------
+# --- RFC 9110 §5.5 field values, RFC 9112 §5 field lines ----------------------------------------
 #   field-line    = field-name ":" OWS field-value OWS
 #   field-name    = token                                         (RFC 9110 §5.1)
 #   field-value   = *field-content
@@ -94,7 +93,6 @@ REQUEST_LINE_FAST_ANY_METHOD = re.compile(
 #   OWS           = *( SP / HTAB )                                (RFC 9110 §5.6.3)
 FIELD_VCHAR = r"[\x21-\x7e\x80-\xff]"
 FIELD_VALUE_SRC = rf"(?:{FIELD_VCHAR}(?:[\t \x21-\x7e\x80-\xff]*{FIELD_VCHAR})?)?"
-FIELD_LINE = re.compile(rf"({TOKEN_SRC}):[\t ]*({FIELD_VALUE_SRC})[\t ]*")
 # The header section scanner, for findall over a block of CRLF-terminated lines. Each valid
 # field-line yields (name, value, ""); any character not inside a valid field-line yields
 # ("", "", that character), so "no third group set" validates the whole block in the same pass
@@ -121,7 +119,6 @@ B_TOKEN_SRC = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 B_QUOTED_STRING_SRC = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
 B_CHUNK_EXT_SRC = (rb"(?:[ \t]*;[ \t]*" + B_TOKEN_SRC + rb"(?:[ \t]*=[ \t]*(?:" + B_TOKEN_SRC
                    + rb"|" + B_QUOTED_STRING_SRC + rb"))?)*")
-B_CHUNK_EXT = re.compile(B_CHUNK_EXT_SRC)
 B_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
 #   groups: size, extensions
 B_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]+)(" + B_CHUNK_EXT_SRC + rb")")

@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from . import errors
 from . import proxy as _proxy
 from .body import ChunkedDecoder, EndOfMessage, LengthDecoder
-from .grammar import (ABSOLUTE_FORM, AUTHORITY_FORM, FIELD_VALUE_INVALID, HOST_FIELD, HTTP_VERSION, METHOD_CONVENTIONAL,
-                      ORIGIN_FORM, REQUEST_LINE_FAST, REQUEST_LINE_FAST_ANY_METHOD,
-                      TARGET_CHAR, TOKEN, TRANSFER_CODING)
+from .grammar import (ABSOLUTE_FORM, ASTERISK_FORM, AUTHORITY_FORM, FIELD_VALUE_INVALID,
+                      HOST_FIELD, HTTP_VERSION, METHOD_CONVENTIONAL, ORIGIN_FORM, OWS,
+                      REQUEST_LINE_FAST, REQUEST_LINE_FAST_ANY_METHOD, TARGET_CHAR, TOKEN,
+                      TRANSFER_CODING)
 from .grammar import CONTENT_LENGTH as _CONTENT_LENGTH, FIELD_SCAN as _FIELD_SCAN
 import re as _re
 import sys
@@ -361,7 +362,7 @@ class RequestParser:
             return NEED_DATA
         if kind is not None:
             if not self._proxy_allowed:
-                raise errors.ForbiddenProxyRequest("PROXY header from a peer not allowed to send one")
+                raise errors.ForbiddenProxyRequest("PROXY header from a peer not allowed one")
             res = (_proxy.parse_v1 if kind == "v1" else _proxy.parse_v2)(buf)
             if res is None:
                 if self._eof:
@@ -507,7 +508,7 @@ class RequestParser:
         expect_continue = False
         if expect is not None:
             for item in expect.split(","):
-                if item.strip(" \t").lower() != "100-continue":
+                if item.strip(OWS).lower() != "100-continue":
                     raise errors.ExpectationFailed(f"Expect: {expect[:80]!r}")
             expect_continue = version >= V11
 
@@ -518,7 +519,7 @@ class RequestParser:
         else:
             options = _CONNECTION_COMMON.get(conn)
             if options is None:
-                options = frozenset(o.strip(" \t").lower() for o in conn.split(","))
+                options = frozenset(o.strip(OWS).lower() for o in conn.split(","))
             if "close" in options:
                 keep_alive = False
             elif version >= V11:
@@ -644,7 +645,7 @@ class RequestParser:
             if method == "CONNECT":     # RFC 9112 §3.2.3: CONNECT takes authority-form only
                 raise errors.InvalidRequestLine("CONNECT needs an authority-form target")
             path, query, fragment = ORIGIN_FORM.fullmatch(target).groups()
-        elif target == "*":             # RFC 9112 §3.2.4: asterisk-form only for OPTIONS
+        elif target == ASTERISK_FORM:   # RFC 9112 §3.2.4: asterisk-form only for OPTIONS
             if method != "OPTIONS":
                 raise errors.InvalidRequestLine(f"'*' target with {method}")
             path = "*"
@@ -701,10 +702,10 @@ class RequestParser:
                 raise errors.InvalidHeader(f"no field name in {line[:80]!r}")
             name = line[:colon]
             if strip_names:
-                name = name.rstrip(" \t")
+                name = name.rstrip(OWS)
             if not TOKEN.fullmatch(name):
                 raise errors.InvalidHeaderName(repr(name[:80]))
-            value = line[colon + 1:].strip(" \t")
+            value = line[colon + 1:].strip(OWS)
             folded = False
             while i < n and lines[i][:1] in (" ", "\t"):
                 # RFC 9112 §5.2: obs-fold; a server must refuse it or replace it with SP.
@@ -715,12 +716,12 @@ class RequestParser:
                 size += len(cont) + 2
                 if size > max_size:
                     raise errors.LimitRequestHeaders(f"field {name!r} larger than {max_size}")
-                value = value + " " + cont.strip(" \t")
+                value = value + " " + cont.strip(OWS)
                 folded = True
             if size > max_size:
                 raise errors.LimitRequestHeaders(f"field {name!r} larger than {max_size}")
             if folded:
-                value = value.strip(" \t")
+                value = value.strip(OWS)
             if FIELD_VALUE_INVALID.search(value):
                 raise errors.InvalidHeader(f"control character in {name!r}")
             out.append((name, value, ""))
@@ -756,7 +757,7 @@ def _transfer_codings(te):
     chunked = False
     passthrough = False
     for item in te.split(","):
-        item = item.strip(" \t")
+        item = item.strip(OWS)
         if not item:
             continue    # RFC 9110 §5.6.1: empty list elements are ignored
         m = TRANSFER_CODING.fullmatch(item)

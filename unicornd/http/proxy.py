@@ -130,7 +130,7 @@ _V6_ADDRS = struct.Struct(">16s16sHH")
 
 
 def parse_v2(buf):
-    """(ProxyInfo, consumed) for a complete v2 header at the start of ``buf``, None if incomplete."""
+    """(ProxyInfo, consumed) for a whole v2 header at the start of ``buf``, None if incomplete."""
     if len(buf) < 16:
         return None
     ver_cmd, fam_proto, length = _V2_FIXED.unpack_from(buf, 12)
