@@ -74,7 +74,7 @@ class Connection:
 
     __slots__ = ("ctx", "sock", "peer", "builder", "parser", "head", "head_sent", "sent",
                  "req", "message_done", "continue_pending", "keep_alive", "_overflow_logged",
-                 "_nodelay", "ended")
+                 "_nodelay", "ended", "trusted")
 
     def __init__(self, ctx: ServerContext, sock, peer, listener_addr):
         self.ctx = ctx
@@ -82,7 +82,9 @@ class Connection:
         self.peer = peer
         self.builder = ctx.environ_builder(listener_addr)
         proxy_allowed = ctx.proxy_protocol and ctx.proxy_allow.allows(peer)
-        self.parser = RequestParser(ctx.parser_options, proxy_allowed=proxy_allowed)
+        self.trusted = ctx.forwarded_allow.allows(peer)
+        self.parser = RequestParser(ctx.parser_options, proxy_allowed=proxy_allowed,
+                                    forwarder_trusted=self.trusted)
         self._nodelay = False
 
     # -- reading -------------------------------------------------------------------------
@@ -300,10 +302,8 @@ class Connection:
                     raise
                 self._send_error(exc.status, exc.reason)
                 return False
-        peer = self.peer
-        trusted = bool(ctx.forwarded_allow.allows(peer))
         try:
-            environ = self.builder.build(req, body, peer, self.sock, trusted)
+            environ = self.builder.build(req, body, self.peer, self.sock, self.trusted)
         except HTTPError as exc:
             self._send_error(exc.status or 400, exc.reason)
             return False

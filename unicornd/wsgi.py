@@ -189,6 +189,7 @@ class EnvironBuilder:
         environ["gunicorn.socket"] = sock
 
         host = None
+        script_name = self.script_name
         for name, value in req.headers:
             if name == "CONTENT-TYPE":
                 environ["CONTENT_TYPE"] = value
@@ -198,6 +199,9 @@ class EnvironBuilder:
                 continue
             if name == "HOST":
                 host = value
+            elif name == "SCRIPT_NAME":
+                # Only present when a trusted front end sent it (forwarder_headers).
+                script_name = environ["SCRIPT_NAME"] = value
             key = "HTTP_" + name.replace("-", "_")
             prev = environ.get(key)
             # RFC 9110 §5.3: repeated fields combine into one comma-separated list.
@@ -231,7 +235,6 @@ class EnvironBuilder:
             environ["REMOTE_PORT"] = str(proxy.src_port)
 
         path = req.path
-        script_name = self.script_name
         if script_name and path.startswith(script_name):
             path = path[len(script_name):]
         environ["PATH_INFO"] = _path_to_wsgi(path)

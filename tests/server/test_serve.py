@@ -230,6 +230,21 @@ def test_unknown_expectation_is_417(server):
     assert parse_response(reply)[0] == 417
 
 
+def test_large_response_with_unread_body_arrives_whole(server):
+    # Unread input at close() makes the kernel send a reset, which throws away response
+    # bytes not yet delivered: an 8 MB answer must still arrive whole.
+    with socket.create_connection(server.address, timeout=10) as s:
+        s.sendall(b"POST /big-ignore-body HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 100_000)
+        data = b""
+        try:
+            while chunk := s.recv(1 << 20):
+                data += chunk
+        except ConnectionResetError:
+            raise AssertionError(f"reset after {len(data)} bytes")
+    status, headers, body = parse_response(data)
+    assert status == 200 and len(body) == 8 * 1024 * 1024
+
+
 def test_unread_body_is_not_reset(server):
     # The app ignores a 2 MB upload; the response must arrive intact, without a TCP reset.
     body = b"x" * (2 * 1024 * 1024)
@@ -289,3 +304,51 @@ def test_term_stops_cleanly_and_int_too():
 
 def test_curl_is_present():
     assert shutil.which("curl"), "curl must be installed (.ci/run installs it)"
+
+
+def test_lingering_close_does_not_park_the_worker():
+    # One worker. Client A's upload is ignored by the app; while the worker still drains A
+    # (A can keep sending without being reset), client B is served: the worker is not parked.
+    with Server("-w", "1", "-b", "127.0.0.1:0", "testapp:app") as srv:
+        a = socket.create_connection(srv.address, timeout=10)
+        a.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+        reply = b""
+        while chunk := a.recv(65536):  # the server half-closes after answering: EOF here
+            reply += chunk
+        assert reply.endswith(b"\r\n\r\nignored")
+        assert get(srv, "/hello")[2] == b"Hello, World!\n"  # B, while A is still lingering
+        a.sendall(b"y" * 10000)  # still drained, not reset: the server kept reading A
+        assert a.recv(10) == b""  # a closed socket would have answered these bytes with a reset
+        a.close()
+
+
+def test_no_sendfile_still_sends_files(tmp_path):
+    data = os.urandom(100_000)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    with Server("-b", "127.0.0.1:0", "--no-sendfile", "testapp:app") as srv:
+        assert get(srv, "/file", headers={"X-File": str(path)})[2] == data
+
+
+def test_trusted_forwarder_sets_scheme_and_script_name(server):
+    # 127.0.0.1 is in the default forwarded_allow_ips.
+    reply = raw_request(server.address, b"GET /mount/x HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\n"
+                        b"SCRIPT_NAME: /mount\r\n\r\n")
+    seen = json.loads(parse_response(reply)[2])
+    assert seen["url_scheme"] == "https"
+    assert seen["script_name"] == "/mount" and seen["path_info"] == "/x"
+
+
+def test_untrusted_forwarder_headers_are_ignored():
+    with Server("-b", "127.0.0.1:0", "--forwarded-allow-ips", "10.1.2.3", "testapp:app") as srv:
+        reply = raw_request(srv.address, b"GET /mount/x HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\n"
+                            b"SCRIPT_NAME: /mount\r\n\r\n")
+        seen = json.loads(parse_response(reply)[2])
+        assert seen["url_scheme"] == "http"
+        assert seen["script_name"] == "" and seen["path_info"] == "/mount/x"
+
+
+def test_contradicting_scheme_headers_are_400(server):
+    reply = raw_request(server.address, b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\n"
+                        b"X-Forwarded-Ssl: off\r\n\r\n")
+    assert parse_response(reply)[0] == 400

@@ -195,6 +195,12 @@ def ignore_body(environ, start_response):
     return [b"ignored"]
 
 
+def big_ignore_body(environ, start_response):
+    body = b"z" * (8 * 1024 * 1024)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
 def exc_info_app(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     try:
@@ -233,6 +239,7 @@ ROUTES = {
     "/lines": read_lines,
     "/sized": read_sized,
     "/ignore-body": ignore_body,
+    "/big-ignore-body": big_ignore_body,
     "/exc-info": exc_info_app,
     "/stderr": stderr_app,
     "/pid": pid,

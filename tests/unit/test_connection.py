@@ -1,0 +1,103 @@
+"""The shared connection loop with keep-alive on, as the keep-alive worker classes will run it.
+
+The sync worker closes after one request, so these drive ``Connection`` directly over a real
+socket pair: persistence rules, pipelining in order, and body left unread between requests.
+"""
+
+import logging
+import socket
+import threading
+
+import pytest
+
+from unicornd.config import load_config
+from unicornd.connection import Connection, ServerContext
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/read":
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    else:
+        body = path.encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+
+
+@pytest.fixture
+def serve():
+    """Run Connection.serve() in a thread on one end of a socket pair; yield the other end."""
+    cfg = load_config(["x:app"], {})
+    ctx = ServerContext(cfg, app, logging.getLogger("test"), keep_alive=True)
+    threads = []
+
+    def start():
+        server_sock, client_sock = socket.socketpair()
+        client_sock.settimeout(10)
+        result = {}
+
+        def run():
+            result["linger"] = Connection(ctx, server_sock, ("127.0.0.1", 1), ("127.0.0.1", 80)).serve()
+            server_sock.close()
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        threads.append(t)
+        return client_sock, t, result
+
+    yield start
+    for t in threads:
+        t.join(10)
+
+
+def read_all(sock):
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_pipelined_requests_are_answered_in_order(serve):
+    client, thread, _ = serve()
+    client.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\n"
+                   b"GET /three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = read_all(client)
+    assert data.count(b"HTTP/1.1 200 OK") == 3
+    assert data.index(b"/one") < data.index(b"/two") < data.index(b"/three")
+    assert data.count(b"Connection: close") == 1  # only the last, which asked for it
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_http10_closes_unless_keep_alive(serve):
+    client, thread, _ = serve()
+    client.sendall(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n")
+    data = read_all(client)
+    assert data.count(b"HTTP/1.0 200 OK") == 2
+    assert b"Connection: keep-alive" in data and data.rstrip().endswith(b"/b")
+
+
+def test_unread_body_is_skipped_before_the_next_request(serve):
+    client, thread, _ = serve()
+    client.sendall(b"POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                   b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+    data = read_all(client)
+    assert data.count(b"200 OK") == 2 and data.endswith(b"abc")
+
+
+def test_bad_second_request_gets_400_after_the_first_answer(serve):
+    client, thread, result = serve()
+    client.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nGET /bad HTTP/1.1\r\nBad Header\r\n\r\n")
+    data = read_all(client)
+    assert data.startswith(b"HTTP/1.1 200 OK") and b"HTTP/1.1 400 Bad Request" in data
+    thread.join(10)
+    assert result["linger"] is True  # refused input may still be arriving: linger, not reset
+
+
+def test_clean_eof_between_requests(serve):
+    client, thread, result = serve()
+    client.sendall(b"GET /only HTTP/1.1\r\nHost: x\r\n\r\n")
+    client.shutdown(socket.SHUT_WR)
+    data = read_all(client)
+    assert data.count(b"200 OK") == 1
+    thread.join(10)
+    assert result["linger"] is False
