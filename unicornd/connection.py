@@ -28,6 +28,12 @@ _PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
 _list_types = (list, tuple)
 
 
+# What serve() asks of the worker when it returns.
+CLOSE = 0
+LINGER = 1
+IDLE = 2
+
+
 class ClientDisconnected(Exception):
     """The peer went away (reset, broken pipe, receive timeout) while we talked to it."""
 
@@ -67,9 +73,9 @@ class ServerContext:
 class Connection:
     """One accepted socket, served request after request until it must close.
 
-    ``serve()`` returns True when unread input may remain in the socket: the caller must then
+    ``serve()`` returns LINGER when unread input may remain in the socket: the caller must then
     close it the lingering way (``shutdown(SHUT_WR)``, read and drop, close) so the response
-    is not destroyed by a TCP reset (RFC 9112 §9.6). Otherwise the caller may close at once.
+    is not destroyed by a TCP reset (RFC 9112 §9.6).
     """
 
     __slots__ = ("ctx", "sock", "peer", "builder", "parser", "head", "head_sent", "sent",
@@ -240,35 +246,51 @@ class Connection:
 
     # -- the loop ------------------------------------------------------------------------
 
-    def serve(self) -> bool:
-        """Serve requests until the connection must close; True if lingering is needed."""
+    def serve(self, park_when_idle: bool = False) -> int:
+        """Serve requests until the connection must close, or (``park_when_idle``) until it
+        waits for its next request with nothing buffered.
+
+        Returns ``CLOSE`` (close it now), ``LINGER`` (unread input may remain: close it the
+        lingering way) or ``IDLE`` (a keep-alive connection with no request pending: the worker
+        may watch it in a selector and call ``serve`` again when it is readable).
+        """
         ctx = self.ctx
+        first = True
         while True:
+            if park_when_idle and not first and not self.parser.buffered:
+                return IDLE
+            first = False
             try:
                 ev = self._next_event()
             except HTTPError as exc:
                 if exc.status is None:
-                    return False
+                    return CLOSE
                 ctx.log.debug("bad request from %s: %s", self.peer, exc)
                 self._send_error(exc.status, exc.reason)
-                return True
+                return LINGER
             except ClientDisconnected:
-                return False
+                return CLOSE
             if ev is CLOSED:
-                return False
+                return CLOSE
+            worker = ctx.worker
+            if worker is not None:
+                worker.request_started(ev)
             try:
                 keep = self._handle(ev)
             except ClientDisconnected as exc:
                 ctx.log.debug("client %s went away: %s", self.peer, exc)
-                return False
+                return CLOSE
             except HTTPError as exc:
                 # Bad body framing found while the app read its input.
                 if exc.status is None or self.head_sent:
-                    return False
+                    return CLOSE
                 self._send_error(exc.status, exc.reason)
-                return True
+                return LINGER
+            finally:
+                if worker is not None:
+                    worker.request_finished(ev)
             if not keep:
-                return self._input_pending()
+                return LINGER if self._input_pending() else CLOSE
             self.parser.start_next_request()
 
     def _input_pending(self) -> bool:
@@ -292,7 +314,8 @@ class Connection:
         has_body = req.chunked or bool(req.content_length)
         self.message_done = False
         self.continue_pending = req.expect_continue
-        self.keep_alive = ctx.keep_alive and req.keep_alive
+        # A worker on its way out answers with Connection: close.
+        self.keep_alive = ctx.keep_alive and req.keep_alive and (ctx.worker is None or ctx.worker.alive)
         body = RequestBody(self._pull_body, has_body)
         if has_body and self.parser.buffered:
             try:

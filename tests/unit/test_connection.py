@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from unicornd.config import load_config
-from unicornd.connection import Connection, ServerContext
+from unicornd.connection import CLOSE, IDLE, LINGER, Connection, ServerContext
 
 
 def app(environ, start_response):
@@ -90,7 +90,7 @@ def test_bad_second_request_gets_400_after_the_first_answer(serve):
     data = read_all(client)
     assert data.startswith(b"HTTP/1.1 200 OK") and b"HTTP/1.1 400 Bad Request" in data
     thread.join(10)
-    assert result["linger"] is True  # refused input may still be arriving: linger, not reset
+    assert result["linger"] == LINGER  # refused input may still be arriving: linger, not reset
 
 
 def test_clean_eof_between_requests(serve):
@@ -100,4 +100,19 @@ def test_clean_eof_between_requests(serve):
     data = read_all(client)
     assert data.count(b"200 OK") == 1
     thread.join(10)
-    assert result["linger"] is False
+    assert result["linger"] == CLOSE
+
+
+def test_park_when_idle_returns_between_requests():
+    cfg = load_config(["x:app"], {})
+    ctx = ServerContext(cfg, app, logging.getLogger("test"), keep_alive=True)
+    server_sock, client = socket.socketpair()
+    client.settimeout(10)
+    conn = Connection(ctx, server_sock, ("127.0.0.1", 1), ("127.0.0.1", 80))
+    client.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert conn.serve(park_when_idle=True) == IDLE  # both pipelined requests, then idle
+    client.sendall(b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert conn.serve(park_when_idle=True) == CLOSE
+    server_sock.close()
+    data = read_all(client)
+    assert data.count(b"200 OK") == 3 and data.index(b"/a") < data.index(b"/b") < data.index(b"/c")

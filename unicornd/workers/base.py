@@ -4,12 +4,15 @@ A subclass only says how it accepts connections and schedules ``Connection.serve
 """
 
 import os
+import random
 import signal
 import sys
+import time
 import traceback
 
 from unicornd.app_loading import AppImportError, load_wsgi_app
 from unicornd.connection import ServerContext
+from unicornd.master.scoreboard import WANTS_RECYCLE
 
 # Exit codes the master understands, the same as gunicorn's.
 WORKER_BOOT_ERROR = 3
@@ -41,7 +44,7 @@ class Worker:
     keep_alive = True
     multithread = False
 
-    def __init__(self, age, ppid, listeners, cfg, log):
+    def __init__(self, age, ppid, listeners, cfg, log, slot=None, app=None):
         self.age = age
         self.ppid = ppid
         self.listeners = listeners
@@ -50,8 +53,14 @@ class Worker:
         self.pid = None
         self.alive = True
         self.booted = False
-        self.app = None
+        self.app = app  # set when the master preloaded it
         self.ctx = None
+        self.slot = slot  # this worker's scoreboard slot (a SlotWriter), or None
+        self.nr = 0
+        self.max_requests = sys.maxsize
+        if cfg.max_requests > 0:
+            self.max_requests = cfg.max_requests + random.randint(0, max(0, cfg.max_requests_jitter))
+        self.recycle_asked = False
         self._wakeup_r = self._wakeup_w = -1
 
     def __repr__(self):
@@ -66,11 +75,14 @@ class Worker:
         _set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != self.ppid:
             return  # the master died while we forked
-        self.app = self.load_app()
+        if self.app is None:
+            self.app = self.load_app()
         self.ctx = ServerContext(self.cfg, self.app, self.log, self,
                                  multithread=self.multithread, keep_alive=self.keep_alive)
         self.cfg.post_worker_init(self)
         self.booted = True
+        if self.slot is not None:
+            self.slot.idle(time.monotonic())
         self.run()
 
     def load_app(self):
@@ -117,6 +129,33 @@ class Worker:
         self.alive = False
         self.cfg.worker_abort(self)
         sys.exit(1)
+
+    # -- what the master sees (the scoreboard); cheap, called on every request ---------------
+
+    def notify(self) -> None:
+        """Heartbeat: the worker's loop is alive."""
+        if self.slot is not None:
+            self.slot.heartbeat(time.monotonic())
+
+    def request_started(self, req) -> None:
+        if self.slot is not None:
+            self.slot.busy(time.monotonic(), req.method, req.path)
+
+    def request_finished(self, req) -> None:
+        self.nr += 1
+        if self.slot is not None:
+            self.slot.finished(time.monotonic())
+        if self.nr >= self.max_requests and not self.recycle_asked:
+            self.ask_recycle(f"served {self.nr} requests (max_requests)")
+
+    def ask_recycle(self, why: str) -> None:
+        """Ask the master for a replacement; this worker serves on until the master stops it."""
+        self.recycle_asked = True
+        self.log.info("Worker %s asks to be recycled: %s", self.pid, why)
+        if self.slot is not None:
+            self.slot.raise_flag(WANTS_RECYCLE)
+        else:
+            self.alive = False
 
     def master_alive(self) -> bool:
         return os.getppid() == self.ppid

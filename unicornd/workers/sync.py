@@ -15,7 +15,7 @@ import os
 import select
 import time
 
-from unicornd.connection import Connection, drain, lingering_shutdown
+from unicornd.connection import LINGER, Connection, drain, lingering_shutdown
 from unicornd.workers.base import Worker
 
 LINGER_SECONDS = 2.0
@@ -62,12 +62,13 @@ class SyncWorker(Worker):
             if not self.master_alive():
                 self.log.info("Parent changed, shutting down: %s", self)
                 return
+            self.notify()
             self._wait(IDLE_WAKE_SECONDS)
         self._close_lingering(force=True)
 
     def _serve(self, ctx, sock, peer, address) -> None:
         try:
-            linger = Connection(ctx, sock, peer, address).serve()
+            linger = Connection(ctx, sock, peer, address).serve() == LINGER
         except Exception:
             self.log.exception("Error handling a connection from %s", peer)
             linger = False
