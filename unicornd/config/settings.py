@@ -130,15 +130,26 @@ SETTINGS: tuple[Setting, ...] = (
         The most clients one worker serves at once, for the threaded and event-loop worker
         classes. The `sync` worker serves one connection at a time and ignores it."""),
     _int(WP, "max_requests", "--max-requests", 0, """
-        Restart a worker after it has served this many requests, a simple guard against memory
-        leaks; 0 never restarts.""", **NO),
+        Recycle a worker after it has served this many requests, a simple guard against memory
+        leaks; 0 never recycles. The master starts the replacement and waits until it has loaded
+        the app before it stops the old worker, one worker at a time, so capacity never drops."""),
     _int(WP, "max_requests_jitter", "--max-requests-jitter", 0, """
         Add a random number of requests, up to this many, to `max_requests` for each worker so
-        that workers do not all restart at once.""", **NO),
+        that workers do not all recycle at once."""),
+    _s(WP, "max_worker_memory", "--max-worker-memory", v.byte_size, 0, """
+        Recycle a worker whose resident memory (RSS) stays above this size, such as `512M` or
+        `2G`; 0 never does. The master checks every second and recycles a worker found above
+        the limit twice in a row, the same graceful way as `max_requests`, after its current
+        request; the log says why. unicornd's own setting: gunicorn has none.""", meta="SIZE"),
     _int(WP, "timeout", "-t --timeout", 30, """
-        Seconds a worker may stay silent before the master kills and replaces it. Idle workers
-        keep reporting, so with the `sync` worker this bounds how long one request may take. 0
-        disables the check."""),
+        Seconds a request may run, or a worker may stay silent, before the master kills and
+        replaces the worker. Before the kill the worker writes the stacks of all its threads to
+        the error log, after a line that names the request and how long it ran:
+        `WORKER TIMEOUT (pid 123) GET /report after 31.0 s`. 0 disables the check."""),
+    _int(WP, "boot_timeout", "--boot-timeout", 120, """
+        Seconds a worker may take to start (importing the application) before the master kills
+        it. Booting is judged by this allowance, not by `timeout`, so a slow import does not
+        need a long request timeout. 0 disables the check. unicornd's own setting."""),
     _int(WP, "graceful_timeout", "--graceful-timeout", 30, """
         Seconds workers get to finish the requests in hand after being told to stop or restart;
         those still running when it expires are killed."""),
@@ -173,7 +184,8 @@ SETTINGS: tuple[Setting, ...] = (
     # -- Server Mechanics ---------------------------------------------------------------------
     _flag(MECH, "preload_app", "--preload", """
         Import the application in the master before forking workers, to share memory and start
-        faster at the cost of code reloads needing a full restart.""", **NO),
+        faster. A `HUP` then restarts the workers without reloading the application's code; a
+        binary upgrade (`USR2`) loads it anew."""),
     _s(MECH, "sendfile", "--no-sendfile", v.optional_boolean, None, """
         Whether file responses (`wsgi.file_wrapper` on a real file) are sent with `sendfile()`.
         `--no-sendfile` turns it off. When it is not set, the `SENDFILE` environment variable
@@ -188,30 +200,33 @@ SETTINGS: tuple[Setting, ...] = (
         Python path. A relative path is taken from the directory unicornd is started in.""",
        default_from=_computed(lambda environ: os.getcwd()), default_doc="the current directory"),
     _flag(MECH, "daemon", "-D --daemon", """
-        Detach from the terminal and run in the background. Use a service manager instead.""",
-          **NO),
+        Detach from the terminal and run in the background (standard input, output and error
+        go to `/dev/null`: set `errorlog` to a file). A service manager is usually the better
+        choice."""),
     _s(MECH, "raw_env", "-e --env", v.env_list, [], """
         Environment variables to set for the application, as `KEY=VALUE`. Repeat the option for
         several; in a config file give a list such as `raw_env = ["DJANGO_DEBUG=0"]`.""",
        meta="ENV", action="append"),
     _s(MECH, "pidfile", "-p --pid", v.optional_string, None, """
-        A file to write the master's process id to.""", meta="FILE", **NO),
+        A file to write the master's process id to; removed when the master exits. During a
+        binary upgrade the new master writes `PIDFILE.2` and renames it to `PIDFILE` once the old
+        master has exited.""", meta="FILE"),
     _s(MECH, "worker_tmp_dir", "--worker-tmp-dir", v.optional_string, None, """
-        Where gunicorn keeps its per-worker heartbeat files. unicornd workers report through
-        shared memory and need no such files.""", meta="DIR", **NO),
+        Where gunicorn keeps its per-worker heartbeat files. Accepted for compatibility and
+        unused: unicornd workers report through shared memory and need no such files.""",
+       meta="DIR"),
     _s(MECH, "user", "-u --user", v.user, None, """
-        Run workers as this user (a name or a uid).""", meta="USER",
-       default_from=_computed(lambda environ: os.geteuid()), default_doc="the current user",
-       **NO),
+        Run workers as this user (a name or a uid). The master keeps its own user, so it can
+        still bind and read what the new settings need on `HUP`.""", meta="USER",
+       default_from=_computed(lambda environ: os.geteuid()), default_doc="the current user"),
     _s(MECH, "group", "-g --group", v.group, None, """
         Run workers as this group (a name or a gid).""", meta="GROUP",
-       default_from=_computed(lambda environ: os.getegid()), default_doc="the current group",
-       **NO),
+       default_from=_computed(lambda environ: os.getegid()), default_doc="the current group"),
     _int(MECH, "umask", "-m --umask", 0, """
         The file mode mask of the server's processes, which also applies to Unix sockets it
-        creates; octal such as `0022` is accepted.""", validate=v.octal_int, **NO),
+        creates; octal such as `0022` is accepted.""", validate=v.octal_int),
     _flag(MECH, "initgroups", "--initgroups", """
-        Give workers all the supplementary groups of `user`.""", **NO),
+        Give workers all the supplementary groups of `user`."""),
     _s(MECH, "tmp_upload_dir", "", v.optional_string, None, """
         Where request bodies are spooled while they are read.""", meta="DIR", **NO),
     _s(MECH, "secure_scheme_headers", "", v.header_dict,

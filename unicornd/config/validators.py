@@ -80,6 +80,26 @@ def non_negative_int(val):
     return n
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+@kind("size in bytes (`0`, `512M`, `2G`, ...)")
+def byte_size(val):
+    expected = "expected a size in bytes such as 0, 800000000, 512M or 2G (K, M, G are powers of 1024)"
+    if isinstance(val, bool):
+        raise Invalid(expected)
+    if isinstance(val, int):
+        if val < 0:
+            raise Invalid(expected)
+        return val
+    text = _str(val, expected).upper().removesuffix("B")
+    unit = text[-1:] if text[-1:] in ("K", "M", "G") else ""
+    number = text[: len(text) - len(unit)].strip()
+    if not number.isdigit():
+        raise Invalid(expected)
+    return int(number) * _SIZE_UNITS[unit]
+
+
 @kind("integer, 1 or more")
 def positive_int(val):
     expected = "expected a positive integer"
