@@ -20,8 +20,8 @@ def _fail(message: str, status: int = USAGE_ERROR):
     sys.exit(status)
 
 
-def _apply_process_settings(cfg) -> None:
-    """What the master itself changes before anything is imported or forked."""
+def apply_process_settings(cfg) -> None:
+    """What the master itself changes before anything is imported or forked (again on HUP)."""
     for item in cfg.raw_env:
         key, _, value = item.partition("=")
         os.environ[key] = value
@@ -29,7 +29,7 @@ def _apply_process_settings(cfg) -> None:
         try:
             os.chdir(cfg.chdir)
         except OSError as exc:
-            _fail(f"Invalid value for chdir: {cfg.chdir!r}: {exc.strerror}")
+            raise ConfigError(f"Invalid value for chdir: {cfg.chdir!r}: {exc.strerror}") from None
     add_pythonpath(cfg)
 
 
@@ -65,19 +65,40 @@ def main(argv=None) -> None:
     if not cfg.wsgi_app:
         _fail("No application module specified (unicornd [OPTIONS] APP_MODULE, or wsgi_app in the config file).")
 
-    _apply_process_settings(cfg)
+    environ = dict(os.environ)  # as started: a HUP re-reads the settings against this
+    try:
+        apply_process_settings(cfg)
+    except ConfigError as exc:
+        _fail(str(exc))
 
     if cfg.check_config:
         sys.exit(_check_app(cfg))
 
     from unicornd.master.master import Master
     from unicornd.workers import load_worker_class
+    from unicornd.workers.base import APP_LOAD_ERROR
 
     try:
         worker_class = load_worker_class(cfg.worker_class)
     except ValueError as exc:
         _fail(f"Invalid value for worker_class: {cfg.worker_class!r}: {exc}")
-    sys.exit(Master(cfg, log, worker_class).run())
+
+    if cfg.daemon:
+        from unicornd.master.process import daemonize
+        daemonize()
+
+    app = None
+    if cfg.preload_app:
+        try:
+            app = load_wsgi_app(cfg.wsgi_app)
+        except AppImportError as exc:
+            log.error("%s", exc)
+            sys.exit(APP_LOAD_ERROR)
+        except Exception:
+            log.error("Exception while loading the application %r:\n%s", cfg.wsgi_app,
+                      traceback.format_exc().rstrip())
+            sys.exit(APP_LOAD_ERROR)
+    sys.exit(Master(cfg, log, worker_class, argv=argv, environ=environ, app=app).run())
 
 
 if __name__ == "__main__":

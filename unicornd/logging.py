@@ -36,6 +36,19 @@ def setup_error_log(errorlog: str = "-", loglevel: str = "info") -> logging.Logg
     return log
 
 
+def reopen_log_files(log: logging.Logger) -> None:
+    """USR1 (logrotate moved the file away): open the files again at their paths."""
+    for handler in log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                if handler.stream is not None:
+                    handler.stream.close()
+                handler.stream = handler._open()
+            finally:
+                handler.release()
+
+
 def error_log() -> logging.Logger:
     return logging.getLogger(ERROR_LOGGER)
 

@@ -19,12 +19,13 @@ class BindError(Exception):
 class Listener:
     """One listening socket and what the logs and the environ say about it."""
 
-    __slots__ = ("sock", "kind", "path")
+    __slots__ = ("sock", "kind", "path", "spec")
 
-    def __init__(self, sock, kind, path=None):
+    def __init__(self, sock, kind, path=None, spec=None):
         self.sock = sock
         self.kind = kind
         self.path = path
+        self.spec = spec  # the bind setting entry it came from, to match them up on HUP
 
     @property
     def address(self):
@@ -96,7 +97,16 @@ def _bind_one(addr, cfg, log) -> Listener:
         else:
             sock, target = _tcp_socket(addr.host, addr.port, cfg)
         try:
-            sock.bind(target)
+            if addr.kind == "unix":
+                old_umask = os.umask(cfg.umask)
+                try:
+                    sock.bind(target)
+                finally:
+                    os.umask(old_umask)
+                if (cfg.user, cfg.group) != (os.geteuid(), os.getegid()):
+                    os.chown(target, cfg.user, cfg.group)  # the workers' user must reach it
+            else:
+                sock.bind(target)
             sock.listen(cfg.backlog)
         except OSError as exc:
             sock.close()
@@ -110,16 +120,46 @@ def _bind_one(addr, cfg, log) -> Listener:
     raise AssertionError("unreachable")
 
 
-def bind_all(cfg, log) -> list:
+def bind_all(cfg, log, keep=()) -> list:
+    """Listeners for every ``bind`` entry; entries already in ``keep`` are reused as they are."""
+    reuse = {listener.spec: listener for listener in keep}
     listeners = []
     try:
         for spec in cfg.bind:
-            listeners.append(_bind_one(parse_bind(spec), cfg, log))
+            listener = reuse.pop(spec, None) or _bind_one(parse_bind(spec), cfg, log)
+            listener.spec = spec
+            listeners.append(listener)
     except BaseException:
         for listener in listeners:
-            listener.close()
+            if listener not in keep:
+                listener.close()
         raise
     return listeners
+
+
+# A re-executed master (USR2) finds the listening sockets it inherits here.
+INHERIT_ENV = "UNICORND_FD"
+
+
+def inherited(environ, cfg) -> list:
+    """The listeners handed over by the old master, in ``bind`` order; [] if none."""
+    value = environ.get(INHERIT_ENV)
+    if not value:
+        return []
+    listeners = []
+    for fd in value.split(","):
+        sock = socket.socket(fileno=int(fd))
+        path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+        listeners.append(Listener(sock, "unix" if path else "tcp", path or None))
+    for listener, spec in zip(listeners, cfg.bind):
+        listener.spec = spec
+    return listeners
+
+
+def handover_env(listeners) -> str:
+    for listener in listeners:
+        os.set_inheritable(listener.fileno(), True)
+    return ",".join(str(listener.fileno()) for listener in listeners)
 
 
 def close_all(listeners, unlink: bool = True) -> None:

@@ -2,6 +2,10 @@
 
 Signal handlers only enqueue the signal (the wakeup fd interrupts the loop's sleep); the loop
 dispatches each to ``handle_<name>``. Nothing is done inside a handler.
+
+Workers report through the scoreboard (shared memory): each loop tick the master reads every
+slot to time out hung requests, to see which new workers have booted (reloads and recycling
+wait for that) and which workers asked to be recycled.
 """
 
 import collections
@@ -14,7 +18,12 @@ import time
 import traceback
 
 from unicornd import __version__
-from unicornd.master.listeners import bind_all, close_all
+from unicornd.config import ConfigError, load_config
+from unicornd.logging import reopen_log_files, setup_error_log
+from unicornd.master import listeners as lst
+from unicornd.master.pidfile import Pidfile
+from unicornd.master.process import has_controlling_terminal
+from unicornd.master.scoreboard import BOOTING, BUSY, WANTS_RECYCLE, Scoreboard
 from unicornd.proctitle import set_title
 from unicornd.workers.base import APP_LOAD_ERROR, WORKER_BOOT_ERROR, AppLoadFailed
 
@@ -23,6 +32,8 @@ SIGNAL_NAMES = {
     for name in ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
 }
 LOOP_WAKE_SECONDS = 1.0
+ABORT_GRACE_SECONDS = 5.0  # after SIGABRT, time for the stack dump before SIGKILL
+OLD_MASTER_ENV = "UNICORND_PID"
 
 
 class HaltServer(Exception):
@@ -32,31 +43,77 @@ class HaltServer(Exception):
         self.exit_status = exit_status
 
 
+class WorkerRecord:
+    """What the master knows of one worker process."""
+
+    __slots__ = ("worker", "pid", "slot", "age", "retiring", "aborted_at", "over_memory")
+
+    def __init__(self, worker, slot):
+        self.worker = worker
+        self.pid = None
+        self.slot = slot
+        self.age = worker.age
+        self.retiring = False   # being replaced (reload, recycle, TTOU, WINCH): not counted
+        self.aborted_at = None  # when SIGABRT was sent for a timeout
+        self.over_memory = 0    # consecutive checks above max_worker_memory
+
+
 class Master:
-    def __init__(self, cfg, log, worker_class):
+    def __init__(self, cfg, log, worker_class, *, argv=(), environ=None, app=None):
         self.cfg = cfg
         self.log = log
         self.worker_class = worker_class
+        self.argv = list(argv)
+        self.environ = dict(os.environ if environ is None else environ)
+        self.start_cwd = os.getcwd()
+        self.app = app  # preloaded
         self.num_workers = cfg.workers
         self.pid = os.getpid()
-        self.workers = {}  # pid -> Worker
+        self.workers = {}  # pid -> WorkerRecord
         self.worker_age = 0
         self.listeners = []
+        self.scoreboard = None
+        self.pidfile = None
         self.sig_queue = collections.deque(maxlen=64)
         self._wake_r = self._wake_w = -1
-        self.proc_name = cfg.proc_name or cfg.wsgi_app or cfg.default_proc_name
+        self.reload_old = None      # pids of the generation a HUP is replacing
+        self.reload_prev_cfg = None
+        self.recycling = None       # pid of the one worker being recycled
+        self.reexec_pid = 0         # the new master started by USR2
+        self.master_pid = int(self.environ.pop(OLD_MASTER_ENV, 0) or 0)  # our old master, if any
+        self.inherited_fds = self.environ.pop(lst.INHERIT_ENV, None)
+        os.environ.pop(OLD_MASTER_ENV, None)
+        os.environ.pop(lst.INHERIT_ENV, None)
+        self.stopping = False
+
+    @property
+    def proc_name(self):
+        name = self.cfg.proc_name or self.cfg.wsgi_app or self.cfg.default_proc_name
+        return name + ".2" if self.master_pid else name
+
+    @property
+    def master_name(self):
+        return "Master.2" if self.master_pid else "Master"
 
     # -- start ---------------------------------------------------------------------------
 
     def start(self) -> None:
         self.log.info("Starting unicornd %s", __version__)
         set_title("master", self.proc_name)
+        if self.cfg.pidfile:
+            name = self.cfg.pidfile + ".2" if self.master_pid else self.cfg.pidfile
+            self.pidfile = Pidfile(name)
+            self.pidfile.create(self.pid)
         self.cfg.on_starting(self)
-        self.listeners = bind_all(self.cfg, self.log)
+        self._init_signals()
+        if self.inherited_fds:
+            self.listeners = lst.inherited({lst.INHERIT_ENV: self.inherited_fds}, self.cfg)
+        else:
+            self.listeners = lst.bind_all(self.cfg, self.log)
         for listener in self.listeners:
             self.log.info("Listening at: %s (%s)", listener.url(), self.pid)
         self.log.info("Using worker: %s", self.cfg.worker_class)
-        self._init_signals()
+        self.scoreboard = Scoreboard()
 
     def _init_signals(self) -> None:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -76,46 +133,54 @@ class Master:
             self.start()
         except Exception as exc:
             self.log.error("%s", exc)
+            self._remove_pidfile()
             return 1
         try:
             self.manage_workers()
             self.cfg.when_ready(self)
             while True:
+                self.maybe_promote_master()
                 self.reap_workers()
                 if self.sig_queue:
                     signum = self.sig_queue.popleft()
                     name = SIGNAL_NAMES.get(signum)
-                    handler = getattr(self, f"handle_{name}", None)
-                    if handler is None:
-                        self.log.warning("Ignoring signal SIG%s: not supported yet", name.upper())
-                    elif name != "chld":
+                    if name != "chld":
                         self.log.info("Handling signal: %s", name)
-                    if handler is not None:
-                        handler()
+                    getattr(self, f"handle_{name}")()
                     continue
+                self.check_workers()
                 self.manage_workers()
                 self.sleep()
         except StopIteration:
-            self.log.info("Shutting down: Master")
-            self.cfg.on_exit(self)
+            self.log.info("Shutting down: %s", self.master_name)
+            self._exit_hooks()
             return 0
         except HaltServer as halt:
             self.log.error("Shutting down: %s", halt.reason)
             self.stop(graceful=False)
-            self.cfg.on_exit(self)
+            self._exit_hooks()
             return halt.exit_status
         except KeyboardInterrupt:
             self.stop(graceful=False)
-            self.cfg.on_exit(self)
+            self._exit_hooks()
             return 0
         except Exception:
             self.log.error("Unhandled exception in the master loop:\n%s", traceback.format_exc())
             self.stop(graceful=False)
+            self._remove_pidfile()
             return 1
 
-    def sleep(self) -> None:
+    def _exit_hooks(self):
+        self._remove_pidfile()
+        self.cfg.on_exit(self)
+
+    def _remove_pidfile(self):
+        if self.pidfile is not None:
+            self.pidfile.unlink()
+
+    def sleep(self, seconds: float = LOOP_WAKE_SECONDS) -> None:
         try:
-            ready, _, _ = select.select([self._wake_r], [], [], LOOP_WAKE_SECONDS)
+            ready, _, _ = select.select([self._wake_r], [], [], seconds)
             if ready:
                 while os.read(self._wake_r, 4096):
                     pass
@@ -154,24 +219,129 @@ class Master:
         self.cfg.nworkers_changed(self, self.num_workers, old)
         self.manage_workers()
 
+    def handle_hup(self) -> None:
+        """Reload: new settings and app, new workers, then the old ones retire gracefully."""
+        self.log.info("Hang up: %s", self.master_name)
+        cwd = os.getcwd()
+        try:
+            os.chdir(self.start_cwd)
+            new_cfg = load_config(self.argv, self.environ)
+            from unicornd.workers import load_worker_class
+            worker_class = load_worker_class(new_cfg.worker_class)
+            listeners = lst.bind_all(new_cfg, self.log, keep=self.listeners)
+        except (ConfigError, ValueError, lst.BindError) as exc:
+            os.chdir(cwd)
+            self.log.error("Reload failed, the current settings stay: %s", exc)
+            return
+        from unicornd.cli import apply_process_settings
+        apply_process_settings(new_cfg)
+        setup_error_log(new_cfg.errorlog, new_cfg.loglevel)
+        for old in self.listeners:
+            if old not in listeners:
+                self.log.info("No longer listening at: %s", old.url())
+                old.close()
+        for listener in listeners:
+            if listener not in self.listeners:
+                self.log.info("Listening at: %s (%s)", listener.url(), self.pid)
+        self.listeners = listeners
+        self.reload_prev_cfg = (self.cfg, self.worker_class)
+        self.cfg, self.worker_class = new_cfg, worker_class
+        self.num_workers = new_cfg.workers
+        new_cfg.on_reload(self)
+        self.reload_old = set()
+        for pid, rec in self.workers.items():
+            if not rec.retiring:
+                rec.retiring = True
+                self.reload_old.add(pid)
+        self.manage_workers()
+
+    def handle_usr1(self) -> None:
+        reopen_log_files(self.log)
+        for pid in list(self.workers):
+            self.kill_worker(pid, signal.SIGUSR1)
+
+    def handle_usr2(self) -> None:
+        """Binary upgrade: exec a new master that inherits the listening sockets."""
+        if self.reexec_pid:
+            self.log.warning("USR2 signal ignored: a new master (pid %s) already runs", self.reexec_pid)
+            return
+        if self.master_pid:
+            self.log.warning("USR2 signal ignored: this master is itself an upgrade in progress")
+            return
+        fds = lst.handover_env(self.listeners)
+        pid = os.fork()
+        if pid:
+            self.reexec_pid = pid
+            self.log.info("Started new master, pid %s", pid)
+            return
+        try:
+            signal.set_wakeup_fd(-1)
+            self.cfg.pre_exec(self)
+            environ = dict(self.environ)
+            environ[OLD_MASTER_ENV] = str(self.pid)
+            environ[lst.INHERIT_ENV] = fds
+            os.chdir(self.start_cwd)
+            os.execve(sys.executable, [sys.executable, "-m", "unicornd", *self.argv], environ)
+        except BaseException:
+            self.log.error("Could not exec the new master:\n%s", traceback.format_exc())
+        finally:
+            os._exit(1)
+
+    def handle_winch(self) -> None:
+        """Stop the workers gracefully, keep the master (the middle step of an upgrade)."""
+        if not self.cfg.daemon and has_controlling_terminal():
+            self.log.debug("SIGWINCH ignored: in an interactive terminal it means a window resize")
+            return
+        self.log.info("Graceful stop of workers")
+        self.num_workers = 0
+        for pid, rec in self.workers.items():
+            rec.retiring = True
+            self.kill_worker(pid, signal.SIGTERM)
+
+    def maybe_promote_master(self) -> None:
+        """The old master of an upgrade has gone: this one takes its names."""
+        if not self.master_pid or self.master_pid == os.getppid():
+            return
+        self.log.info("Master has been promoted.")
+        self.master_pid = 0
+        if self.pidfile is not None and self.cfg.pidfile:
+            self.pidfile.rename(self.cfg.pidfile)
+        set_title("master", self.proc_name)
+
     # -- workers -------------------------------------------------------------------------
 
+    def active_workers(self):
+        return [rec for rec in self.workers.values() if not rec.retiring]
+
     def manage_workers(self) -> None:
-        while len(self.workers) < self.num_workers:
+        if self.stopping:
+            return
+        active = self.active_workers()
+        for _ in range(self.num_workers - len(active)):
             self.spawn_worker()
-        if len(self.workers) > self.num_workers:
-            by_age = sorted(self.workers.items(), key=lambda item: item[1].age)
-            for pid, _ in by_age[: len(self.workers) - self.num_workers]:
-                self.kill_worker(pid, signal.SIGTERM)
+        if len(active) > self.num_workers:
+            by_age = sorted(active, key=lambda rec: rec.age)
+            for rec in by_age[: len(active) - self.num_workers]:
+                rec.retiring = True
+                self.kill_worker(rec.pid, signal.SIGTERM)
 
     def spawn_worker(self) -> None:
         self.worker_age += 1
-        worker = self.worker_class(self.worker_age, self.pid, self.listeners, self.cfg, self.log)
+        slot = self.scoreboard.allocate()
+        worker = self.worker_class(self.worker_age, self.pid, self.listeners, self.cfg, self.log,
+                                   slot=self.scoreboard.writer(slot), app=self.app)
+        rec = WorkerRecord(worker, slot)
         self.cfg.pre_fork(self, worker)
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            self.scoreboard.release(slot)
+            self.log.error("fork() failed: %s; retrying on the next tick", exc)
+            return
         if pid:
-            worker.pid = pid
-            self.workers[pid] = worker
+            worker.pid = rec.pid = pid
+            self.scoreboard.assign(slot, pid)
+            self.workers[pid] = rec
             return
         # In the child: never return into the master's loop.
         status = 0
@@ -202,6 +372,8 @@ class Master:
 
     def _close_master_fds(self) -> None:
         signal.set_wakeup_fd(-1)
+        for sig in SIGNAL_NAMES:
+            signal.signal(sig, signal.SIG_DFL)
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
@@ -215,10 +387,13 @@ class Master:
             self._forget(pid)
 
     def _forget(self, pid):
-        worker = self.workers.pop(pid, None)
-        if worker is not None:
-            self.cfg.child_exit(self, worker)
-        return worker
+        rec = self.workers.pop(pid, None)
+        if rec is not None:
+            self.scoreboard.release(rec.slot)
+            if self.recycling == pid:
+                self.recycling = None
+            self.cfg.child_exit(self, rec.worker)
+        return rec
 
     def reap_workers(self) -> None:
         while True:
@@ -228,16 +403,22 @@ class Master:
                 return
             if not pid:
                 return
-            worker = self._forget(pid)
+            if pid == self.reexec_pid:
+                self.reexec_pid = 0
+                self.log.info("The new master (pid %s) exited: this master carries on", pid)
+                continue
+            rec = self._forget(pid)
             if os.WIFEXITED(status):
                 code = os.WEXITSTATUS(status)
+                if code in (WORKER_BOOT_ERROR, APP_LOAD_ERROR) and self._cancel_reload(rec):
+                    continue
                 if code == WORKER_BOOT_ERROR:
                     raise HaltServer("Worker failed to boot.", WORKER_BOOT_ERROR)
                 if code == APP_LOAD_ERROR:
                     raise HaltServer("App failed to load.", APP_LOAD_ERROR)
                 if code:
                     self.log.error("Worker (pid:%s) exited with code %s", pid, code)
-                elif worker is not None:
+                elif rec is not None:
                     self.log.info("Worker exiting (pid: %s)", pid)
             elif os.WIFSIGNALED(status):
                 sig = os.WTERMSIG(status)
@@ -245,14 +426,112 @@ class Master:
                     name = signal.Signals(sig).name
                 except ValueError:
                     name = str(sig)
-                level = self.log.info if sig == signal.SIGTERM else self.log.error
-                level("Worker (pid:%s) was sent %s!", pid, name)
+                if sig == signal.SIGKILL:
+                    self.log.error("Worker (pid:%s) was sent SIGKILL! Perhaps out of memory?", pid)
+                elif sig == signal.SIGTERM:
+                    self.log.info("Worker (pid:%s) was sent %s!", pid, name)
+                else:
+                    self.log.error("Worker (pid:%s) was sent %s!", pid, name)
+
+    def _cancel_reload(self, rec) -> bool:
+        """A new-generation worker of a HUP could not load the app: keep the old generation."""
+        if self.reload_old is None or rec is None or rec.pid in self.reload_old:
+            return False
+        self.log.error("Reload failed: the new workers cannot load the app; the old workers stay")
+        for pid, other in self.workers.items():
+            if pid in self.reload_old:
+                other.retiring = False
+            else:
+                other.retiring = True
+                self.kill_worker(pid, signal.SIGTERM)
+        self.cfg, self.worker_class = self.reload_prev_cfg
+        self.num_workers = self.cfg.workers
+        self.reload_old = None
+        return True
+
+    # -- supervision: timeouts, reload completion, recycling ------------------------------
+
+    def check_workers(self) -> None:
+        now = time.monotonic()
+        cfg = self.cfg
+        board = self.scoreboard
+        all_booted = True
+        wants_recycle = None
+        for pid, rec in list(self.workers.items()):
+            view = board.read(rec.slot)
+            if rec.aborted_at is not None:
+                if now - rec.aborted_at > ABORT_GRACE_SECONDS:
+                    self.log.error("Worker %s did not exit after its stack dump; killing it", pid)
+                    self.kill_worker(pid, signal.SIGKILL)
+                continue
+            if view.state == BOOTING:
+                if not rec.retiring:
+                    all_booted = False
+                if cfg.boot_timeout and now - view.boot_start > cfg.boot_timeout:
+                    self.log.critical("WORKER BOOT TIMEOUT (pid %s) after %.1f s", pid, now - view.boot_start)
+                    self._abort(rec, now)
+                continue
+            if cfg.timeout:
+                if view.state == BUSY and now - view.request_start > cfg.timeout:
+                    self.log.critical("WORKER TIMEOUT (pid %s) %s %s after %.1f s", pid, view.method,
+                                      view.path, now - view.request_start)
+                    self._abort(rec, now)
+                    continue
+                if now - view.heartbeat > cfg.timeout:
+                    self.log.critical("WORKER TIMEOUT (pid %s) no heartbeat for %.1f s", pid,
+                                      now - view.heartbeat)
+                    self._abort(rec, now)
+                    continue
+            if rec.retiring:
+                continue
+            if view.flags & WANTS_RECYCLE:
+                wants_recycle = wants_recycle or (rec, "it asked (max_requests)")
+            elif cfg.max_worker_memory:
+                rss = _rss(pid)
+                rec.over_memory = rec.over_memory + 1 if rss > cfg.max_worker_memory else 0
+                if rec.over_memory >= 2:
+                    wants_recycle = wants_recycle or (
+                        rec, f"its RSS of {rss >> 20} MiB is above max_worker_memory "
+                             f"({cfg.max_worker_memory >> 20} MiB)")
+        if self.reload_old is not None and all_booted:
+            for pid in self.reload_old:
+                if pid in self.workers:
+                    self.kill_worker(pid, signal.SIGTERM)
+            self.reload_old = None
+            self.reload_prev_cfg = None
+        self._advance_recycling(wants_recycle, all_booted)
+
+    def _advance_recycling(self, wants, all_booted) -> None:
+        """One worker at a time: start its replacement; once that has booted, stop the old one."""
+        if self.recycling is not None:
+            rec = self.workers.get(self.recycling)
+            if rec is not None and not all_booted:
+                return  # the replacement is still loading the app: the old worker serves on
+            if rec is not None and rec.aborted_at is None:
+                self.kill_worker(rec.pid, signal.SIGTERM)
+            self.recycling = None
+            return
+        if wants is None or self.reload_old is not None:
+            return
+        rec, why = wants
+        self.log.info("Recycling worker %s: %s", rec.pid, why)
+        rec.retiring = True
+        self.recycling = rec.pid
+        self.manage_workers()  # the replacement starts now; the old one serves until it boots
+
+    def _abort(self, rec, now) -> None:
+        rec.aborted_at = now
+        rec.retiring = True
+        self.kill_worker(rec.pid, signal.SIGABRT)
 
     # -- stop ----------------------------------------------------------------------------
 
     def stop(self, graceful: bool = True) -> None:
         """Close the listeners, then stop the workers: TERM and wait, or QUIT; KILL stragglers."""
-        close_all(self.listeners, unlink=True)
+        self.stopping = True
+        # While a new master (USR2) uses the same sockets, their files must stay.
+        unlink = not self.reexec_pid and not self.master_pid
+        lst.close_all(self.listeners, unlink=unlink)
         self.listeners = []
         sig = signal.SIGTERM if graceful else signal.SIGQUIT
         limit = time.monotonic() + (self.cfg.graceful_timeout if graceful else 2.0)
@@ -261,14 +540,14 @@ class Master:
         while self.workers and time.monotonic() < limit:
             self.reap_workers_quietly()
             if self.workers:
-                self._wait_child(0.05)
+                self.sleep(0.05)
         for pid in list(self.workers):
             self.kill_worker(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5.0
         while self.workers and time.monotonic() < deadline:
             self.reap_workers_quietly()
             if self.workers:
-                self._wait_child(0.05)
+                self.sleep(0.05)
 
     def reap_workers_quietly(self) -> None:
         try:
@@ -276,10 +555,10 @@ class Master:
         except HaltServer:
             pass
 
-    def _wait_child(self, seconds: float) -> None:
-        try:
-            select.select([self._wake_r], [], [], seconds)
-            while os.read(self._wake_r, 4096):
-                pass
-        except (BlockingIOError, InterruptedError, OSError):
-            pass
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -12,7 +12,10 @@ import traceback
 
 from unicornd.app_loading import AppImportError, load_wsgi_app
 from unicornd.connection import ServerContext
+from unicornd.logging import reopen_log_files
+from unicornd.master.process import set_owner
 from unicornd.master.scoreboard import WANTS_RECYCLE
+from unicornd.stacks import format_all_stacks
 
 # Exit codes the master understands, the same as gunicorn's.
 WORKER_BOOT_ERROR = 3
@@ -61,6 +64,7 @@ class Worker:
         if cfg.max_requests > 0:
             self.max_requests = cfg.max_requests + random.randint(0, max(0, cfg.max_requests_jitter))
         self.recycle_asked = False
+        self.reopen_logs = False
         self._wakeup_r = self._wakeup_w = -1
 
     def __repr__(self):
@@ -75,6 +79,7 @@ class Worker:
         _set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != self.ppid:
             return  # the master died while we forked
+        set_owner(self.cfg.user, self.cfg.group, self.cfg.initgroups)
         if self.app is None:
             self.app = self.load_app()
         self.ctx = ServerContext(self.cfg, self.app, self.log, self,
@@ -123,19 +128,27 @@ class Worker:
         sys.exit(0)
 
     def handle_usr1(self, signum, frame):
-        pass  # log files are reopened once the log settings exist (they are refused until then)
+        # Reopened from the worker's loop (notify), not here: the log's lock may be held.
+        self.reopen_logs = True
 
     def handle_abort(self, signum, frame):
+        """The master timed us out: say where every thread is, then go."""
         self.alive = False
-        self.cfg.worker_abort(self)
+        try:
+            self.log.error("Worker %s stacks at timeout:\n%s", self.pid, format_all_stacks())
+        finally:
+            self.cfg.worker_abort(self)
         sys.exit(1)
 
     # -- what the master sees (the scoreboard); cheap, called on every request ---------------
 
     def notify(self) -> None:
-        """Heartbeat: the worker's loop is alive."""
+        """Heartbeat: the worker's loop is alive. Also where pending USR1 work is done."""
         if self.slot is not None:
             self.slot.heartbeat(time.monotonic())
+        if self.reopen_logs:
+            self.reopen_logs = False
+            reopen_log_files(self.log)
 
     def request_started(self, req) -> None:
         if self.slot is not None:
