@@ -26,6 +26,10 @@ GOOD = [
     (["-k", "gunicorn.workers.sync.SyncWorker"], "worker_class", "sync"),
     (["-k", "egg:gunicorn#sync"], "worker_class", "sync"),
     (["-k", "unicornd.workers.sync:SyncWorker"], "worker_class", "sync"),
+    (["-k", "gthread"], "worker_class", "gthread"),
+    (["-k", "gunicorn.workers.gthread.ThreadWorker"], "worker_class", "gthread"),
+    (["-k", "egg:gunicorn#gthread"], "worker_class", "gthread"),
+    (["-k", "unicornd.workers.gthread:ThreadWorker"], "worker_class", "gthread"),
     (["--log-level", "DEBUG"], "loglevel", "debug"),
     (["--log-level", "warning"], "loglevel", "warning"),
     (["--error-logfile", "/tmp/err.log"], "errorlog", "/tmp/err.log"),
@@ -118,15 +122,13 @@ BAD = [
      "comma-separated IP addresses or networks (such as 10.0.0.0/8), or *"),
     (["--chdir", "missing"],
      "Invalid value for chdir: 'missing': expected the path of an existing directory"),
-    (["-k", "gthread"], "Invalid value for worker_class: 'gthread': worker class 'gthread' is "
-     "not supported yet; available: sync"),
+    (["-k", "gevent"], "Invalid value for worker_class: 'gevent': worker class 'gevent' is "
+     "not supported yet; available: sync, gthread"),
     (["-k", "gunicorn.workers.ggevent.GeventWorker"],
      "Invalid value for worker_class: 'gunicorn.workers.ggevent.GeventWorker': worker class "
-     "'gevent' is not supported yet; available: sync"),
+     "'gevent' is not supported yet; available: sync, gthread"),
     (["-k", "bogus"], "Invalid value for worker_class: 'bogus': unknown worker class 'bogus'; "
-     "built-in classes: sync (or a dotted path such as mypkg.workers.MyWorker)"),
-    (["--threads", "4"], "Invalid value for threads: 4: more than 1 thread needs the gthread "
-     "worker class (gunicorn switches sync to gthread), which unicornd does not support yet"),
+     "built-in classes: sync, gthread (or a dotted path such as mypkg.workers.MyWorker)"),
 ]
 
 
@@ -140,10 +142,21 @@ def test_bad_command_line_values(load, argv, message):
 
 def test_worker_class_import_errors_list_the_builtin_classes(load):
     with pytest.raises(ConfigError, match=r"^Invalid value for worker_class: 'nosuchmod\.W': "
-                       r"cannot import .*\(built-in classes: sync\)$"):
+                       r"cannot import .*\(built-in classes: sync, gthread\)$"):
         load("-k", "nosuchmod.W")
-    with pytest.raises(ConfigError, match=r"'path' is not a class .*\(built-in classes: sync\)"):
+    with pytest.raises(ConfigError, match=r"'path' is not a class .*\(built-in classes: sync, gthread\)"):
         load("-k", "os.path")
+
+
+def test_threads_above_one_switch_the_sync_class_to_gthread(load, write):
+    # As gunicorn: the default class (or an explicit sync) with threads > 1 is gthread.
+    assert load("--threads", "4").worker_class == "gthread"
+    assert load("-k", "sync", "--threads", "2").worker_class == "gthread"
+    assert load("-k", "egg:gunicorn#sync", "--threads", "2").worker_class == "gthread"
+    assert load("--threads", "1").worker_class == "sync"
+    assert load("-k", "gthread", "--threads", "1").worker_class == "gthread"
+    write("threads.conf.py", "threads = 3\n")
+    assert load("-c", "threads.conf.py").worker_class == "gthread"
 
 
 def test_custom_worker_class_found_through_chdir_and_pythonpath(load, write, tmp_path):

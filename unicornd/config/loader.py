@@ -235,12 +235,8 @@ class _Loader:
                     raise _invalid(s, raw, exc, self.sources[s.name]) from None
 
         if self.values["threads"] > 1 and self.values["worker_class"] == "sync":
-            raise ConfigError(
-                f"Invalid value for threads: {self.values['threads']}: more than 1 thread needs "
-                "the gthread worker class (gunicorn switches sync to gthread), which unicornd "
-                f"does not support yet{_where(self.sources['threads'])}",
-                setting="threads", source=self.sources["threads"],
-            )
+            # As gunicorn: more than one thread with the sync class means the threaded worker.
+            self.values["worker_class"] = "gthread"
 
 
 def _close_setting(name: str) -> str | None:

@@ -118,14 +118,17 @@ SETTINGS: tuple[Setting, ...] = (
          default_from=_env("WEB_CONCURRENCY"),
          default_doc="`$WEB_CONCURRENCY`, or `1` when it is not set"),
     _s(WP, "worker_class", "-k --worker-class", v.worker_class, "sync", """
-        How workers accept and schedule connections: the name of a built-in class (`sync`), one of
-        gunicorn's names for it (`gunicorn.workers.sync.SyncWorker`, `egg:gunicorn#sync`), or the
-        dotted path of your own worker class. gunicorn's other classes (`gthread`, `gevent`,
-        `eventlet`, `tornado`) are refused until unicornd has them.""", meta="STRING"),
+        How workers accept and schedule connections: the name of a built-in class (`sync`: one
+        request at a time per process; `gthread`: a pool of `threads` threads per process with
+        keep-alive), one of gunicorn's names for them (`gunicorn.workers.sync.SyncWorker`,
+        `egg:gunicorn#gthread`, ...), or the dotted path of your own worker class. gunicorn's
+        other classes (`gevent`, `eventlet`, `tornado`) are refused until unicornd has them. See
+        the worker classes page for how to choose.""", meta="STRING"),
     _int(WP, "threads", "--threads", 1, """
-        Threads per worker, for the threaded worker class. gunicorn quietly switches `sync` to
-        `gthread` when this is more than 1; unicornd has no `gthread` worker yet, so that
-        combination is an error rather than a surprise."""),
+        Threads per worker process for the `gthread` worker class: how many requests one worker
+        runs at once. As with gunicorn, more than 1 with the `sync` worker class (the default)
+        selects `gthread`. Idle keep-alive connections do not hold a thread; `worker_connections`
+        bounds how many connections a worker holds."""),
     _int(WP, "worker_connections", "--worker-connections", 1000, """
         The most clients one worker serves at once, for the threaded and event-loop worker
         classes. The `sync` worker serves one connection at a time and ignores it."""),

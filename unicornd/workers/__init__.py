@@ -6,9 +6,10 @@
 
 BUILTIN = {
     "sync": "unicornd.workers.sync:SyncWorker",
+    "gthread": "unicornd.workers.gthread:ThreadWorker",
 }
 
-PLANNED = ("gthread", "gevent", "eventlet", "tornado")
+PLANNED = ("gevent", "eventlet", "tornado")
 
 # gunicorn spells its classes as paths or eggs; a config written for it names ours this way.
 GUNICORN_ALIASES = {

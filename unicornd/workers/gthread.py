@@ -1,0 +1,439 @@
+"""The gthread worker: a pool of threads runs requests; one thread accepts and watches.
+
+The main thread owns an epoll instance holding the listeners, the signal wakeup pipe, a
+hand-back pipe from the pool, and every connection the worker holds. A connection is armed
+with EPOLLONESHOT: when it becomes readable the main thread hands it to the pool and the
+kernel disarms it, so exactly one thread owns it at a time. A pool thread runs
+``Connection.serve(park_when_idle=True)``, which answers every request already received
+(pipelined requests in order) and returns once the connection waits for its next request;
+the thread then re-arms it in epoll itself (one ``epoll_ctl``, no round trip through the main
+thread). An idle keep-alive connection therefore costs no thread, only an epoll entry.
+
+Limits:
+
+- ``keepalive``: an idle connection is closed that many seconds after its last response
+  (0 turns keep-alive off). A new connection that sends nothing gets ``max(keepalive, 5)``.
+- ``worker_connections``: the connections a worker holds (idle, in the pool, or lingering).
+  At the cap the listeners leave the epoll set, so further connections wait in the kernel's
+  backlog (or go to another worker) instead of being accepted and dropped.
+
+Deadlines are checked by a sweep over the held connections, at most once a second or when
+the nearest deadline is due; every deadline is at least a second away when set, so none is
+missed.
+
+Graceful stop (``alive`` False): the listeners leave the epoll set, idle connections are closed
+at once (one that has a request already waiting is served, with ``Connection: close``),
+requests in the pool finish (their responses say ``Connection: close``), lingering closes
+complete, then ``run()`` returns.
+"""
+
+import errno
+import os
+import queue
+import select
+import socket
+import threading
+import time
+from collections import deque
+
+from unicornd.connection import CLOSE, IDLE, LINGER, Connection, drain, lingering_shutdown
+from unicornd.workers.base import Worker
+
+LINGER_SECONDS = 2.0
+FIRST_REQUEST_SECONDS = 5.0
+TICK_SECONDS = 1.0
+
+_IN = select.EPOLLIN
+_ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
+_LISTEN = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
+_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+_ACCEPT_BACKOFF_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+# Client states.
+NEW = 0  # accepted, waiting in epoll for its first bytes
+PARKED = 1  # idle keep-alive, waiting in epoll
+ACTIVE = 2  # queued for, or being served by, a pool thread
+LINGERING = 3  # half-closed by us, the main thread drains it until EOF or its deadline
+CLOSED = 4
+
+
+class _Client:
+    """One accepted socket and where it is in its life."""
+
+    __slots__ = ("sock", "fd", "peer", "address", "conn", "state", "deadline", "registered")
+
+    def __init__(self, sock, fd, peer, address, deadline):
+        self.sock = sock
+        self.fd = fd
+        self.peer = peer
+        self.address = address
+        self.conn = None  # the Connection, made by the first pool thread that serves it
+        self.state = NEW
+        self.deadline = deadline
+        self.registered = False
+
+
+def _has_input(sock) -> bool:
+    """Bytes (or EOF) are waiting to be read, without blocking."""
+    try:
+        sock.recv(1, _PEEK)
+        return True  # data, or b"" for EOF: either way serve() should read it
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True  # an error: let serve() meet it and close
+
+
+class ThreadWorker(Worker):
+    keep_alive = True
+    multithread = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        cfg = self.cfg
+        # keepalive = 0 turns keep-alive off (as gunicorn); the instance attribute is what
+        # the base reads when it builds the ServerContext.
+        self.keep_alive = cfg.keepalive > 0
+        self.keepalive_seconds = float(cfg.keepalive)
+        self.first_request_seconds = max(float(cfg.keepalive), FIRST_REQUEST_SECONDS)
+        self.nthreads = max(1, cfg.threads)
+        self.max_conns = max(1, cfg.worker_connections)
+        self.graceful_timeout = cfg.graceful_timeout
+        # Requests in flight, oldest first: what the scoreboard slot shows.
+        self._inflight = {}
+        self._inflight_lock = threading.Lock()
+        self._park_lock = threading.Lock()
+        self._clients = {}  # fd -> _Client: every connection held (the worker_connections count)
+        self._handback = deque()  # clients a pool thread passes to the main thread (lingering)
+        self._queue = None
+        self._ep = None
+        self._pipe_r = self._pipe_w = -1
+        self._paused = False
+        self._pool = []
+
+    # -- the scoreboard: several requests at once, the slot shows the oldest ---------------
+
+    def request_started(self, req) -> None:
+        slot = self.slot
+        with self._inflight_lock:
+            now = time.monotonic()
+            inflight = self._inflight
+            inflight[id(req)] = (now, req)
+            if slot is not None and len(inflight) == 1:
+                slot.busy(now, req.method, req.path)
+
+    def request_finished(self, req) -> None:
+        with self._inflight_lock:
+            inflight = self._inflight
+            inflight.pop(id(req), None)
+            # Counting, recycling and the slot's idle state, as for one request at a time...
+            Worker.request_finished(self, req)
+            slot = self.slot
+            if slot is not None and inflight:
+                # ...then, others still running, the slot goes back to the oldest of them.
+                started, oldest = next(iter(inflight.values()))
+                slot.busy(started, oldest.method, oldest.path)
+                slot.heartbeat(time.monotonic())
+
+    # -- the main thread ---------------------------------------------------------------
+
+    def run(self) -> None:
+        if self.max_conns < self.nthreads:
+            self.log.warning("worker_connections (%d) is below threads (%d): at most %d threads "
+                             "will ever be busy", self.max_conns, self.nthreads, self.max_conns)
+        self._ep = ep = select.epoll()
+        self._pipe_r, self._pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        ep.register(self._wakeup_r, _IN)
+        ep.register(self._pipe_r, _IN)
+        self._listeners = {}
+        for listener in self.listeners:
+            listener.sock.setblocking(False)
+            self._listeners[listener.fileno()] = listener
+        self._set_accepting(True)
+        self._queue = queue.SimpleQueue()
+        for i in range(self.nthreads):
+            t = threading.Thread(target=self._pool_thread, name=f"unicornd-thread-{i + 1}", daemon=True)
+            t.start()
+            self._pool.append(t)
+        try:
+            self._loop()
+            self._drain_and_stop()
+            for _ in self._pool:
+                self._queue.put(None)
+            until = time.monotonic() + 1.0
+            for t in self._pool:
+                t.join(max(0.0, until - time.monotonic()))
+        finally:
+            for fd in (self._pipe_r, self._pipe_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            ep.close()
+
+    def _loop(self) -> None:
+        ep = self._ep
+        clients = self._clients
+        listeners = self._listeners
+        put = self._queue.put
+        next_sweep = 0.0
+        while self.alive:
+            timeout = next_sweep - time.monotonic()
+            try:
+                events = ep.poll(timeout if timeout > 0 else 0)
+            except InterruptedError:
+                events = ()
+            for fd, _ in events:
+                client = clients.get(fd)
+                if client is not None:
+                    state = client.state
+                    if state == PARKED or state == NEW:
+                        client.state = ACTIVE
+                        put(client)
+                    elif state == LINGERING:
+                        self._tend_lingering(client)
+                elif fd in listeners:
+                    self._accept(listeners[fd])
+                else:
+                    self._read_pipe(fd)
+            if self._paused and len(clients) < self.max_conns and self.alive:
+                self._set_accepting(True)
+            now = time.monotonic()
+            if now >= next_sweep:
+                next_sweep = self._sweep(now)
+                self.notify()
+                if not self.master_alive():
+                    self.log.info("Parent changed, shutting down: %s", self)
+                    self.alive = False
+
+    def _read_pipe(self, fd) -> None:
+        try:
+            while os.read(fd, 4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            return
+        if fd == self._pipe_r:
+            handback = self._handback
+            while handback:
+                client = handback.popleft()
+                self._arm(client, _IN)  # lingering: level-triggered until EOF or deadline
+
+    def _arm(self, client, events) -> bool:
+        try:
+            if client.registered:
+                self._ep.modify(client.fd, events)
+            else:
+                self._ep.register(client.fd, events)
+                client.registered = True
+            return True
+        except OSError as exc:
+            self.log.debug("cannot watch connection from %s: %s", client.peer, exc)
+            self._close(client)
+            return False
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._pipe_w, b"\0")
+        except OSError:
+            pass  # full: the main thread is awake anyway
+
+    def _set_accepting(self, on: bool) -> None:
+        ep = self._ep
+        if on:
+            self._paused = False
+            for fd in self._listeners:
+                try:
+                    ep.register(fd, _LISTEN)
+                except FileExistsError:
+                    pass
+        else:
+            # Flag first: a pool thread closing a connection from now on wakes us to resume.
+            self._paused = True
+            for fd in self._listeners:
+                try:
+                    ep.unregister(fd)
+                except (FileNotFoundError, OSError):
+                    pass
+
+    def _accept(self, listener) -> None:
+        clients = self._clients
+        if len(clients) >= self.max_conns:
+            self._set_accepting(False)
+            # A connection may have closed meanwhile: look again with the flag set.
+            if len(clients) < self.max_conns and self.alive:
+                self._set_accepting(True)
+            return
+        try:
+            sock, peer = listener.sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        except OSError as exc:
+            if exc.errno in _ACCEPT_BACKOFF_ERRNOS:
+                self.log.error("accept() failed: %s; backing off", exc)
+                time.sleep(0.1)
+                return
+            raise
+        fd = sock.fileno()
+        client = _Client(sock, fd, peer, listener.address, time.monotonic() + self.first_request_seconds)
+        clients[fd] = client
+        # Served once it has bytes to read: a client that connects and says nothing holds no thread.
+        self._arm(client, _ONESHOT_IN)
+        if len(clients) >= self.max_conns:
+            self._set_accepting(False)
+            if len(clients) < self.max_conns and self.alive:
+                self._set_accepting(True)
+
+    def _sweep(self, now: float) -> float:
+        """Close what is past its deadline; returns when to sweep next."""
+        soonest = now + TICK_SECONDS
+        expired = []
+        for client in list(self._clients.values()):
+            state = client.state
+            if state == ACTIVE:
+                continue
+            if client.deadline <= now:
+                expired.append(client)
+            elif client.deadline < soonest:
+                soonest = client.deadline
+        for client in expired:
+            if client.state == LINGERING:
+                self._close(client)
+            else:
+                self._take_idle(client)
+        return soonest
+
+    def _take_idle(self, client) -> None:
+        """Close an idle (NEW/PARKED) connection now, unless a request is already waiting on it:
+        that one is served (during a graceful stop, with Connection: close)."""
+        with self._park_lock:
+            if client.state != PARKED and client.state != NEW:
+                return  # a pool thread has it
+            if _has_input(client.sock):
+                # Out of band: disarm it first, so no event hands it to the pool a second time.
+                try:
+                    self._ep.unregister(client.fd)
+                except OSError:
+                    pass
+                client.registered = False
+                client.state = ACTIVE
+                self._queue.put(client)
+                return
+            client.state = CLOSED
+        self._close(client)
+
+    def _tend_lingering(self, client) -> None:
+        if drain(client.sock):
+            self._close(client)
+
+    def _close(self, client) -> None:
+        client.state = CLOSED
+        # Forget it before closing: once closed, accept() may reuse the fd number.
+        if self._clients.pop(client.fd, None) is None:
+            return
+        try:
+            client.sock.close()
+        except OSError:
+            pass
+        if self._paused and threading.current_thread() is not threading.main_thread():
+            self._wake()
+
+    def _drain_and_stop(self) -> None:
+        """Graceful stop: no new connections, idle ones closed now, in-flight ones finished."""
+        self._set_accepting(False)
+        clients = self._clients
+        for client in list(clients.values()):
+            if client.state == PARKED or client.state == NEW:
+                self._take_idle(client)
+        deadline = time.monotonic() + self.graceful_timeout
+        ep = self._ep
+        while clients:
+            now = time.monotonic()
+            if now >= deadline or not self.master_alive():
+                break
+            self.notify()
+            soonest = now + TICK_SECONDS
+            for client in list(clients.values()):
+                if client.state == LINGERING:
+                    if client.deadline <= now:
+                        self._close(client)
+                    else:
+                        soonest = min(soonest, client.deadline)
+                elif client.state == PARKED or client.state == NEW:
+                    self._take_idle(client)  # came back from the pool as idle meanwhile
+            try:
+                events = ep.poll(max(0.0, soonest - time.monotonic()))
+            except InterruptedError:
+                events = ()
+            for fd, _ in events:
+                client = clients.get(fd)
+                if client is not None:
+                    if client.state == LINGERING:
+                        self._tend_lingering(client)
+                    elif client.state == PARKED or client.state == NEW:
+                        client.state = ACTIVE
+                        self._queue.put(client)
+                elif fd not in self._listeners:
+                    self._read_pipe(fd)
+        for client in list(clients.values()):
+            if client.state != ACTIVE:
+                self._close(client)
+
+    # -- the pool ------------------------------------------------------------------------
+
+    def _pool_thread(self) -> None:
+        get = self._queue.get
+        ctx = self.ctx
+        log = self.log
+        while True:
+            client = get()
+            if client is None:
+                return
+            try:
+                conn = client.conn
+                if conn is None:
+                    conn = client.conn = Connection(ctx, client.sock, client.peer, client.address)
+                while True:
+                    result = conn.serve(True)
+                    if result != IDLE:
+                        break
+                    if self._park(client):
+                        break
+                    # Stopping: a request already sent is answered (Connection: close),
+                    # otherwise the connection closes now.
+                    if not _has_input(client.sock):
+                        result = CLOSE
+                        break
+            except Exception:
+                log.exception("Error handling a connection from %s", client.peer)
+                result = CLOSE
+            if result == IDLE:
+                continue
+            if result == LINGER:
+                lingering_shutdown(client.sock)
+                if not drain(client.sock):
+                    client.state = LINGERING
+                    client.deadline = time.monotonic() + LINGER_SECONDS
+                    self._handback.append(client)
+                    self._wake()
+                    continue
+            self._close(client)
+
+    def _park(self, client) -> bool:
+        """Back into epoll until its next request; False if the worker is stopping."""
+        with self._park_lock:
+            if not self.alive:
+                return False
+            client.deadline = time.monotonic() + self.keepalive_seconds
+            client.state = PARKED
+            try:
+                if client.registered:
+                    self._ep.modify(client.fd, _ONESHOT_IN)
+                else:
+                    self._ep.register(client.fd, _ONESHOT_IN)
+                    client.registered = True
+            except OSError:
+                client.state = ACTIVE
+                return False
+        return True
