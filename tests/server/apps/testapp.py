@@ -220,6 +220,17 @@ def pid(environ, start_response):
     return _json(start_response, {"pid": os.getpid()})
 
 
+def sleep_ms(environ, start_response):
+    """/sleep?ms=N: sleep N ms; answer when it started and ended (monotonic clock), pid, thread."""
+    import time
+    from urllib.parse import parse_qs
+    ms = int(parse_qs(environ["QUERY_STRING"]).get("ms", ["0"])[0])
+    start = time.monotonic()
+    time.sleep(ms / 1000)
+    return _json(start_response, {"start": start, "end": time.monotonic(), "pid": os.getpid(),
+                                  "thread": threading.get_ident()})
+
+
 ROUTES = {
     "/hello": hello,
     "/no-length": no_length,
@@ -243,6 +254,7 @@ ROUTES = {
     "/exc-info": exc_info_app,
     "/stderr": stderr_app,
     "/pid": pid,
+    "/sleep": sleep_ms,
 }
 
 
