@@ -1,0 +1,148 @@
+"""The behaviour every worker class must share, end to end against a real unicornd.
+
+Each test runs once per class in conftest.WORKER_CLASSES, so a class cannot quietly differ.
+"""
+
+import http.client
+import json
+import signal
+import socket
+import threading
+
+import pytest
+from workers_support import KEEPS_ALIVE, MULTITHREAD, ResponseReader, request_bytes, server_args, wait_eof
+from support import Server, parse_response, raw_request, wait_for
+
+
+@pytest.fixture(scope="module")
+def server(worker_class):
+    with Server(*server_args(worker_class, "-w", "1"), "testapp:app") as srv:
+        yield srv
+
+
+def get(server, path, method="GET", body=None, headers=None):
+    conn = http.client.HTTPConnection(*server.address, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def worker_pid(server):
+    status, _, body = get(server, "/pid")
+    assert status == 200
+    return json.loads(body)["pid"]
+
+
+def test_hello(server, worker_class):
+    status, headers, body = get(server, "/hello")
+    assert (status, body) == (200, b"Hello, World!\n")
+    assert headers["content-length"] == "14"
+    assert headers["server"].startswith("unicornd/")
+    if KEEPS_ALIVE[worker_class]:
+        assert "connection" not in headers  # HTTP/1.1: persistent unless it says close
+    else:
+        assert headers["connection"] == "close"
+
+
+def test_environ_names_the_worker_model(server, worker_class):
+    status, _, body = get(server, "/echo-environ?x=1", headers={"X-Thing": "a"})
+    seen = json.loads(body)
+    assert status == 200
+    assert seen["multithread"] is MULTITHREAD[worker_class]
+    assert seen["multiprocess"] is False  # -w 1
+    assert seen["query"] == "x=1" and ["X-THING", "a"] in seen["headers"]
+    assert seen["remote_addr"] == "127.0.0.1"
+
+
+def test_post_body(server):
+    payload = b"name=unicorn&" + b"x" * 100_000
+    status, _, body = get(server, "/echo", method="POST", body=payload,
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+    seen = json.loads(body)
+    assert status == 200
+    assert seen["method"] == "POST"
+    assert seen["body"].encode("latin-1") == payload
+    assert seen["content_length"] == str(len(payload))
+
+
+def test_chunked_request_body(server):
+    data = (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            b"5\r\nhello\r\n1;ext=1\r\n \r\n6\r\nworld!\r\n0\r\nX-Trailer: t\r\n\r\n")
+    status, _, body = parse_response(raw_request(server.address, data))
+    seen = json.loads(body)
+    assert status == 200
+    assert seen["body"] == "hello world!"
+    assert seen["content_length"] is None
+
+
+def test_streaming_response_is_chunked(server):
+    status, headers, body = get(server, "/generator")
+    assert status == 200
+    assert headers["transfer-encoding"] == "chunked"
+    assert body == b"".join(b"chunk %d\n" % i for i in range(5))
+
+
+def test_head_has_headers_but_no_body(server):
+    raw = raw_request(server.address, b"HEAD /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    head, sep, rest = raw.partition(b"\r\n\r\n")
+    assert sep and rest == b"", raw
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"\r\nContent-Length: 14" in head
+
+
+def test_bad_request_is_400_and_the_worker_lives_on(server, worker_class):
+    before = worker_pid(server)
+    raw = raw_request(server.address, b"GET /x HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n")
+    status, headers, _ = parse_response(raw)
+    assert status == 400
+    assert headers["connection"] == "close"
+    raw = raw_request(server.address, b"\x16\x03\x01 not http at all\r\n\r\n")
+    assert parse_response(raw)[0] == 400
+    assert worker_pid(server) == before
+    if KEEPS_ALIVE[worker_class]:
+        # A good request, then a bad one on the same connection: answered, then 400 and closed.
+        with socket.create_connection(server.address, timeout=10) as s:
+            s.sendall(request_bytes("GET", "/hello"))
+            reader = ResponseReader(s)
+            assert reader.read()[0] == 200
+            s.sendall(b"GET /x HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+            assert reader.read()[0] == 400
+            assert wait_eof(s) == b""
+
+
+def test_app_exception_is_500_without_the_traceback(server):
+    before = worker_pid(server)
+    status, headers, body = get(server, "/crash")
+    assert status == 500
+    assert b"boom" not in body
+    server.wait_log(r"boom: this must not reach the client")
+    assert worker_pid(server) == before
+
+
+def test_graceful_term_lets_the_in_flight_request_finish(worker_class, tmp_path):
+    calls = tmp_path / "calls"
+    calls.touch()
+    with Server(*server_args(worker_class, "-w", "1", "--graceful-timeout", "20"), "testapp:app",
+                env={"TESTAPP_CALLS": str(calls)}) as srv:
+        result = {}
+
+        def slow():
+            try:
+                result["response"] = get(srv, "/sleep?ms=1500")
+            except Exception as exc:  # reported by the assertions below
+                result["error"] = exc
+
+        client = threading.Thread(target=slow)
+        client.start()
+        wait_for(lambda: "GET /sleep?ms=1500" in calls.read_text(), 10, message="the slow request to start")
+        srv.signal(signal.SIGTERM)
+        client.join(20)
+        assert "error" not in result, result
+        status, _, body = result["response"]
+        assert status == 200
+        assert json.loads(body)["end"] - json.loads(body)["start"] >= 1.5
+        assert srv.wait(20) == 0
+        assert "Worker exiting" in srv.log or "Shutting down" in srv.log
