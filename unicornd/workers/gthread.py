@@ -60,7 +60,8 @@ CLOSED = 4
 class _Client:
     """One accepted socket and where it is in its life."""
 
-    __slots__ = ("sock", "fd", "peer", "address", "conn", "state", "deadline", "registered")
+    __slots__ = ("sock", "fd", "peer", "address", "conn", "state", "deadline", "registered",
+                 "parking")
 
     def __init__(self, sock, fd, peer, address, deadline):
         self.sock = sock
@@ -71,6 +72,7 @@ class _Client:
         self.state = NEW
         self.deadline = deadline
         self.registered = False
+        self.parking = False
 
 
 def _has_input(sock) -> bool:
@@ -102,7 +104,6 @@ class ThreadWorker(Worker):
         # Requests in flight, oldest first: what the scoreboard slot shows.
         self._inflight = {}
         self._inflight_lock = threading.Lock()
-        self._park_lock = threading.Lock()
         self._clients = {}  # fd -> _Client: every connection held (the worker_connections count)
         self._handback = deque()  # clients a pool thread passes to the main thread (lingering)
         self._queue = None
@@ -307,20 +308,18 @@ class ThreadWorker(Worker):
     def _take_idle(self, client) -> None:
         """Close an idle (NEW/PARKED) connection now, unless a request is already waiting on it:
         that one is served (during a graceful stop, with Connection: close)."""
-        with self._park_lock:
-            if client.state != PARKED and client.state != NEW:
-                return  # a pool thread has it
-            if _has_input(client.sock):
-                # Out of band: disarm it first, so no event hands it to the pool a second time.
-                try:
-                    self._ep.unregister(client.fd)
-                except OSError:
-                    pass
-                client.registered = False
-                client.state = ACTIVE
-                self._queue.put(client)
-                return
-            client.state = CLOSED
+        if (client.state != PARKED and client.state != NEW) or client.parking:
+            return  # a pool thread has it, or is still arming it: look again next time
+        if _has_input(client.sock):
+            # Out of band: disarm it first, so no event hands it to the pool a second time.
+            try:
+                self._ep.unregister(client.fd)
+            except OSError:
+                pass
+            client.registered = False
+            client.state = ACTIVE
+            self._queue.put(client)
+            return
         self._close(client)
 
     def _tend_lingering(self, client) -> None:
@@ -421,19 +420,29 @@ class ThreadWorker(Worker):
             self._close(client)
 
     def _park(self, client) -> bool:
-        """Back into epoll until its next request; False if the worker is stopping."""
-        with self._park_lock:
-            if not self.alive:
-                return False
-            client.deadline = time.monotonic() + self.keepalive_seconds
-            client.state = PARKED
-            try:
-                if client.registered:
-                    self._ep.modify(client.fd, _ONESHOT_IN)
-                else:
-                    self._ep.register(client.fd, _ONESHOT_IN)
-                    client.registered = True
-            except OSError:
-                client.state = ACTIVE
-                return False
+        """Back into epoll until its next request; False if the worker is stopping.
+
+        No lock: only a pool thread moves a connection into PARKED, and only the main thread
+        moves it out (an event, an expired deadline, a stop). ``parking`` tells the main
+        thread not to close it while the epoll_ctl is under way (the fd must stay ours).
+        """
+        if not self.alive:
+            return False
+        client.parking = True
+        client.deadline = time.monotonic() + self.keepalive_seconds
+        client.state = PARKED
+        try:
+            if client.registered:
+                self._ep.modify(client.fd, _ONESHOT_IN)
+            else:
+                self._ep.register(client.fd, _ONESHOT_IN)
+                client.registered = True
+        except (OSError, ValueError):
+            # Not watched (or the worker is going away): serve() meets whatever comes.
+            client.state = ACTIVE
+            return False
+        finally:
+            client.parking = False
+        if not self.alive:
+            self._wake()  # stopping meanwhile: the main thread closes it now, not in a second
         return True
