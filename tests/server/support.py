@@ -25,6 +25,8 @@ def wait_for(predicate, timeout=10.0, interval=0.01, message="condition"):
         if value:
             return value
         if time.monotonic() > deadline:
+            if callable(message):
+                message = message()
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
 
@@ -187,3 +189,89 @@ def parse_response(data: bytes):
             rest = rest[size + 2:]
         body = out
     return status, headers, body
+
+
+def children(pid: int) -> set:
+    """Live child processes of ``pid`` from the process table (zombies excluded)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, ppid = fields[0], int(fields[1])
+        if ppid == pid and state != "Z":
+            found.add(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Load:
+    """Background clients on loopback, each request on a new connection; every failure counted.
+
+    Bounded: at most ``max_requests`` requests and ``max_seconds`` seconds, then it stops.
+    """
+
+    def __init__(self, address, path="/", clients=4, max_requests=200_000, max_seconds=120.0,
+                 unix_path=None):
+        self.address = address
+        self.path = path
+        self.unix_path = unix_path
+        self.ok = 0
+        self.failures = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._budget = max_requests
+        self._deadline = time.monotonic() + max_seconds
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        for t in self._threads:
+            t.start()
+
+    def _one(self):
+        import http.client
+        conn = http.client.HTTPConnection(*self.address, timeout=30)
+        try:
+            conn.request("GET", self.path)
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+        finally:
+            conn.close()
+
+    def _run(self):
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            with self._lock:
+                if self._budget <= 0:
+                    return
+                self._budget -= 1
+            try:
+                status = self._one()
+                error = None if status == 200 else f"status {status}"
+            except Exception as exc:  # every kind of failure counts
+                error = repr(exc)
+            with self._lock:
+                if error:
+                    self.failures.append(error)
+                else:
+                    self.ok += 1
+
+    def wait_ok(self, count, timeout=30.0):
+        """Wait until ``count`` more requests have succeeded."""
+        target = self.ok + count
+        wait_for(lambda: self.ok >= target, timeout, message=f"{count} more successful requests")
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join(60)
+        return self.ok, self.failures

@@ -136,8 +136,8 @@ class Master:
             self._remove_pidfile()
             return 1
         try:
+            self.cfg.when_ready(self)  # as gunicorn: after binding, before the first fork
             self.manage_workers()
-            self.cfg.when_ready(self)
             while True:
                 self.maybe_promote_master()
                 self.reap_workers()
@@ -410,8 +410,11 @@ class Master:
             rec = self._forget(pid)
             if os.WIFEXITED(status):
                 code = os.WEXITSTATUS(status)
-                if code in (WORKER_BOOT_ERROR, APP_LOAD_ERROR) and self._cancel_reload(rec):
-                    continue
+                if code in (WORKER_BOOT_ERROR, APP_LOAD_ERROR):
+                    # A worker already being replaced (a cancelled reload) is no reason to halt.
+                    if self._cancel_reload(rec) or (rec is not None and rec.retiring
+                                                    and rec.aborted_at is None):
+                        continue
                 if code == WORKER_BOOT_ERROR:
                     raise HaltServer("Worker failed to boot.", WORKER_BOOT_ERROR)
                 if code == APP_LOAD_ERROR:

@@ -138,7 +138,8 @@ class Worker:
             self.log.error("Worker %s stacks at timeout:\n%s", self.pid, format_all_stacks())
         finally:
             self.cfg.worker_abort(self)
-        sys.exit(1)
+        # Killed while still loading the app: a boot failure, which halts rather than loops.
+        sys.exit(1 if self.booted else WORKER_BOOT_ERROR)
 
     # -- what the master sees (the scoreboard); cheap, called on every request ---------------
 
