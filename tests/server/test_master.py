@@ -190,7 +190,10 @@ def _ok(address):
 
 def test_binary_upgrade_under_load_with_zero_failed_requests(tmp_path):
     pidfile = tmp_path / "u.pid"
-    with Server("-w", "2", "-b", "127.0.0.1:0", "-p", str(pidfile), "masterapp:app") as srv:
+    marker = tmp_path / "pre_exec"
+    conf = tmp_path / "conf.py"
+    conf.write_text(f"def pre_exec(server):\n    open({str(marker)!r}, 'w').write(str(server.pid))\n")
+    with Server("-c", str(conf), "-w", "2", "-b", "127.0.0.1:0", "-p", str(pidfile), "masterapp:app") as srv:
         old_master = srv.proc.pid
         old_workers = wait_workers(srv, 2)
         wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() == str(old_master), 10)
@@ -200,6 +203,7 @@ def test_binary_upgrade_under_load_with_zero_failed_requests(tmp_path):
             srv.signal(signal.SIGUSR2)
             new_master = wait_for(lambda: (children(old_master) - old_workers) or None, 20)
             new_master = next(iter(new_master))
+            assert marker.read_text() == str(old_master)  # pre_exec ran before the exec
             second = tmp_path / "u.pid.2"
             wait_for(lambda: second.exists() and second.read_text().strip() == str(new_master), 20)
             wait_for(lambda: len(children(new_master)) == 2, 30, message=srv.log)
@@ -298,6 +302,31 @@ def test_hung_request_is_killed_with_its_request_line_and_stack():
         assert log.index("WORKER TIMEOUT") < log.index("hang_here_forever")  # line, then stack
         wait_for(lambda: len(workers_of(srv)) == 1 and worker not in workers_of(srv), 20)
         assert get(srv.address)[0] == 200
+
+
+def test_a_worker_that_cannot_dump_its_stack_is_killed_after_a_grace():
+    with Server("-w", "1", "-t", "1", "-b", "127.0.0.1:0", "masterapp:app") as srv:
+        (worker,) = wait_workers(srv, 1)
+        with socket.create_connection(srv.address, timeout=30) as s:
+            s.sendall(b"GET /hang-deaf HTTP/1.1\r\nHost: x\r\n\r\n")
+            srv.wait_log(rf"WORKER TIMEOUT \(pid {worker}\) GET /hang-deaf", timeout=20)
+            srv.wait_log(rf"Worker {worker} did not exit after its stack dump; killing it", timeout=20)
+        wait_for(lambda: len(workers_of(srv)) == 1 and worker not in workers_of(srv), 20)
+        assert get(srv.address)[0] == 200
+
+
+def test_ttou_under_load_fails_no_request():
+    with Server("-w", "3", "-b", "127.0.0.1:0", "masterapp:app") as srv:
+        wait_workers(srv, 3)
+        load = Load(srv.address, "/sleep?ms=20", clients=4)
+        try:
+            load.wait_ok(20)
+            srv.signal(signal.SIGTTOU)
+            wait_workers(srv, 2)
+            load.wait_ok(20)
+        finally:
+            ok, failures = load.stop()
+        assert failures == [], failures[:5]
 
 
 def test_boot_is_judged_by_boot_timeout_not_timeout():

@@ -31,6 +31,10 @@ def app(environ, start_response):
         return _answer(start_response, b"slept")
     if path == "/hang":
         hang_here_forever()
+    if path == "/hang-deaf":
+        import signal
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGABRT])  # no stack dump can run
+        hang_here_forever()
     if path == "/grow":
         _hoard.append(bytearray(int(query.get("mb", ["64"])[0]) << 20))
         return _answer(start_response, b"grown")
