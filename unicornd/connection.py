@@ -345,9 +345,23 @@ class Connection:
         elif not self.message_done:
             if not keep or self.continue_pending:
                 return False
-            if not body.discard(MAX_DISCARD):
+            if not self._discard_arrived(body):
                 return False
         return keep
+
+    def _discard_arrived(self, body) -> bool:
+        """Drop the body the app left unread if it has already arrived (up to MAX_DISCARD).
+        Never waits: a client that stops sending would hold a keep-alive worker's thread
+        forever. False means close the lingering way."""
+        sock = self.sock
+        timeout = sock.gettimeout()
+        sock.setblocking(False)
+        try:
+            return body.discard(MAX_DISCARD)
+        except ClientDisconnected:
+            return False
+        finally:
+            sock.settimeout(timeout)
 
     def _prefetch(self, body) -> None:
         """Decode the body bytes already received, without reading the socket."""
