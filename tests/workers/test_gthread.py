@@ -78,6 +78,17 @@ def test_pipelined_requests_are_answered_in_order(server):
     assert answers[5][1]["connection"] == "close"
 
 
+def test_unread_small_body_is_skipped_and_the_connection_lives_on(server):
+    with socket.create_connection(server.address, timeout=10) as s:
+        reader = ResponseReader(s)
+        s.sendall(request_bytes("POST", "/ignore-body", body=b"y" * 20_000)
+                  + request_bytes("GET", "/echo?after"))
+        assert reader.read()[2] == b"ignored"
+        status, headers, body = reader.read()
+        assert status == 200 and json.loads(body)["query"] == "after"
+        assert "connection" not in headers
+
+
 def test_threads_run_requests_in_parallel():
     n = 4
     with gthread("-w", "1", "--threads", str(n)) as srv:

@@ -122,6 +122,46 @@ def test_app_exception_is_500_without_the_traceback(server):
     assert worker_pid(server) == before
 
 
+def test_large_response_with_unread_body_arrives_whole(server):
+    # Unread input at close() makes the kernel send a reset, which throws away response bytes
+    # not yet delivered: an 8 MB answer to a request whose body was not read arrives whole.
+    with socket.create_connection(server.address, timeout=10) as s:
+        s.sendall(b"POST /big-ignore-body HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+                  + b"x" * 100_000)
+        data = b""
+        try:
+            while chunk := s.recv(1 << 20):
+                data += chunk
+        except ConnectionResetError:
+            raise AssertionError(f"reset after {len(data)} bytes")
+    status, _, body = parse_response(data)
+    assert status == 200 and len(body) == 8 * 1024 * 1024
+
+
+def test_lingering_close_holds_no_worker_or_thread(worker_class):
+    # One worker (one thread): client A's upload is ignored by the app, the response is sent
+    # and the connection half-closed; while unicornd still drains A (A can keep sending
+    # without being reset), client B is served: nothing waits for A to finish.
+    with Server(*server_args(worker_class, "-w", "1", "--threads", "1"), "testapp:app") as srv:
+        a = socket.create_connection(srv.address, timeout=10)
+        a.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+        reply = b""
+        while chunk := a.recv(65536):  # the server half-closes after answering: EOF here
+            reply += chunk
+        assert reply.endswith(b"\r\n\r\nignored")
+        assert get(srv, "/hello")[2] == b"Hello, World!\n"  # B, while A is still lingering
+        # A may go on sending: the server still reads and drops it. Had it closed A, the
+        # first of these would be answered with a reset (which arrives by the time B's
+        # next round trip is done), and the next send would fail.
+        for _ in range(3):
+            try:
+                a.sendall(b"y" * 10000)
+            except (ConnectionResetError, BrokenPipeError):
+                raise AssertionError("the server reset the connection instead of draining it")
+            assert get(srv, "/hello")[2] == b"Hello, World!\n"
+        a.close()
+
+
 def test_graceful_term_lets_the_in_flight_request_finish(worker_class, tmp_path):
     calls = tmp_path / "calls"
     calls.touch()
