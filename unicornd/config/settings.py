@@ -226,8 +226,9 @@ SETTINGS: tuple[Setting, ...] = (
         Run workers as this group (a name or a gid).""", meta="GROUP",
        default_from=_computed(lambda environ: os.getegid()), default_doc="the current group"),
     _int(MECH, "umask", "-m --umask", 0, """
-        The file mode mask of the server's processes, which also applies to Unix sockets it
-        creates; octal such as `0022` is accepted.""", validate=v.octal_int),
+        The file mode mask applied while creating Unix sockets, as in gunicorn (so the default
+        of 0 leaves them open to all local users; `0o007` keeps them to user and group);
+        octal such as `0022` is accepted.""", validate=v.octal_int),
     _flag(MECH, "initgroups", "--initgroups", """
         Give workers all the supplementary groups of `user`."""),
     _s(MECH, "tmp_upload_dir", "", v.optional_string, None, """
