@@ -137,22 +137,38 @@ def bind_all(cfg, log, keep=()) -> list:
     return listeners
 
 
-# A re-executed master (USR2) finds the listening sockets it inherits here.
+# A re-executed master (USR2) finds the listening sockets it inherits here, and whether they
+# are systemd's (whose socket files it must never remove).
 INHERIT_ENV = "UNICORND_FD"
+INHERIT_SYSTEMD_ENV = "UNICORND_FD_SYSTEMD"
 
 
-def inherited(environ, cfg) -> list:
+def _from_fds(fds, kind_of_unix) -> list:
+    listeners = []
+    for fd in fds:
+        sock = socket.socket(fileno=int(fd))
+        path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+        listeners.append(Listener(sock, kind_of_unix if path else "tcp", path or None))
+    return listeners
+
+
+def inherited(environ, cfg, systemd=False) -> list:
     """The listeners handed over by the old master, in ``bind`` order; [] if none."""
     value = environ.get(INHERIT_ENV)
     if not value:
         return []
-    listeners = []
-    for fd in value.split(","):
-        sock = socket.socket(fileno=int(fd))
-        path = sock.getsockname() if sock.family == socket.AF_UNIX else None
-        listeners.append(Listener(sock, "unix" if path else "tcp", path or None))
-    for listener, spec in zip(listeners, cfg.bind):
-        listener.spec = spec
+    listeners = _from_fds(value.split(","), "systemd" if systemd else "unix")
+    if not systemd:
+        for listener, spec in zip(listeners, cfg.bind):
+            listener.spec = spec
+    return listeners
+
+
+def from_systemd(pairs, cfg) -> list:
+    """Listeners from the (fd, name) pairs of socket activation; systemd keeps the files."""
+    listeners = _from_fds([fd for fd, _ in pairs], "systemd")
+    for listener in listeners:
+        listener.sock.setblocking(True)
     return listeners
 
 

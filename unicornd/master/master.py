@@ -24,6 +24,7 @@ from unicornd.master import listeners as lst
 from unicornd.master.pidfile import Pidfile
 from unicornd.master.process import has_controlling_terminal
 from unicornd.master.scoreboard import BOOTING, BUSY, WANTS_RECYCLE, Scoreboard
+from unicornd.master.systemd import Notifier, listen_fds
 from unicornd.proctitle import set_title
 from unicornd.workers.base import APP_LOAD_ERROR, WORKER_BOOT_ERROR, AppLoadFailed
 
@@ -82,8 +83,15 @@ class Master:
         self.reexec_pid = 0         # the new master started by USR2
         self.master_pid = int(self.environ.pop(OLD_MASTER_ENV, 0) or 0)  # our old master, if any
         self.inherited_fds = self.environ.pop(lst.INHERIT_ENV, None)
-        os.environ.pop(OLD_MASTER_ENV, None)
-        os.environ.pop(lst.INHERIT_ENV, None)
+        self.inherited_systemd = self.environ.pop(lst.INHERIT_SYSTEMD_ENV, None) == "1"
+        for key in (OLD_MASTER_ENV, lst.INHERIT_ENV, lst.INHERIT_SYSTEMD_ENV):
+            os.environ.pop(key, None)
+        self.systemd_fds = listen_fds(os.environ)
+        for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            self.environ.pop(key, None)  # a re-executed master gets its sockets another way
+        self.socket_activated = bool(self.systemd_fds) or self.inherited_systemd
+        self.notifier = Notifier(self.environ)
+        self.ready_sent = False
         self.stopping = False
 
     @property
@@ -107,7 +115,12 @@ class Master:
         self.cfg.on_starting(self)
         self._init_signals()
         if self.inherited_fds:
-            self.listeners = lst.inherited({lst.INHERIT_ENV: self.inherited_fds}, self.cfg)
+            self.listeners = lst.inherited({lst.INHERIT_ENV: self.inherited_fds}, self.cfg,
+                                           systemd=self.inherited_systemd)
+        elif self.systemd_fds:
+            self.listeners = lst.from_systemd(self.systemd_fds, self.cfg)
+            self.log.info("Using %d socket(s) passed by systemd; the bind setting is not used",
+                          len(self.listeners))
         else:
             self.listeners = lst.bind_all(self.cfg, self.log)
         for listener in self.listeners:
@@ -218,20 +231,26 @@ class Master:
     def _workers_changed(self, old: int) -> None:
         self.cfg.nworkers_changed(self, self.num_workers, old)
         self.manage_workers()
+        self.notifier.status(self._status())
 
     def handle_hup(self) -> None:
         """Reload: new settings and app, new workers, then the old ones retire gracefully."""
         self.log.info("Hang up: %s", self.master_name)
+        self.notifier.reloading()
         cwd = os.getcwd()
         try:
             os.chdir(self.start_cwd)
             new_cfg = load_config(self.argv, self.environ)
             from unicornd.workers import load_worker_class
             worker_class = load_worker_class(new_cfg.worker_class)
-            listeners = lst.bind_all(new_cfg, self.log, keep=self.listeners)
+            if self.socket_activated:
+                listeners = list(self.listeners)  # systemd owns them: they stay as they are
+            else:
+                listeners = lst.bind_all(new_cfg, self.log, keep=self.listeners)
         except (ConfigError, ValueError, lst.BindError) as exc:
             os.chdir(cwd)
             self.log.error("Reload failed, the current settings stay: %s", exc)
+            self.notifier.ready(self._status())
             return
         from unicornd.cli import apply_process_settings
         apply_process_settings(new_cfg)
@@ -280,6 +299,8 @@ class Master:
             environ = dict(self.environ)
             environ[OLD_MASTER_ENV] = str(self.pid)
             environ[lst.INHERIT_ENV] = fds
+            if self.socket_activated:
+                environ[lst.INHERIT_SYSTEMD_ENV] = "1"
             os.chdir(self.start_cwd)
             os.execve(sys.executable, [sys.executable, "-m", "unicornd", *self.argv], environ)
         except BaseException:
@@ -450,6 +471,7 @@ class Master:
         self.cfg, self.worker_class = self.reload_prev_cfg
         self.num_workers = self.cfg.workers
         self.reload_old = None
+        self.notifier.ready(self._status())
         return True
 
     # -- supervision: timeouts, reload completion, recycling ------------------------------
@@ -502,7 +524,16 @@ class Master:
                     self.kill_worker(pid, signal.SIGTERM)
             self.reload_old = None
             self.reload_prev_cfg = None
+            self.notifier.ready(self._status())
+        if not self.ready_sent and all_booted and len(self.active_workers()) >= self.num_workers:
+            self.ready_sent = True
+            if self.master_pid:  # a new master after USR2: systemd is to follow this one now
+                self.notifier.mainpid(self.pid)
+            self.notifier.ready(self._status())
         self._advance_recycling(wants_recycle, all_booted)
+
+    def _status(self) -> str:
+        return f"{self.num_workers} workers serving ({self.cfg.worker_class})"
 
     def _advance_recycling(self, wants, all_booted) -> None:
         """One worker at a time: start its replacement; once that has booted, stop the old one."""
@@ -532,6 +563,7 @@ class Master:
     def stop(self, graceful: bool = True) -> None:
         """Close the listeners, then stop the workers: TERM and wait, or QUIT; KILL stragglers."""
         self.stopping = True
+        self.notifier.stopping()
         # While a new master (USR2) uses the same sockets, their files must stay.
         unlink = not self.reexec_pid and not self.master_pid
         lst.close_all(self.listeners, unlink=unlink)
