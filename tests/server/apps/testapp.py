@@ -262,3 +262,15 @@ def validated():
     """The same app wrapped in wsgiref's validator (spec: testapp:validated())."""
     from wsgiref.validate import validator
     return validator(app)
+
+
+def redirect(environ, start_response):
+    """/redirect: a 302 to ``target`` under the app's own URL, built as WSGI apps build it
+    (wsgiref.util.application_uri: scheme, Host or SERVER_NAME/PORT, SCRIPT_NAME)."""
+    from wsgiref.util import application_uri
+    location = application_uri(environ).rstrip("/") + "/target"
+    start_response("302 Found", [("Location", location), ("Content-Length", "0")])
+    return [b""]
+
+
+ROUTES["/redirect"] = redirect
