@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def seen(reply):
     status, _, body = reply
     assert status == 200, reply
     data = json.loads(body)
-    data["headers"] = dict(data["headers"])
+    if "headers" in data:
+        data["headers"] = dict(data["headers"])
     return data
 
 
@@ -59,12 +61,12 @@ def test_nginx_proxies_to_the_socket_of_the_systemd_example():
 def behind_nginx(fixed_addresses, nginx_factory, unicornd_factory, tmp_path):
     """unicornd on the example's socket, nginx with the example (plus optional test-only servers).
 
-    Returns start(*unicornd_args, http="") -> (server, nginx); the app records its calls in
-    ``tmp_path / "calls"``.
+    Returns start(*unicornd_args, http="", extra_addresses=(), unicornd=True) -> (server, nginx);
+    the app records its calls in ``tmp_path / "calls"``.
     """
-    def start(*args, http="", extra_addresses=()):
+    def start(*args, http="", extra_addresses=(), unicornd=True):
         srv = unicornd_factory("-w", "2", *args, unix=example_socket(),
-                               env={"TESTAPP_CALLS": str(tmp_path / "calls")})
+                               env={"TESTAPP_CALLS": str(tmp_path / "calls")}) if unicornd else None
         nginx = nginx_factory(include=EXAMPLES / "unicornd.conf", http=http)
         nginx.start(NGINX_ADDRESS, *extra_addresses)
         return srv, nginx
@@ -73,7 +75,8 @@ def behind_nginx(fixed_addresses, nginx_factory, unicornd_factory, tmp_path):
 
 def calls(tmp_path):
     path = tmp_path / "calls"
-    return path.read_text().splitlines() if path.exists() else []
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [line for line in lines if line != "GET /__ping"]  # the start-up probe
 
 
 def test_the_app_sees_the_client_host_and_scheme_through_nginx(behind_nginx, tmp_path):
@@ -269,3 +272,312 @@ def test_secure_scheme_headers_from_a_config_file(nginx_factory, unicornd_factor
     # X-Forwarded-Proto is no longer one of them: it says nothing now.
     direct = seen(http_get(srv.address, "/", headers=[("X-Forwarded-Proto", "https")]))
     assert direct["url_scheme"] == "http"
+
+
+# -- PROXY protocol ------------------------------------------------------------------------------
+
+def stream_proxy(nginx_factory, upstream_port):
+    """nginx's stream proxy, sending a PROXY v1 header, in front of unicornd: its address."""
+    port = free_port()
+    nginx_factory(stream=f"""
+    server {{
+        listen 127.0.0.1:{port};
+        proxy_pass 127.0.0.1:{upstream_port};
+        proxy_protocol on;
+    }}""").start(("127.0.0.1", port))
+    return "127.0.0.1", port
+
+
+def get_from(address):
+    """A GET on a socket of our own: (reply bytes, our socket's local port)."""
+    with socket.create_connection(address, timeout=10) as s:
+        local_port = s.getsockname()[1]
+        s.sendall(b"GET /who HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks), local_port
+
+
+@pytest.mark.parametrize("mode", ["v1", "auto"])
+def test_proxy_protocol_from_nginx_gives_the_client_address(nginx_factory, unicornd_factory, mode):
+    srv = unicornd_factory("-b", "127.0.0.1:0", "--proxy-protocol", mode, "--proxy-allow-from", "127.0.0.1")
+    front = stream_proxy(nginx_factory, srv.port)
+    for _ in range(3):
+        reply, client_port = get_from(front)
+        data = seen(parse_response(reply))
+        # nginx connects to unicornd from a port of its own; the app sees our socket's port.
+        assert (data["remote_addr"], data["remote_port"]) == ("127.0.0.1", str(client_port))
+    # Without a PROXY header (a direct client) the socket peer stands, as in gunicorn.
+    reply, client_port = get_from(srv.address)
+    assert seen(parse_response(reply))["remote_port"] == str(client_port)
+
+
+def test_proxy_protocol_from_nginx_when_nginx_is_not_allowed_is_403(nginx_factory, unicornd_factory):
+    srv = unicornd_factory("-b", "127.0.0.1:0", "--proxy-protocol", "v1", "--proxy-allow-from", "10.1.1.1")
+    front = stream_proxy(nginx_factory, srv.port)
+    reply, _ = get_from(front)
+    assert parse_response(reply)[0] == 403
+
+
+def test_proxy_v1_from_nginx_to_a_v2_only_server_is_400(nginx_factory, unicornd_factory):
+    # nginx only ever sends v1: a server set to v2 reads "PROXY TCP4 ..." as a request line.
+    srv = unicornd_factory("-b", "127.0.0.1:0", "--proxy-protocol", "v2")
+    reply, _ = get_from(stream_proxy(nginx_factory, srv.port))
+    assert parse_response(reply)[0] == 400
+
+
+REQUEST = b"GET /who HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n"
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def v2_header(command=1, family=1, src="203.0.113.7", dst="127.0.0.1", sport=51234, dport=8000, tlvs=b""):
+    af = socket.AF_INET if family == 1 else socket.AF_INET6
+    addrs = b"" if command == 0 else (socket.inet_pton(af, src) + socket.inet_pton(af, dst)
+                                      + struct.pack(">HH", sport, dport))
+    block = addrs + tlvs
+    return V2_SIGNATURE + bytes([0x20 | command, (family << 4) | 1]) + struct.pack(">H", len(block)) + block
+
+
+@pytest.fixture
+def proxy_server(unicornd_factory, tmp_path):
+    def start(mode="auto", allow="127.0.0.1"):
+        return unicornd_factory("-b", "127.0.0.1:0", "--proxy-protocol", mode, "--proxy-allow-from", allow,
+                                env={"TESTAPP_CALLS": str(tmp_path / "calls")})
+    return start
+
+
+@pytest.mark.parametrize("mode", ["v2", "auto"])
+def test_proxy_v2_header_is_read(proxy_server, mode):
+    srv = proxy_server(mode)
+    data = seen(parse_response(raw_request(srv.address, v2_header() + REQUEST)))
+    assert (data["remote_addr"], data["remote_port"]) == ("203.0.113.7", "51234")
+    # IPv6 addresses, with a TLV after them (skipped).
+    tlv = b"\x04" + struct.pack(">H", 3) + b"abc"  # PP2_TYPE_NOOP
+    data = seen(parse_response(raw_request(srv.address, v2_header(family=2, src="2001:db8::7", dst="::1",
+                                                                  sport=40000, dport=443, tlvs=tlv) + REQUEST)))
+    assert (data["remote_addr"], data["remote_port"]) == ("2001:db8::7", "40000")
+    # LOCAL (a health check by the proxy itself): the real peer stands.
+    with socket.create_connection(srv.address, timeout=10) as s:
+        s.sendall(v2_header(command=0) + REQUEST)
+        reply = b"".join(iter(lambda: s.recv(65536), b""))
+        assert seen(parse_response(reply))["remote_port"] == str(s.getsockname()[1])
+
+
+def test_proxy_v1_header_sent_as_raw_bytes(proxy_server):
+    srv = proxy_server("v1")
+    reply = raw_request(srv.address, b"PROXY TCP4 198.51.100.4 127.0.0.1 4444 80\r\n" + REQUEST)
+    assert (seen(parse_response(reply))["remote_addr"], seen(parse_response(reply))["remote_port"]) == \
+        ("198.51.100.4", "4444")
+
+
+@pytest.mark.parametrize("header", [
+    b"PROXY TCP4 198.51.100.4 127.0.0.1 99999 80\r\n",       # port out of range
+    b"PROXY TCP4 198.51.100.400 127.0.0.1 4444 80\r\n",      # not an address
+    b"PROXY TCP6 198.51.100.4 127.0.0.1 4444 80\r\n",        # family and address disagree
+    b"PROXY TCP4 198.51.100.4 127.0.0.1 4444\r\n",           # a field missing
+    b"PROXY TCP4 198.51.100.4 127.0.0.1 4444 80\n",          # bare LF
+    b"PROXY TCP4 " + b"1" * 120 + b"\r\n",                   # longer than 107 bytes
+    V2_SIGNATURE + b"\x21\x31\x00\x0c" + b"\x00" * 12,        # v2, unknown address family 3
+    V2_SIGNATURE + b"\x31\x11\x00\x0c" + b"\x00" * 12,        # v2, version 3
+], ids=["port", "address", "family", "fields", "bare-lf", "long", "v2-family", "v2-version"])
+def test_malformed_proxy_header_is_400_and_the_app_is_not_called(proxy_server, tmp_path, header):
+    srv = proxy_server("auto")
+    reply = raw_request(srv.address, header + REQUEST)
+    status, headers, _ = parse_response(reply)
+    assert status == 400 and headers.get("connection") == "close"
+    assert calls(tmp_path) == []
+
+
+@pytest.mark.parametrize("header", [b"PROXY TCP4 198.51.100.4 127.0.0.1 4444 80\r\n", v2_header()],
+                         ids=["v1", "v2"])
+def test_proxy_header_from_a_peer_not_allowed_is_403(proxy_server, tmp_path, header):
+    srv = proxy_server("auto", allow="10.1.1.1")
+    status, headers, _ = parse_response(raw_request(srv.address, header + REQUEST))
+    assert status == 403 and headers.get("connection") == "close"
+    assert calls(tmp_path) == []
+    # The same peer without a PROXY header is served (the header is optional, as in gunicorn).
+    assert seen(parse_response(raw_request(srv.address, REQUEST)))["remote_addr"] == "127.0.0.1"
+
+
+# -- upgrades behind nginx, under load -------------------------------------------------------------
+
+def workers_of(master, count, timeout=30):
+    return wait_for(lambda: (lambda c: c if len(c) == count else None)(children(master)), timeout,
+                    message=f"{count} workers of {master}")
+
+
+def answered_by(ask, pids, timeout=30):
+    """Ask until one of ``pids`` answers /pid: proof that they serve."""
+    return wait_for(lambda: seen(ask())["pid"] in pids, timeout, message=f"an answer from one of {pids}")
+
+
+def binary_upgrade(srv, pidfile, load, ask, nworkers=2):
+    """USR2, new workers serve, WINCH, old workers gone, TERM, new master promoted; returns its pid.
+
+    ``ask()`` makes a /pid request straight to this instance; ``load`` must keep succeeding.
+    """
+    old_master = srv.proc.pid
+    old_workers = workers_of(old_master, nworkers)
+    srv.signal(signal.SIGUSR2)
+    new_master = next(iter(wait_for(lambda: (children(old_master) - old_workers) or None, 20,
+                                    message=lambda: f"the new master\n{srv.log}")))
+    new_workers = workers_of(new_master, nworkers)
+    answered_by(ask, new_workers)
+    load.wait_ok(20)
+    srv.signal(signal.SIGWINCH)
+    wait_for(lambda: not any(alive(p) for p in old_workers), 30, message=lambda: srv.log)
+    load.wait_ok(20)
+    srv.signal(signal.SIGTERM)
+    assert srv.wait(30) == 0, srv.log
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() == str(new_master), 20,
+             message="the promoted master renames its pid file")
+    assert children(new_master) == new_workers
+    load.wait_ok(20)
+    return new_master
+
+
+def stop_masters(pids):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for pid in pids:
+        wait_for(lambda: not alive(pid), 30, message=f"master {pid} to exit")
+
+
+def test_rolling_upgrade_of_two_instances_behind_nginx_fails_no_request(fixed_addresses, nginx_factory,
+                                                                         unicornd_factory, tmp_path):
+    hosts = example_upstreams()
+    assert len(hosts) == 2, hosts
+    servers, pidfiles = [], []
+    for i, (host, port) in enumerate(hosts):
+        pidfiles.append(tmp_path / f"unicornd-{i}.pid")
+        # nginx, on this machine, connects to 127.0.0.11/12 from 127.0.0.1.
+        servers.append(unicornd_factory("-w", "2", "-b", f"{host}:{port}", "-p", str(pidfiles[i]),
+                                        "--forwarded-allow-ips", "127.0.0.1"))
+    address = example_listen("upstream.conf")
+    nginx = nginx_factory(include=EXAMPLES / "upstream.conf").start(address)
+
+    def via_nginx(path="/pid"):
+        return http_get(address, path, host="example.com")
+
+    # Both instances serve through nginx, which is trusted by each.
+    masters = [srv.proc.pid for srv in servers]
+    for master in masters:
+        answered_by(via_nginx, workers_of(master, 2))
+    data = seen(via_nginx("/who"))
+    assert data["remote_addr"] == "127.0.0.1" and data["headers"]["HOST"] == "example.com"
+
+    promoted = []
+    load = HostLoad(address, "/sleep?ms=10", host="example.com", clients=4, max_seconds=100)
+    try:
+        load.wait_ok(20)
+        for srv, pidfile, (host, port) in zip(servers, pidfiles, hosts):
+            promoted.append(binary_upgrade(srv, pidfile, load, lambda: http_get((host, port), "/pid")))
+    finally:
+        ok, failures = load.stop()
+        try:
+            assert failures == [], failures[:5]
+            assert ok > 100, ok
+            # Every request after the upgrades is served by the new workers, on both instances.
+            new_workers = [children(m) for m in promoted]
+            for workers in new_workers:
+                answered_by(via_nginx, workers)
+            # nginx never had to retry: no instance refused or dropped a connection.
+            assert nginx.upstream_errors() == [], nginx.upstream_errors()[:5]
+        finally:
+            stop_masters(promoted)
+
+
+def test_binary_upgrade_behind_nginx_over_the_unix_socket(behind_nginx, tmp_path):
+    pidfile = tmp_path / "unicornd.pid"
+    srv, nginx = behind_nginx("-p", str(pidfile))
+    sock = example_socket()
+    load = HostLoad(NGINX_ADDRESS, "/sleep?ms=10", host=HOST, clients=4, max_seconds=100)
+    promoted = []
+    try:
+        load.wait_ok(20)
+        ask = lambda: parse_response(unix_request(sock, b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n"))  # noqa: E731
+        promoted.append(binary_upgrade(srv, pidfile, load, ask))
+        # The old master left the socket file alone: it belongs to the new master now.
+        assert sock.is_socket()
+    finally:
+        ok, failures = load.stop()
+        try:
+            assert failures == [], failures[:5]
+            assert ok > 50, ok
+            assert nginx.upstream_errors() == [], nginx.upstream_errors()[:5]
+        finally:
+            stop_masters(promoted)
+    # The promoted master, stopped, removes the socket file as a master on its own does.
+    wait_for(lambda: not sock.exists(), 10, message="the socket file to go")
+
+
+def test_a_host_that_dies_is_retried_on_the_other(fixed_addresses, nginx_factory, unicornd_factory):
+    """What proxy_next_upstream in upstream.conf is for: a host lost under load fails no request."""
+    hosts = example_upstreams()
+    servers = [unicornd_factory("-w", "2", "-b", f"{host}:{port}") for host, port in hosts]
+    address = example_listen("upstream.conf")
+    nginx = nginx_factory(include=EXAMPLES / "upstream.conf").start(address)
+    for srv in servers:
+        answered_by(lambda: http_get(address, "/pid"), workers_of(srv.proc.pid, 2))
+    load = HostLoad(address, "/sleep?ms=20", host="example.com", clients=4, max_seconds=60)
+    try:
+        load.wait_ok(40)
+        dead = servers[0]
+        os.killpg(dead.proc.pid, signal.SIGKILL)  # master and workers, mid-request: a host lost
+        dead.proc.wait(10)
+        load.wait_ok(100)
+    finally:
+        ok, failures = load.stop()
+    assert failures == [], failures[:5]
+    # nginx did see the host go (and sent those requests to the other one).
+    assert nginx.upstream_errors(), nginx.log()
+
+
+# -- containers: unicornd as PID 1, SIGTERM drains ----------------------------------------------
+
+def test_as_pid_1_sigterm_drains_the_request_in_flight_through_nginx(behind_nginx, tmp_path):
+    """A container's entry point: unicornd is PID 1 of its own PID namespace (unshare), and the
+    SIGTERM that `docker stop` or the kubelet sends lets the request in hand finish."""
+    import threading
+    _, nginx = behind_nginx(unicornd=False)
+    sock = example_socket()
+    out = tmp_path / "unicornd.out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "server" / "apps"), str(REPO)]),
+               PYTHONUNBUFFERED="1", TESTAPP_CALLS=str(tmp_path / "calls"))
+    for key in ("UNICORND_CMD_ARGS", "GUNICORN_CMD_ARGS", "WEB_CONCURRENCY"):
+        env.pop(key, None)
+    with open(out, "w") as log:
+        proc = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "unicornd",
+                                 "-w", "2", "-b", f"unix:{sock}", "--graceful-timeout", "20", "testapp:app"],
+                                cwd=REPO / "tests" / "server" / "apps", env=env, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        master = next(iter(wait_for(lambda: children(proc.pid) or None, 10)))
+        with open(f"/proc/{master}/status") as f:
+            nspid = next(line for line in f if line.startswith("NSpid:")).split()
+        assert nspid[-1] == "1", nspid  # PID 1 in its namespace
+        workers_of(master, 2)
+        wait_for(lambda: sock.exists() and http_get(NGINX_ADDRESS, "/hello", host=HOST) is not None
+                 and http_get(NGINX_ADDRESS, "/hello", host=HOST)[0] == 200, 20, message=lambda: out.read_text())
+
+        result = {}
+        slow = threading.Thread(target=lambda: result.update(
+            reply=http_get(NGINX_ADDRESS, "/sleep?ms=1500", host=HOST)))
+        slow.start()
+        wait_for(lambda: "GET /sleep?ms=1500" in calls(tmp_path), 10, message="the slow request to start")
+        os.kill(master, signal.SIGTERM)  # what the container runtime sends to PID 1
+        slow.join(30)
+        assert result["reply"][0] == 200, result  # the request in hand finished, through nginx
+        assert proc.wait(30) == 0, out.read_text()  # unshare returns PID 1's exit status
+        # The socket is gone with the server: nginx now answers 502 at once, which is why a
+        # Kubernetes pod stops getting traffic (preStop) before its SIGTERM (docs/deployment.md).
+        assert not sock.exists()
+        assert http_get(NGINX_ADDRESS, "/hello", host=HOST)[0] == 502
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
