@@ -11,6 +11,7 @@ import traceback
 from unicornd.app_loading import AppImportError, add_pythonpath, load_wsgi_app
 from unicornd.config import ConfigError, format_config, load_config
 from unicornd.logging import setup_error_log
+from unicornd.tls import make_ssl_context
 
 USAGE_ERROR = 2
 
@@ -68,6 +69,11 @@ def main(argv=None) -> None:
     environ = dict(os.environ)  # as started: a HUP re-reads the settings against this
     try:
         apply_process_settings(cfg)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+    try:
+        make_ssl_context(cfg)  # bad TLS files are found now, not in every worker
     except ConfigError as exc:
         _fail(str(exc))
 

@@ -6,8 +6,10 @@ they never parse or frame HTTP themselves. The socket is used in blocking style 
 eventlet make that cooperative), with kernel timeouts set on the listener by the worker.
 """
 
+import _socket
 import os
 import socket
+import ssl
 
 from unicornd.config import default_hooks
 from unicornd.http import response as resp
@@ -41,7 +43,8 @@ class ClientDisconnected(Exception):
 class ServerContext:
     """What all connections of one worker share; built once per worker, not per request."""
 
-    def __init__(self, cfg, app, log, worker=None, *, multithread=False, keep_alive=True):
+    def __init__(self, cfg, app, log, worker=None, *, multithread=False, keep_alive=True,
+                 ssl_context=None):
         self.cfg = cfg
         self.app = app
         self.log = log
@@ -57,6 +60,8 @@ class ServerContext:
         # The default hooks do nothing: skip the call on every request.
         self.pre_request = None if cfg.pre_request is default_hooks.pre_request else cfg.pre_request
         self.post_request = None if cfg.post_request is default_hooks.post_request else cfg.post_request
+        self.ssl_context = ssl_context
+        self.scheme = "https" if ssl_context is not None else "http"
         self._builders = {}
         self.requests_served = 0
 
@@ -65,7 +70,8 @@ class ServerContext:
         key = listener_addr if isinstance(listener_addr, (str, bytes)) else tuple(listener_addr[:2])
         builder = self._builders.get(key)
         if builder is None:
-            builder = EnvironBuilder(self.cfg, self.error_stream, listener_addr, multithread=self.multithread)
+            builder = EnvironBuilder(self.cfg, self.error_stream, listener_addr,
+                                     multithread=self.multithread, scheme=self.scheme)
             self._builders[key] = builder
         return builder
 
@@ -255,6 +261,15 @@ class Connection:
         may watch it in a selector and call ``serve`` again when it is readable).
         """
         ctx = self.ctx
+        if ctx.ssl_context is not None and not isinstance(self.sock, ssl.SSLSocket):
+            try:
+                # From here on the worker must use conn.sock: the plain socket is detached.
+                self.sock = ctx.ssl_context.wrap_socket(
+                    self.sock, server_side=True, do_handshake_on_connect=ctx.cfg.do_handshake_on_connect,
+                    suppress_ragged_eofs=ctx.cfg.suppress_ragged_eofs)
+            except (ssl.SSLError, OSError) as exc:
+                ctx.log.debug("TLS handshake with %s failed: %s", self.peer, exc)
+                return CLOSE
         first = True
         while True:
             if park_when_idle and not first and not self.parser.buffered:
@@ -297,7 +312,8 @@ class Connection:
         if not self.message_done or self.parser.buffered:
             return True
         try:
-            return bool(self.sock.recv(1, _PEEK_FLAGS))
+            # The plain socket's recv: a TLS socket refuses flags, and raw bytes count too.
+            return bool(_socket.socket.recv(self.sock, 1, _PEEK_FLAGS))
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:

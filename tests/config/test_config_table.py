@@ -34,6 +34,8 @@ SUPPORTED = {
     "worker_exit", "nworkers_changed", "on_exit",
     "max_requests", "max_requests_jitter", "preload_app", "daemon", "pidfile", "worker_tmp_dir",
     "user", "group", "umask", "initgroups",
+    "keyfile", "certfile", "ssl_version", "cert_reqs", "ca_certs", "suppress_ragged_eofs",
+    "do_handshake_on_connect", "ciphers", "ssl_context",
 } | OWN_SETTINGS
 
 

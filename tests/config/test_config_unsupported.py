@@ -43,16 +43,7 @@ NON_DEFAULT = {
     "reload": ("True", ["--reload"]),
     "reload_engine": ("'poll'", ["--reload-engine", "poll"]),
     "reload_extra_files": ("['a.html']", ["--reload-extra-file", "a.html"]),
-    "spew": ("True", ["--spew"]),
-    "ssl_context": ("lambda conf, factory: factory()", None),
-    "keyfile": ("'k.pem'", ["--keyfile", "k.pem"]),
-    "certfile": ("'c.pem'", ["--certfile", "c.pem"]),
-    "ssl_version": ("'TLSv1_2'", ["--ssl-version", "TLSv1_2"]),
-    "cert_reqs": ("2", ["--cert-reqs", "2"]),
-    "ca_certs": ("'ca.pem'", ["--ca-certs", "ca.pem"]),
-    "suppress_ragged_eofs": ("False", None),  # a store_true flag defaulting to True
-    "do_handshake_on_connect": ("True", ["--do-handshake-on-connect"]),
-    "ciphers": ("'HIGH'", ["--ciphers", "HIGH"]),
+    "spew": ("True", ["--spew"]),  # a store_true flag defaulting to True
     "http_protocols": ("'h2,h1'", ["--http-protocols", "h2,h1"]),
     "http2_cleartext": ("'upgrade'", ["--http2-cleartext", "upgrade"]),
     "http2_max_concurrent_streams": ("10", ["--http2-max-concurrent-streams", "10"]),

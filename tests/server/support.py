@@ -79,14 +79,20 @@ class Server:
         found = wait_for(ready, timeout, message="Listening at")
         self.urls = [url for url, _ in found]
         # A worker is up once it answers: poll with a real connection.
-        if self.urls[0].startswith("http://"):
-            wait_for(self._answers, timeout, message=f"a worker to answer\n{self.log}")
+        if self.urls[0].startswith(("http://", "https://")):
+            wait_for(self._answers, timeout, message=lambda: f"a worker to answer\n{self.log}")
 
     def _answers(self):
         if self.proc.poll() is not None:
             raise AssertionError(f"unicornd exited with {self.proc.returncode}:\n{self.log}")
         try:
             with socket.create_connection(self.address, timeout=2) as s:
+                if self.urls[0].startswith("https://"):
+                    import ssl
+                    context = ssl.create_default_context()
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                    s = context.wrap_socket(s)
                 s.sendall(b"GET /__ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 return s.recv(12).startswith(b"HTTP/1.1")
         except OSError:
@@ -95,8 +101,8 @@ class Server:
     @property
     def address(self):
         url = self.urls[0]
-        assert url.startswith("http://"), url
-        hostport = url[len("http://"):]
+        assert url.startswith(("http://", "https://")), url
+        hostport = url.split("://", 1)[1]
         host, _, port = hostport.rpartition(":")
         return host.strip("[]"), int(port)
 

@@ -409,28 +409,36 @@ SETTINGS: tuple[Setting, ...] = (
     _hook(HOOKS, H.on_exit, """
         Called in the master just before unicornd exits (`on_exit(server)`)."""),
     _hook(HOOKS, H.ssl_context, """
-        Builds the `ssl.SSLContext` for TLS listeners
-        (`ssl_context(config, default_ssl_context_factory)`).""", supported=False),
+        Builds the `ssl.SSLContext` for TLS (`ssl_context(config, default_ssl_context_factory)`):
+        call the factory for the context unicornd would use, adjust it, return it."""),
     # -- SSL ----------------------------------------------------------------------------------
     _s(SSL, "keyfile", "--keyfile", v.optional_string, None, """
-        The TLS private key file. unicornd does not terminate TLS yet; put a proxy in front.""",
-       meta="FILE", **NO),
+        The TLS private key file (PEM); with `certfile`, every listener speaks HTTPS. A key
+        protected by a password is refused at startup: unicornd has no way to ask for it.""",
+       meta="FILE"),
     _s(SSL, "certfile", "--certfile", v.optional_string, None, """
-        The TLS certificate file.""", meta="FILE", **NO),
+        The TLS certificate file (PEM, the chain after the certificate). Setting it turns on
+        TLS on every listener, and `wsgi.url_scheme` becomes `https`.""", meta="FILE"),
     _s(SSL, "ssl_version", "--ssl-version", v.ssl_version, 2, """
-        The TLS protocol constant; deprecated and ignored by gunicorn.""",
-       default_doc="`ssl.PROTOCOL_TLS`", **NO),
+        The oldest TLS version accepted: `TLSv1_2` or `TLSv1_3` (the `ssl.PROTOCOL_TLSv1_2`
+        style names and numbers gunicorn knew are read the same way; `TLS`, the default, keeps
+        Python's own minimum). gunicorn ignores this setting; unicornd honours it.""",
+       default_doc="`ssl.PROTOCOL_TLS`"),
     _s(SSL, "cert_reqs", "--cert-reqs", v.non_negative_int, 0, """
-        Whether client certificates are required: 0 none, 1 optional, 2 required.""", **NO),
+        Whether clients must show a certificate signed by `ca_certs`: 0 no, 1 optional (checked
+        when given), 2 required."""),
     _s(SSL, "ca_certs", "--ca-certs", v.optional_string, None, """
-        The CA certificates file for client certificates.""", meta="FILE", **NO),
+        The CA certificates file (PEM) that client certificates are checked against.""",
+       meta="FILE"),
     _flag(SSL, "suppress_ragged_eofs", "--suppress-ragged-eofs", """
         Treat a TLS connection closed without a close-notify as a normal end of file.""",
-          default=True, **NO),
+          default=True),
     _flag(SSL, "do_handshake_on_connect", "--do-handshake-on-connect", """
-        Perform the TLS handshake on accept rather than on first read.""", **NO),
+        Perform the TLS handshake as soon as a connection is accepted rather than on its first
+        read."""),
     _s(SSL, "ciphers", "--ciphers", v.optional_string, None, """
-        The TLS cipher list, in OpenSSL's format.""", **NO),
+        The TLS cipher list, in OpenSSL's format (for TLS 1.2 and older; TLS 1.3 suites are
+        OpenSSL's defaults)."""),
     # -- HTTP/2 -------------------------------------------------------------------------------
     _s(H2, "http_protocols", "--http-protocols", v.http_protocols, "h1", """
         The HTTP versions offered, in order of preference (`h1`, `h2`). unicornd speaks

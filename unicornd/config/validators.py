@@ -452,15 +452,21 @@ def group(val):
 
 @kind("`ssl.PROTOCOL_*` constant or its name")
 def ssl_version(val):
+    if isinstance(val, ssl.TLSVersion):
+        return val
     if isinstance(val, str):
-        text = val.strip()
+        text = val.strip().replace(".", "_")
         if text.isdigit():
             return int(text)
+        if text in ("TLSv1_2", "TLSv1_3"):
+            return ssl.TLSVersion[text]
         const = getattr(ssl, "PROTOCOL_" + text, None)
         if const is None:
-            raise Invalid("expected an ssl.PROTOCOL_* name such as TLS")
-        return const
-    return val
+            raise Invalid("expected TLSv1_2, TLSv1_3 or an ssl.PROTOCOL_* name such as TLS")
+        return int(const)
+    if isinstance(val, int) and not isinstance(val, bool):
+        return val
+    raise Invalid("expected TLSv1_2, TLSv1_3 or an ssl.PROTOCOL_* name such as TLS")
 
 
 @kind("comma-separated protocols: `h1`, `h2`")

@@ -34,13 +34,13 @@ class Listener:
             return self.path or self.sock.getsockname()
         return self.sock.getsockname()[:2]
 
-    def url(self) -> str:
+    def url(self, scheme: str = "http") -> str:
         if self.sock.family == socket.AF_UNIX:
             return f"unix:{self.address}"
         host, port = self.address
         if self.sock.family == socket.AF_INET6:
             host = f"[{host}]"
-        return f"http://{host}:{port}"
+        return f"{scheme}://{host}:{port}"
 
     def fileno(self) -> int:
         return self.sock.fileno()

@@ -26,6 +26,7 @@ from unicornd.master.process import has_controlling_terminal
 from unicornd.master.scoreboard import BOOTING, BUSY, WANTS_RECYCLE, Scoreboard
 from unicornd.master.systemd import Notifier, listen_fds
 from unicornd.proctitle import set_title
+from unicornd.tls import make_ssl_context
 from unicornd.workers.base import APP_LOAD_ERROR, WORKER_BOOT_ERROR, AppLoadFailed
 
 SIGNAL_NAMES = {
@@ -100,6 +101,10 @@ class Master:
         return name + ".2" if self.master_pid else name
 
     @property
+    def scheme(self):
+        return "https" if self.cfg.certfile else "http"
+
+    @property
     def master_name(self):
         return "Master.2" if self.master_pid else "Master"
 
@@ -124,7 +129,7 @@ class Master:
         else:
             self.listeners = lst.bind_all(self.cfg, self.log)
         for listener in self.listeners:
-            self.log.info("Listening at: %s (%s)", listener.url(), self.pid)
+            self.log.info("Listening at: %s (%s)", listener.url(self.scheme), self.pid)
         self.log.info("Using worker: %s", self.cfg.worker_class)
         self.scoreboard = Scoreboard()
 
@@ -243,6 +248,7 @@ class Master:
             new_cfg = load_config(self.argv, self.environ)
             from unicornd.workers import load_worker_class
             worker_class = load_worker_class(new_cfg.worker_class)
+            make_ssl_context(new_cfg)  # renewed certificates are read by the new workers
             if self.socket_activated:
                 listeners = list(self.listeners)  # systemd owns them: they stay as they are
             else:
@@ -261,7 +267,7 @@ class Master:
                 old.close()
         for listener in listeners:
             if listener not in self.listeners:
-                self.log.info("Listening at: %s (%s)", listener.url(), self.pid)
+                self.log.info("Listening at: %s (%s)", listener.url(self.scheme), self.pid)
         self.listeners = listeners
         self.reload_prev_cfg = (self.cfg, self.worker_class)
         self.cfg, self.worker_class = new_cfg, worker_class

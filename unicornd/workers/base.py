@@ -16,6 +16,7 @@ from unicornd.logging import reopen_log_files
 from unicornd.master.process import set_owner
 from unicornd.master.scoreboard import WANTS_RECYCLE
 from unicornd.stacks import format_all_stacks
+from unicornd.tls import make_ssl_context
 
 # Exit codes the master understands, the same as gunicorn's.
 WORKER_BOOT_ERROR = 3
@@ -79,11 +80,13 @@ class Worker:
         _set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != self.ppid:
             return  # the master died while we forked
+        # Read the TLS key while still privileged: it is often readable by root only.
+        ssl_context = make_ssl_context(self.cfg)
         set_owner(self.cfg.user, self.cfg.group, self.cfg.initgroups)
         if self.app is None:
             self.app = self.load_app()
-        self.ctx = ServerContext(self.cfg, self.app, self.log, self,
-                                 multithread=self.multithread, keep_alive=self.keep_alive)
+        self.ctx = ServerContext(self.cfg, self.app, self.log, self, multithread=self.multithread,
+                                 keep_alive=self.keep_alive, ssl_context=ssl_context)
         self.cfg.post_worker_init(self)
         self.booted = True
         if self.slot is not None:

@@ -67,11 +67,13 @@ class SyncWorker(Worker):
         self._close_lingering(force=True)
 
     def _serve(self, ctx, sock, peer, address) -> None:
+        conn = Connection(ctx, sock, peer, address)
         try:
-            linger = Connection(ctx, sock, peer, address).serve() == LINGER
+            linger = conn.serve() == LINGER
         except Exception:
             self.log.exception("Error handling a connection from %s", peer)
             linger = False
+        sock = conn.sock  # the TLS socket, when serve() wrapped it
         if not linger:
             sock.close()
             return
