@@ -6,6 +6,7 @@ assertions are on what the app reports (start/end of each request) or on lower b
 
 import http.client
 import json
+import os
 import signal
 import socket
 import threading
@@ -87,6 +88,55 @@ def test_unread_small_body_is_skipped_and_the_connection_lives_on(server):
         status, headers, body = reader.read()
         assert status == 200 and json.loads(body)["query"] == "after"
         assert "connection" not in headers
+
+
+def test_tls_keep_alive_and_pipelining(tmp_path):
+    # With TLS the first request wraps the socket in a pool thread; the connection must still
+    # park, wake up and close as the TLS socket (no fd leak, no plain-socket reads).
+    import ssl
+
+    import trustme
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    cert.private_key_pem.write_to_path(tmp_path / "key.pem")
+    cert.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
+    context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    with gthread("-w", "1", "--threads", "2", "--keep-alive", "1", "--certfile", str(tmp_path / "cert.pem"),
+                 "--keyfile", str(tmp_path / "key.pem")) as srv:
+        conn = http.client.HTTPSConnection(*srv.address, context=context, timeout=10)
+        ports = set()
+        for i in range(10):
+            conn.request("GET", f"/echo?i={i}")
+            seen = json.loads(conn.getresponse().read())
+            assert seen["url_scheme"] == "https" and seen["query"] == f"i={i}"
+            ports.add(seen["remote_port"])
+        assert len(ports) == 1
+        conn.close()
+        raw = socket.create_connection(srv.address, timeout=10)
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(request_bytes("GET", "/echo?p=1") + request_bytes("GET", "/echo?p=2"))
+            reader = ResponseReader(s)
+            assert [json.loads(reader.read()[2])["query"] for _ in range(2)] == ["p=1", "p=2"]
+            assert wait_eof(s, timeout=10) == b""  # closed after keepalive (1 s), cleanly
+        # Many connections opened and closed: no descriptor leaks in the worker.
+        pid = _worker_pid_tls(srv, context)
+        before = len(os.listdir(f"/proc/{pid}/fd"))
+        for _ in range(20):
+            c = http.client.HTTPSConnection(*srv.address, context=context, timeout=10)
+            c.request("GET", "/hello", headers={"Connection": "close"})
+            assert c.getresponse().read() == b"Hello, World!\n"
+            c.close()
+        wait_for(lambda: len(os.listdir(f"/proc/{pid}/fd")) <= before, 10,
+                 message="the worker to close its TLS connections")
+
+
+def _worker_pid_tls(srv, context):
+    c = http.client.HTTPSConnection(*srv.address, context=context, timeout=10)
+    c.request("GET", "/pid", headers={"Connection": "close"})
+    pid = json.loads(c.getresponse().read())["pid"]
+    c.close()
+    return pid
 
 
 def test_threads_run_requests_in_parallel():

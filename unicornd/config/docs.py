@@ -44,8 +44,7 @@ as finally resolved.
 
 - Values gunicorn accepts and then ignores or misreads are errors: an unknown `loglevel`
   (gunicorn uses `info`), a `bind` address that is malformed or whose host does not resolve,
-  `workers = 0`, `threads` above 1 with the `sync` worker (gunicorn silently switches to
-  `gthread`, which unicornd does not have yet), a malformed `raw_env` entry.
+  `workers = 0`, a malformed `raw_env` entry.
 - Errors exit with status 2 and a one-line message naming the setting, the value and what is
   allowed (gunicorn exits 1).
 - `sendfile = True` in a config file means on (gunicorn turns it off for any value).

@@ -398,7 +398,7 @@ def _resolve_worker_class(spec):
     return spec
 
 
-@kind("worker class name (`sync`), or a dotted path to a class", _resolve_worker_class)
+@kind("worker class name (`sync`, `gthread`), or a dotted path to a class", _resolve_worker_class)
 def worker_class(val):
     if inspect.isclass(val) or inspect.isfunction(val) or inspect.ismethod(val):
         return val  # gunicorn accepts a class, or a function returning one: see resolve

@@ -47,6 +47,7 @@ _IN = select.EPOLLIN
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
 _LISTEN = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
 _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+_plain_recv = socket.socket.recv
 _ACCEPT_BACKOFF_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 # Client states.
@@ -78,7 +79,8 @@ class _Client:
 def _has_input(sock) -> bool:
     """Bytes (or EOF) are waiting to be read, without blocking."""
     try:
-        sock.recv(1, _PEEK)
+        # The plain socket's recv: a TLS socket refuses flags, and raw bytes count too.
+        _plain_recv(sock, 1, _PEEK)
         return True  # data, or b"" for EOF: either way serve() should read it
     except (BlockingIOError, InterruptedError):
         return False
@@ -395,6 +397,9 @@ class ThreadWorker(Worker):
                     conn = client.conn = Connection(ctx, client.sock, client.peer, client.address)
                 while True:
                     result = conn.serve(True)
+                    # With TLS the first serve() wraps the socket (the plain one is detached):
+                    # from then on, close and watch the TLS socket (same fd).
+                    client.sock = conn.sock
                     if result != IDLE:
                         break
                     if self._park(client):
@@ -406,6 +411,8 @@ class ThreadWorker(Worker):
                         break
             except Exception:
                 log.exception("Error handling a connection from %s", client.peer)
+                if client.conn is not None:
+                    client.sock = client.conn.sock
                 result = CLOSE
             if result == IDLE:
                 continue
