@@ -274,3 +274,25 @@ def redirect(environ, start_response):
 
 
 ROUTES["/redirect"] = redirect
+
+
+def orphan(environ, start_response):
+    """/orphan?code=N: leave a process behind that exits with status N once orphaned (a double
+    fork, as a daemonising helper does); the kernel hands it to PID 1 or the nearest subreaper."""
+    import time
+    from urllib.parse import parse_qs
+    code = int(parse_qs(environ["QUERY_STRING"]).get("code", ["0"])[0])
+    pid = os.fork()
+    if pid == 0:
+        parent = os.getpid()
+        if os.fork() == 0:
+            deadline = time.monotonic() + 10
+            while os.getppid() == parent and time.monotonic() < deadline:
+                time.sleep(0.005)
+            os._exit(code)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return _json(start_response, {"orphaned": True})
+
+
+ROUTES["/orphan"] = orphan
