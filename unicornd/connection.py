@@ -272,8 +272,9 @@ class Connection:
                 return CLOSE
         first = True
         while True:
-            if park_when_idle and not first and not self.parser.buffered:
-                return IDLE
+            if park_when_idle and not first and not self.parser.buffered and not (
+                    ctx.ssl_context is not None and self.sock.pending()):
+                return IDLE  # (decrypted bytes inside the TLS layer are invisible to a selector)
             first = False
             try:
                 ev = self._next_event()

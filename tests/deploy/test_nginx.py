@@ -614,12 +614,7 @@ def test_as_pid_1_sigterm_drains_the_request_in_flight_through_nginx(behind_ngin
         pid1.stop()
 
 
-_ORPHAN_BUG = pytest.mark.xfail(strict=True, reason=(
-    "server bug: Master.reap_workers raises HaltServer for ANY reaped child that exits with 3 or 4, "
-    "also one that is not a worker (rec is None): as PID 1 an orphan's exit status stops the server"))
-
-
-@pytest.mark.parametrize("code", [0, 1, pytest.param(3, marks=_ORPHAN_BUG), pytest.param(4, marks=_ORPHAN_BUG)])
+@pytest.mark.parametrize("code", [0, 1, 3, 4])
 def test_as_pid_1_orphans_are_reaped_and_do_not_stop_the_server(tmp_path, code):
     """As PID 1, the master inherits every orphan in the container and must reap it; an orphan's
     exit status is not a worker's (3 and 4 mean "worker failed to boot" / "app failed to load")."""

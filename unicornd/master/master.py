@@ -435,6 +435,10 @@ class Master:
                 self.log.info("The new master (pid %s) exited: this master carries on", pid)
                 continue
             rec = self._forget(pid)
+            if rec is None:
+                # Not one of ours: as PID 1 (a container) the master inherits every orphan.
+                self.log.debug("Reaped process %s, not a worker (status %s)", pid, status)
+                continue
             if os.WIFEXITED(status):
                 code = os.WEXITSTATUS(status)
                 if code in (WORKER_BOOT_ERROR, APP_LOAD_ERROR):
