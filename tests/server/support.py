@@ -54,7 +54,11 @@ class Server:
         self._reader.start()
         self.urls = []
         if expect_listen:
-            self.wait_listening(timeout)
+            try:
+                self.wait_listening(timeout)
+            except BaseException:
+                self.stop()  # never leave a server behind when it did not come up
+                raise
 
     def _read(self):
         for line in self.proc.stdout:

@@ -238,7 +238,8 @@ def test_graceful_stop_with_keep_alive_clients_connected(tmp_path):
         wait_for(lambda: "GET /sleep?ms=3000" in calls.read_text(), 10, message="the slow request to start")
 
         srv.signal(signal.SIGTERM)
-        # Idle keep-alive connections are closed at once, cleanly (EOF, no reset)...
+        # Idle keep-alive connections are closed (within the 1 s stop grace), cleanly (EOF,
+        # no reset)...
         for s in idle:
             assert wait_eof(s, timeout=10) == b""
         # ...while the request in flight is still running...
@@ -287,27 +288,76 @@ def test_request_racing_the_stop_on_an_idle_connection_is_answered_or_cleanly_re
         busy.close()
 
 
-def test_max_requests_still_counted_with_threads(tmp_path):
-    # Several requests at once: every one counts, and the slot shows the worker busy/idle
-    # correctly (the master recycles the worker after max_requests).
-    with gthread("-w", "1", "--threads", "4", "--max-requests", "20") as srv:
-        conn = http.client.HTTPConnection(*srv.address, timeout=10)
-        pids = []
-        for _ in range(60):
-            conn.request("GET", "/pid")
-            resp = conn.getresponse()
-            pids.append(json.loads(resp.read())["pid"])
-            if resp.getheader("Connection") == "close":
+class KeepAliveLoad:
+    """Client threads, each sending requests back to back on one keep-alive connection
+    (http.client reconnects by itself after a `Connection: close`), counting every failure."""
+
+    def __init__(self, address, clients=4):
+        self.address = address
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.pids = []
+        self.failures = []
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self):
+        conn = http.client.HTTPConnection(*self.address, timeout=20)
+        while not self.stop.is_set():
+            try:
+                conn.request("GET", "/pid")
+                resp = conn.getresponse()
+                body = resp.read()
+                if resp.status != 200:
+                    raise AssertionError(f"status {resp.status}")
+                with self.lock:
+                    self.pids.append(json.loads(body)["pid"])
+            except Exception as exc:
+                with self.lock:
+                    self.failures.append(repr(exc))
                 conn.close()
-        first = pids[0]
-        wait_for(lambda: _pid_differs(srv, first), 20, message=f"a new worker after max_requests\n{srv.log}")
         conn.close()
 
+    def served(self):
+        with self.lock:
+            return len(self.pids)
 
-def _pid_differs(srv, old):
-    conn = http.client.HTTPConnection(*srv.address, timeout=10)
-    try:
-        conn.request("GET", "/pid")
-        return json.loads(conn.getresponse().read())["pid"] != old
-    finally:
-        conn.close()
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
+def test_worker_stop_under_keep_alive_load_fails_no_request():
+    # Clients send their next request the moment a response arrives, so a stopping worker
+    # always has requests on the way on its idle connections: each must be answered (with
+    # Connection: close), never met by a closed connection.
+    with gthread("-w", "1", "--threads", "4", "--keep-alive", "30") as srv:
+        load = KeepAliveLoad(srv.address)
+        try:
+            wait_for(lambda: load.served() >= 200, 20, message="load to run")
+            old = load.pids[-1]
+            for _ in range(3):  # three generations of workers, each stopped under load
+                os.kill(old, signal.SIGTERM)
+                wait_for(lambda: load.pids[-1] != old, 20, message=f"a new worker\n{srv.log}")
+                old = load.pids[-1]
+                count = load.served()
+                wait_for(lambda: load.served() >= count + 200, 20, message="load on the new worker")
+        finally:
+            load.finish()
+        assert load.failures == []
+
+
+def test_max_requests_recycles_under_keep_alive_load_without_failures():
+    # Every request counts (threads serve several at once); the worker asks to be recycled
+    # after max_requests and is replaced while clients keep their connections busy.
+    with gthread("-w", "1", "--threads", "4", "--max-requests", "300") as srv:
+        load = KeepAliveLoad(srv.address)
+        try:
+            wait_for(lambda: len(set(load.pids)) >= 3, 60,
+                     message=f"two recycles after max_requests\n{srv.log}")
+        finally:
+            load.finish()
+        assert load.failures == []
+        assert "max_requests" in srv.log

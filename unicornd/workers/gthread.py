@@ -21,10 +21,12 @@ Deadlines are checked by a sweep over the held connections, at most once a secon
 the nearest deadline is due; every deadline is at least a second away when set, so none is
 missed.
 
-Graceful stop (``alive`` False): the listeners leave the epoll set, idle connections are closed
-at once (one that has a request already waiting is served, with ``Connection: close``),
-requests in the pool finish (their responses say ``Connection: close``), lingering closes
-complete, then ``run()`` returns.
+Graceful stop (``alive`` False): the listeners leave the epoll set; idle connections are
+closed at once, except those whose last response left less than STOP_GRACE_SECONDS (1 s) ago,
+kept that long because their client may be sending its next request right now (a closed-loop
+client under load always is): such a request is answered, with ``Connection: close``, instead of
+failing on a closed connection. Requests in the pool finish, lingering closes complete, then
+``run()`` returns.
 """
 
 import errno
@@ -40,6 +42,8 @@ from unicornd.connection import CLOSE, IDLE, LINGER, Connection, drain, lingerin
 from unicornd.workers.base import Worker
 
 LINGER_SECONDS = 2.0
+# On a graceful stop, a connection idle for less than this may have its next request on the way.
+STOP_GRACE_SECONDS = 1.0
 FIRST_REQUEST_SECONDS = 5.0
 TICK_SECONDS = 1.0
 
@@ -61,10 +65,10 @@ CLOSED = 4
 class _Client:
     """One accepted socket and where it is in its life."""
 
-    __slots__ = ("sock", "fd", "peer", "address", "conn", "state", "deadline", "registered",
-                 "parking")
+    __slots__ = ("sock", "fd", "peer", "address", "conn", "state", "deadline", "idle_since",
+                 "registered", "parking")
 
-    def __init__(self, sock, fd, peer, address, deadline):
+    def __init__(self, sock, fd, peer, address, now, deadline):
         self.sock = sock
         self.fd = fd
         self.peer = peer
@@ -72,6 +76,7 @@ class _Client:
         self.conn = None  # the Connection, made by the first pool thread that serves it
         self.state = NEW
         self.deadline = deadline
+        self.idle_since = now
         self.registered = False
         self.parking = False
 
@@ -279,7 +284,8 @@ class ThreadWorker(Worker):
                 return
             raise
         fd = sock.fileno()
-        client = _Client(sock, fd, peer, listener.address, time.monotonic() + self.first_request_seconds)
+        now = time.monotonic()
+        client = _Client(sock, fd, peer, listener.address, now, now + self.first_request_seconds)
         clients[fd] = client
         # Served once it has bytes to read: a client that connects and says nothing holds no thread.
         self._arm(client, _ONESHOT_IN)
@@ -341,12 +347,12 @@ class ThreadWorker(Worker):
             self._wake()
 
     def _drain_and_stop(self) -> None:
-        """Graceful stop: no new connections, idle ones closed now, in-flight ones finished."""
+        """Graceful stop: no new connections; requests in progress finish; idle connections
+        close at once, except one whose last response left less than STOP_GRACE_SECONDS ago:
+        its client may be sending the next request already, which is then answered with
+        ``Connection: close`` rather than met by a closed connection."""
         self._set_accepting(False)
         clients = self._clients
-        for client in list(clients.values()):
-            if client.state == PARKED or client.state == NEW:
-                self._take_idle(client)
         deadline = time.monotonic() + self.graceful_timeout
         ep = self._ep
         while clients:
@@ -356,13 +362,18 @@ class ThreadWorker(Worker):
             self.notify()
             soonest = now + TICK_SECONDS
             for client in list(clients.values()):
-                if client.state == LINGERING:
+                state = client.state
+                if state == LINGERING:
                     if client.deadline <= now:
                         self._close(client)
                     else:
                         soonest = min(soonest, client.deadline)
-                elif client.state == PARKED or client.state == NEW:
-                    self._take_idle(client)  # came back from the pool as idle meanwhile
+                elif state == PARKED or state == NEW:
+                    until = min(client.deadline, client.idle_since + STOP_GRACE_SECONDS)
+                    if until <= now:
+                        self._take_idle(client)
+                    else:
+                        soonest = min(soonest, until)
             try:
                 events = ep.poll(max(0.0, soonest - time.monotonic()))
             except InterruptedError:
@@ -404,8 +415,7 @@ class ThreadWorker(Worker):
                         break
                     if self._park(client):
                         break
-                    # Stopping: a request already sent is answered (Connection: close),
-                    # otherwise the connection closes now.
+                    # Not watched: a request already sent is answered, else it closes now.
                     if not _has_input(client.sock):
                         result = CLOSE
                         break
@@ -427,16 +437,16 @@ class ThreadWorker(Worker):
             self._close(client)
 
     def _park(self, client) -> bool:
-        """Back into epoll until its next request; False if the worker is stopping.
+        """Back into epoll until its next request (while stopping, for STOP_GRACE_SECONDS at
+        most); False if that failed.
 
         No lock: only a pool thread moves a connection into PARKED, and only the main thread
         moves it out (an event, an expired deadline, a stop). ``parking`` tells the main
         thread not to close it while the epoll_ctl is under way (the fd must stay ours).
         """
-        if not self.alive:
-            return False
         client.parking = True
-        client.deadline = time.monotonic() + self.keepalive_seconds
+        client.idle_since = now = time.monotonic()
+        client.deadline = now + self.keepalive_seconds
         client.state = PARKED
         try:
             if client.registered:
@@ -451,5 +461,5 @@ class ThreadWorker(Worker):
         finally:
             client.parking = False
         if not self.alive:
-            self._wake()  # stopping meanwhile: the main thread closes it now, not in a second
+            self._wake()  # stopping: the main thread closes it after the stop grace
         return True
