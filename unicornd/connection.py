@@ -149,8 +149,11 @@ class Connection:
         elif self.head is not None:
             raise AssertionError("start_response() called a second time without exc_info")
         req = self.req
+        worker = self.ctx.worker
+        # Decided again here: a stop that began while the app ran means Connection: close.
+        keep_alive = self.keep_alive and (worker is None or worker.alive)
         self.head = resp.ResponseHead(status, headers, method=req.method, version=req.version,
-                                      keep_alive=self.keep_alive)
+                                      keep_alive=keep_alive)
         return self.write
 
     def write(self, data, last=False):
