@@ -10,6 +10,7 @@ import _socket
 import os
 import socket
 import ssl
+import time
 
 from unicornd.config import default_hooks
 from unicornd.http import response as resp
@@ -86,7 +87,7 @@ class Connection:
 
     __slots__ = ("ctx", "sock", "peer", "builder", "parser", "head", "head_sent", "sent",
                  "req", "message_done", "continue_pending", "keep_alive", "_overflow_logged",
-                 "_nodelay", "ended", "trusted")
+                 "_nodelay", "ended", "trusted", "started")
 
     def __init__(self, ctx: ServerContext, sock, peer, listener_addr):
         self.ctx = ctx
@@ -307,7 +308,7 @@ class Connection:
                 return LINGER
             finally:
                 if worker is not None:
-                    worker.request_finished(ev)
+                    worker.request_finished(ev, self)
             if not keep:
                 return LINGER if self._input_pending() else CLOSE
             self.parser.start_next_request()
@@ -325,6 +326,7 @@ class Connection:
 
     def _handle(self, req) -> bool:
         ctx = self.ctx
+        self.started = time.monotonic()
         self.req = req
         self.head = None
         self.head_sent = False

@@ -158,7 +158,7 @@ class Worker:
         if self.slot is not None:
             self.slot.busy(time.monotonic(), req.method, req.path)
 
-    def request_finished(self, req) -> None:
+    def request_finished(self, req, conn=None) -> None:
         self.nr += 1
         if self.slot is not None:
             self.slot.finished(time.monotonic())

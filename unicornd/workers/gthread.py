@@ -130,12 +130,12 @@ class ThreadWorker(Worker):
             if slot is not None and len(inflight) == 1:
                 slot.busy(now, req.method, req.path)
 
-    def request_finished(self, req) -> None:
+    def request_finished(self, req, conn=None) -> None:
         with self._inflight_lock:
             inflight = self._inflight
             inflight.pop(id(req), None)
             # Counting, recycling and the slot's idle state, as for one request at a time...
-            Worker.request_finished(self, req)
+            Worker.request_finished(self, req, conn)
             slot = self.slot
             if slot is not None and inflight:
                 # ...then, others still running, the slot goes back to the oldest of them.
