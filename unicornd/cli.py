@@ -10,7 +10,7 @@ import traceback
 
 from unicornd.app_loading import AppImportError, add_pythonpath, load_wsgi_app
 from unicornd.config import ConfigError, format_config, load_config
-from unicornd.logging import setup_error_log
+from unicornd.logging import LogConfigError, setup_logging
 from unicornd.tls import make_ssl_context
 
 USAGE_ERROR = 2
@@ -59,7 +59,10 @@ def main(argv=None) -> None:
         print(format_config(cfg))
         sys.exit(0)
 
-    log = setup_error_log(cfg.errorlog, cfg.loglevel)
+    try:
+        log = setup_logging(cfg)
+    except LogConfigError as exc:
+        _fail(str(exc))
     for warning in cfg.warnings:
         log.warning("%s", warning)
 
@@ -91,7 +94,7 @@ def main(argv=None) -> None:
 
     if cfg.daemon:
         from unicornd.master.process import daemonize
-        daemonize()
+        daemonize(keep_stdio=cfg.enable_stdio_inheritance)
 
     app = None
     if cfg.preload_app:

@@ -17,6 +17,7 @@ from unicornd.http import response as resp
 from unicornd.http.errors import HTTPError
 from unicornd.http.forwarded import AddressList
 from unicornd.http.parser import CLOSED, NEED_DATA, ParserOptions, RequestParser
+from unicornd.accesslog import make_access_log
 from unicornd.logging import ErrorStream
 from unicornd.wsgi import EnvironBuilder, FileWrapper, RequestBody, reraise
 
@@ -62,6 +63,7 @@ class ServerContext:
         self.pre_request = None if cfg.pre_request is default_hooks.pre_request else cfg.pre_request
         self.post_request = None if cfg.post_request is default_hooks.post_request else cfg.post_request
         self.ssl_context = ssl_context
+        self.access_log = make_access_log(cfg)
         self.scheme = "https" if ssl_context is not None else "http"
         self._builders = {}
         self.requests_served = 0
@@ -361,6 +363,8 @@ class Connection:
                 ctx.post_request(ctx.worker, req, environ, self)
             except Exception:
                 ctx.log.exception("Exception in post_request hook")
+        if ctx.access_log is not None:
+            ctx.access_log.log(self, req, environ, time.monotonic() - self.started)
         if not has_body:
             if not self.message_done:
                 self._pull_body()  # takes the EndOfMessage event

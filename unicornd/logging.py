@@ -1,13 +1,21 @@
-"""The error log, formatted as gunicorn's so existing log parsers keep working.
+"""The error log (and the plumbing the access log shares), formatted as gunicorn's.
 
-Access logs, syslog, statsd and log config files come later (they are refused by the config
-until then); this module grows with them.
+The loggers keep gunicorn's names, ``gunicorn.error`` and ``gunicorn.access``: log config files
+written for gunicorn name them, and many apps hand their own log records to
+``logging.getLogger("gunicorn.error")``. Both keep working unchanged.
 """
 
+import json
 import logging
+import logging.config
+import logging.handlers
+import os
+import socket
 import sys
+from urllib.parse import urlsplit
 
-ERROR_LOGGER = "unicornd.error"
+ERROR_LOGGER = "gunicorn.error"
+ACCESS_LOGGER = "gunicorn.access"
 _FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 _DATEFMT = "%Y-%m-%d %H:%M:%S %z"
 LEVELS = {
@@ -19,34 +27,145 @@ LEVELS = {
 }
 
 
-def setup_error_log(errorlog: str = "-", loglevel: str = "info") -> logging.Logger:
-    """Point the error log at stderr (``-``) or a file, at the given level; idempotent."""
-    log = logging.getLogger(ERROR_LOGGER)
-    log.propagate = False
+class LogConfigError(Exception):
+    """A log setting could not be applied; the message names the setting."""
+
+
+def _is_stdio(target) -> bool:
+    return target in (None, "", "-")
+
+
+def _reset(log: logging.Logger) -> None:
     for handler in list(log.handlers):
         log.removeHandler(handler)
         handler.close()
-    if errorlog in (None, "-", ""):
-        handler = logging.StreamHandler(sys.stderr)
+
+
+def syslog_handler(cfg, name: str) -> logging.Handler:
+    """A SysLogHandler for ``syslog_addr`` (udp://, tcp://, unix://PATH[#dgram|#stream])."""
+    url = urlsplit(cfg.syslog_addr)
+    if url.scheme == "unix":
+        address = url.path
+        socktype = socket.SOCK_STREAM if url.fragment == "stream" else socket.SOCK_DGRAM
+    elif url.scheme in ("udp", "tcp"):
+        address = (url.hostname or "localhost", url.port or 514)
+        socktype = socket.SOCK_DGRAM if url.scheme == "udp" else socket.SOCK_STREAM
     else:
-        handler = logging.FileHandler(errorlog)
+        raise LogConfigError(f"Invalid value for syslog_addr: {cfg.syslog_addr!r}: expected "
+                             "udp://HOST:PORT, tcp://HOST:PORT or unix://PATH")
+    facility = logging.handlers.SysLogHandler.facility_names.get(cfg.syslog_facility.lower())
+    if facility is None:
+        raise LogConfigError(f"Invalid value for syslog_facility: {cfg.syslog_facility!r}: expected "
+                             f"one of {', '.join(sorted(logging.handlers.SysLogHandler.facility_names))}")
+    try:
+        handler = logging.handlers.SysLogHandler(address, facility, socktype)
+    except OSError as exc:
+        raise LogConfigError(f"Invalid value for syslog_addr: {cfg.syslog_addr!r}: {exc}") from None
+    prefix = cfg.syslog_prefix or name
+    handler.setFormatter(logging.Formatter(f"{prefix}[%(process)d]: [%(levelname)s] %(message)s"))
+    return handler
+
+
+def _apply_logconfig(cfg) -> None:
+    """gunicorn's three ways of handing logging a configuration of one's own."""
+    if cfg.logconfig_dict:
+        try:
+            logging.config.dictConfig(dict(cfg.logconfig_dict, disable_existing_loggers=False)
+                                      if "disable_existing_loggers" not in cfg.logconfig_dict
+                                      else cfg.logconfig_dict)
+        except (ValueError, TypeError, AttributeError, ImportError) as exc:
+            raise LogConfigError(f"Invalid value for logconfig_dict: {exc}") from None
+    elif cfg.logconfig_json:
+        try:
+            with open(cfg.logconfig_json) as f:
+                config = json.load(f)
+            config.setdefault("disable_existing_loggers", False)
+            logging.config.dictConfig(config)
+        except (OSError, ValueError, TypeError, AttributeError, ImportError) as exc:
+            raise LogConfigError(f"Invalid value for logconfig_json: {cfg.logconfig_json!r}: {exc}") from None
+    elif cfg.logconfig:
+        if not os.path.exists(cfg.logconfig):
+            raise LogConfigError(f"Invalid value for logconfig: {cfg.logconfig!r}: no such file")
+        try:
+            logging.config.fileConfig(cfg.logconfig, disable_existing_loggers=False)
+        except Exception as exc:  # fileConfig raises all sorts (KeyError, configparser errors)
+            raise LogConfigError(f"Invalid value for logconfig: {cfg.logconfig!r}: "
+                                 f"{type(exc).__name__}: {exc}") from None
+
+
+def setup_logging(cfg) -> logging.Logger:
+    """Configure the error log from the settings; raises LogConfigError and then changes
+    nothing it had not changed yet (a broken HUP leaves the working logs in place)."""
+    handlers = []
+    if _is_stdio(cfg.errorlog):
+        handlers.append(logging.StreamHandler(sys.stderr))
+    else:
+        try:
+            handlers.append(logging.FileHandler(cfg.errorlog))
+        except OSError as exc:
+            raise LogConfigError(f"Invalid value for errorlog: {cfg.errorlog!r}: {exc.strerror}") from None
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
+    if cfg.syslog:
+        handlers.append(syslog_handler(cfg, ERROR_LOGGER))
+    log = logging.getLogger(ERROR_LOGGER)
+    previous = (list(log.handlers), log.level)
+    for handler in log.handlers:
+        log.removeHandler(handler)
+    for handler in handlers:
+        log.addHandler(handler)
+    log.setLevel(LEVELS.get(str(cfg.loglevel).lower(), logging.INFO))
+    log.propagate = False
+    try:
+        _apply_logconfig(cfg)
+    except LogConfigError:
+        for handler in handlers:
+            log.removeHandler(handler)
+            handler.close()
+        for handler in previous[0]:
+            log.addHandler(handler)
+        log.setLevel(previous[1])
+        raise
+    for handler in previous[0]:
+        if handler not in log.handlers:
+            handler.close()
+    if cfg.capture_output and not _is_stdio(cfg.errorlog):
+        # The app's print() and stray tracebacks go to the error log file, as in gunicorn.
+        fd = handlers[0].stream.fileno()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    return log
+
+
+def setup_error_log(errorlog: str = "-", loglevel: str = "info") -> logging.Logger:
+    """The error log before the settings are known (or valid): stderr or a file."""
+    log = logging.getLogger(ERROR_LOGGER)
+    log.propagate = False
+    _reset(log)
+    handler = logging.StreamHandler(sys.stderr) if _is_stdio(errorlog) else logging.FileHandler(errorlog)
     handler.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
     log.addHandler(handler)
     log.setLevel(LEVELS.get(str(loglevel).lower(), logging.INFO))
     return log
 
 
-def reopen_log_files(log: logging.Logger) -> None:
-    """USR1 (logrotate moved the file away): open the files again at their paths."""
-    for handler in log.handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.acquire()
-            try:
-                if handler.stream is not None:
-                    handler.stream.close()
-                handler.stream = handler._open()
-            finally:
-                handler.release()
+def reopen_log_files(log: logging.Logger = None) -> None:
+    """USR1 (logrotate moved the files away): open every log file again at its path."""
+    loggers = [log or logging.getLogger(ERROR_LOGGER), logging.getLogger(ACCESS_LOGGER)]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.acquire()
+                try:
+                    if handler.stream is not None:
+                        handler.stream.close()
+                    handler.stream = handler._open()
+                finally:
+                    handler.release()
+            elif hasattr(handler, "reopen"):
+                handler.reopen()
 
 
 def error_log() -> logging.Logger:

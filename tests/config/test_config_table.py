@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 OWN_DEFAULTS = {"config", "default_proc_name", "chdir", "user", "group", "control_socket"}
 
 # unicornd's own settings, which gunicorn does not have.
-OWN_SETTINGS = {"max_worker_memory", "boot_timeout"}
+OWN_SETTINGS = {"metrics_bind", "max_worker_memory", "boot_timeout"}
 
 SUPPORTED = {
     "config", "wsgi_app", "bind", "backlog", "workers", "worker_class", "threads",
@@ -36,6 +36,7 @@ SUPPORTED = {
     "user", "group", "umask", "initgroups",
     "keyfile", "certfile", "ssl_version", "cert_reqs", "ca_certs", "suppress_ragged_eofs",
     "do_handshake_on_connect", "ciphers", "ssl_context",
+    "statsd_host", "dogstatsd_tags", "statsd_prefix", "enable_backlog_metric", "metrics_bind",
 } | OWN_SETTINGS
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 from unicornd.config import default_hooks as H
 from unicornd.config import validators as v
+from unicornd.metrics import addresses as metrics_addr
 
 
 class Setting(NamedTuple):
@@ -333,15 +334,30 @@ SETTINGS: tuple[Setting, ...] = (
         The syslog facility.""", meta="SYSLOG_FACILITY", **NO),
     _flag(LOG, "enable_stdio_inheritance", "-R --enable-stdio-inheritance", """
         Keep standard input and output open in daemon mode.""", **NO),
-    _s(LOG, "statsd_host", "--statsd-host", v.optional_string, None, """
-        A StatsD server (`HOST:PORT` or `unix://PATH`) to send metrics to.""",
-       meta="STATSD_ADDR", **NO),
+    _s(LOG, "statsd_host", "--statsd-host", metrics_addr.statsd_address, None, """
+        A StatsD server to send metrics to, over UDP (`HOST:PORT`, `HOST` for port 8125,
+        `[IPV6]:PORT`) or a Unix datagram socket (`unix://PATH`). Workers send gunicorn's
+        metrics per request (`gunicorn.requests`, `gunicorn.request.duration` in ms,
+        `gunicorn.request.status.NNN`), the master `gunicorn.workers`, and every process the
+        log counters `gunicorn.log.critical|error|warning|exception`. Sending never blocks and
+        errors are ignored. See the metrics page.""",
+       meta="STATSD_ADDR"),
     _s(LOG, "dogstatsd_tags", "--dogstatsd-tags", v.string, "", """
-        Comma-separated DogStatsD tags added to every metric.""", meta="DOGSTATSD_TAGS", **NO),
+        Comma-separated DogStatsD tags (`env:prod,app:web`) appended to every statsd metric as
+        `|#TAGS`.""", meta="DOGSTATSD_TAGS"),
     _s(LOG, "statsd_prefix", "--statsd-prefix", v.string, "", """
-        A prefix for metric names.""", meta="STATSD_PREFIX", **NO),
+        A prefix for statsd metric names; a dot is added after it (`web` gives
+        `web.gunicorn.requests`).""", meta="STATSD_PREFIX"),
     _flag(LOG, "enable_backlog_metric", "--enable-backlog-metric", """
-        Report the listen backlog length as a metric.""", **NO),
+        Send the listen backlog (connections waiting to be accepted, summed over the TCP
+        listeners; Linux only) to statsd as the `gunicorn.backlog` histogram, once a second.
+        The Prometheus endpoint (`metrics_bind`) always reports it, per listener."""),
+    _s(LOG, "metrics_bind", "--metrics-bind", metrics_addr.metrics_address, None, """
+        Where the master serves `GET /metrics` (Prometheus text format, counters added up over
+        all workers, past and present) and `GET /status` (JSON, what `unicornd status` shows):
+        `HOST:PORT`, `[IPV6]:PORT` or `unix:PATH` (created mode 0600). Unset, there is no
+        endpoint. Keep it on loopback or a private network. unicornd's own setting.""",
+       meta="ADDRESS"),
     # -- Process Naming -----------------------------------------------------------------------
     _s(PN, "proc_name", "-n --name", v.optional_string, None, """
         The name shown for unicornd's processes in `ps` and `top` (with the `setproctitle`

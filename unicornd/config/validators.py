@@ -100,6 +100,16 @@ def byte_size(val):
     return int(number) * _SIZE_UNITS[unit]
 
 
+@kind("`gunicorn.glogging.Logger` (the built-in logger)")
+def logger_class(val):
+    text = _str(val, "expected a dotted class path") if not isinstance(val, type) else (
+        f"{val.__module__}.{val.__qualname__}")
+    if text in ("gunicorn.glogging.Logger", "simple", "unicornd.logging"):
+        return "gunicorn.glogging.Logger"
+    raise Invalid("custom logger classes are not supported yet: the built-in logger takes "
+                  "logconfig, logconfig_dict or logconfig_json for custom handlers and formats")
+
+
 @kind("integer, 1 or more")
 def positive_int(val):
     expected = "expected a positive integer"

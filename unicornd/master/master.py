@@ -25,6 +25,7 @@ from unicornd.master.pidfile import Pidfile
 from unicornd.master.process import has_controlling_terminal
 from unicornd.master.scoreboard import BOOTING, BUSY, WANTS_RECYCLE, Scoreboard
 from unicornd.master.systemd import Notifier, listen_fds
+from unicornd.metrics.endpoint import MasterMetrics
 from unicornd.proctitle import set_title
 from unicornd.tls import make_ssl_context
 from unicornd.workers.base import APP_LOAD_ERROR, WORKER_BOOT_ERROR, AppLoadFailed
@@ -75,6 +76,7 @@ class Master:
         self.worker_age = 0
         self.listeners = []
         self.scoreboard = None
+        self.metrics = None  # MasterMetrics: /metrics, /status, statsd gauges, restart counts
         self.pidfile = None
         self.sig_queue = collections.deque(maxlen=64)
         self._wake_r = self._wake_w = -1
@@ -132,6 +134,7 @@ class Master:
             self.log.info("Listening at: %s (%s)", listener.url(self.scheme), self.pid)
         self.log.info("Using worker: %s", self.cfg.worker_class)
         self.scoreboard = Scoreboard()
+        self.metrics = MasterMetrics(self)
 
     def _init_signals(self) -> None:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -197,9 +200,16 @@ class Master:
             self.pidfile.unlink()
 
     def sleep(self, seconds: float = LOOP_WAKE_SECONDS) -> None:
+        metrics = self.metrics
+        rfds, wfds = (), ()
+        if metrics is not None:
+            metrics.tick()
+            rfds, wfds = metrics.fds()
         try:
-            ready, _, _ = select.select([self._wake_r], [], [], seconds)
-            if ready:
+            ready, writable, _ = select.select([self._wake_r, *rfds], wfds, [], seconds)
+            if metrics is not None and (len(ready) > (self._wake_r in ready) or writable):
+                metrics.handle([s for s in ready if s != self._wake_r], writable)
+            if self._wake_r in ready:
                 while os.read(self._wake_r, 4096):
                     pass
         except (BlockingIOError, InterruptedError):
@@ -278,6 +288,8 @@ class Master:
             if not rec.retiring:
                 rec.retiring = True
                 self.reload_old.add(pid)
+        if self.metrics is not None:
+            self.metrics.replacing(self.reload_old, "reload")
         self.manage_workers()
 
     def handle_usr1(self) -> None:
@@ -416,7 +428,9 @@ class Master:
     def _forget(self, pid):
         rec = self.workers.pop(pid, None)
         if rec is not None:
-            self.scoreboard.release(rec.slot)
+            if self.metrics is not None:
+                self.metrics.worker_ended(rec)
+            self.scoreboard.release(rec.slot)  # (its counters go to the scoreboard's totals)
             if self.recycling == pid:
                 self.recycling = None
             self.cfg.child_exit(self, rec.worker)
@@ -559,6 +573,9 @@ class Master:
             return
         rec, why = wants
         self.log.info("Recycling worker %s: %s", rec.pid, why)
+        if self.metrics is not None:
+            self.metrics.replacing([rec.pid], "recycle-memory" if rec.over_memory >= 2
+                                   else "recycle-max_requests")
         rec.retiring = True
         self.recycling = rec.pid
         self.manage_workers()  # the replacement starts now; the old one serves until it boots
@@ -566,6 +583,8 @@ class Master:
     def _abort(self, rec, now) -> None:
         rec.aborted_at = now
         rec.retiring = True
+        if self.metrics is not None:
+            self.metrics.replacing([rec.pid], "timeout")
         self.kill_worker(rec.pid, signal.SIGABRT)
 
     # -- stop ----------------------------------------------------------------------------

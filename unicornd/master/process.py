@@ -5,8 +5,9 @@ import pwd
 import sys
 
 
-def daemonize() -> None:
-    """Detach: fork, new session, fork again; standard streams to /dev/null."""
+def daemonize(keep_stdio: bool = False) -> None:
+    """Detach: fork, new session, fork again; standard streams to /dev/null (standard output
+    and error stay as they are with ``enable_stdio_inheritance``)."""
     if os.fork():
         os._exit(0)
     os.setsid()
@@ -14,7 +15,7 @@ def daemonize() -> None:
         os._exit(0)
     os.umask(0o22)
     devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
+    for fd in ((0,) if keep_stdio else (0, 1, 2)):
         os.dup2(devnull, fd)
     if devnull > 2:
         os.close(devnull)

@@ -4,8 +4,15 @@ The master maps an anonymous shared region before forking; a worker writes only 
 (a few bytes per request, no syscall), the master reads them all once per loop tick. This is
 the heartbeat (no temp file per worker, so no fchmod on a slow disk) and it is what lets a
 timeout kill say which request the worker was serving.
+
+Each slot also holds the worker's request counters (requests by status class, a request
+duration histogram and its sum), written by the worker alone without locks: one 8-byte store
+per counter, through a memoryview cast to unsigned/double words. The master adds them up for
+``/metrics``; when a worker is released its counters are folded into ``Scoreboard.ended`` so
+that what dead workers served is not lost.
 """
 
+import bisect
 import mmap
 import struct
 import time
@@ -15,7 +22,24 @@ _SLOT = struct.Struct("=iBBxxdddQ16s96s")
 _HEARTBEAT = struct.Struct("=d")
 _REQUEST = struct.Struct("=16s96s")
 _COUNT = struct.Struct("=Q")
-SLOT_SIZE = _SLOT.size
+
+# Request duration histogram: upper bounds in seconds (Prometheus ``le``); one more bucket, +Inf.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Requests by status class: 1xx..5xx, then "none" (ended without a response head: the client
+# went away, or an error answer the connection wrote itself).
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "none")
+_NSTATUS = len(STATUS_CLASSES)
+_NBUCKETS = len(DURATION_BUCKETS) + 1
+_COUNTERS = struct.Struct(f"={_NSTATUS}Q{_NBUCKETS}Qd")
+_OFF_COUNTERS = _SLOT.size  # 152, 8-aligned
+SLOT_SIZE = _OFF_COUNTERS + _COUNTERS.size  # a multiple of 8: every slot's words stay aligned
+assert SLOT_SIZE % 8 == 0
+# word (8-byte) indexes inside a slot
+_W_REQUESTS = 32 // 8
+_W_STATUS = _OFF_COUNTERS // 8
+_W_BUCKETS = _W_STATUS + _NSTATUS
+_W_SUM = _W_BUCKETS + _NBUCKETS
+_W_SLOT = SLOT_SIZE // 8
 
 FREE, BOOTING, IDLE, BUSY = 0, 1, 2, 3
 STATE_NAMES = {FREE: "free", BOOTING: "booting", IDLE: "idle", BUSY: "busy"}
@@ -46,6 +70,42 @@ class SlotView:
         return STATE_NAMES.get(self.state, "?")
 
 
+class Counters:
+    """Request counters: one worker's (read from its slot), or sums of several."""
+
+    __slots__ = ("status", "buckets", "duration_sum")
+
+    def __init__(self, status=None, buckets=None, duration_sum=0.0):
+        self.status = list(status) if status is not None else [0] * _NSTATUS
+        self.buckets = list(buckets) if buckets is not None else [0] * _NBUCKETS
+        self.duration_sum = duration_sum
+
+    @classmethod
+    def unpack(cls, raw):
+        return cls(raw[:_NSTATUS], raw[_NSTATUS:_NSTATUS + _NBUCKETS], raw[-1])
+
+    def add(self, other: "Counters") -> "Counters":
+        self.status = [a + b for a, b in zip(self.status, other.status)]
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets)]
+        self.duration_sum += other.duration_sum
+        return self
+
+    @property
+    def requests(self) -> int:
+        return sum(self.status)
+
+    def by_status(self) -> dict:
+        return dict(zip(STATUS_CLASSES, self.status))
+
+    def cumulative_buckets(self):
+        """[(upper bound, cumulative count)], the last bound being +Inf."""
+        out, total = [], 0
+        for bound, count in zip(DURATION_BUCKETS + (float("inf"),), self.buckets):
+            total += count
+            out.append((bound, total))
+        return out
+
+
 class Scoreboard:
     """Owned by the master: slot allocation and reading."""
 
@@ -53,6 +113,10 @@ class Scoreboard:
         self.nslots = nslots
         self.mm = mmap.mmap(-1, SLOT_SIZE * nslots, flags=mmap.MAP_SHARED)
         self._free = list(range(nslots - 1, -1, -1))
+        # Word views shared by every SlotWriter (the mmap stays mapped for the process's life).
+        self._words = memoryview(self.mm).cast("Q")
+        self._floats = memoryview(self.mm).cast("d")
+        self.ended = Counters()  # the counters of released slots (workers that ended)
 
     def allocate(self) -> int:
         if not self._free:
@@ -66,8 +130,22 @@ class Scoreboard:
         struct.pack_into("=i", self.mm, index * SLOT_SIZE, pid)
 
     def release(self, index: int) -> None:
+        """The worker has ended: keep its counters in ``ended``, clear the slot for reuse."""
+        self.ended.add(self.counters(index))
         _SLOT.pack_into(self.mm, index * SLOT_SIZE, 0, FREE, 0, 0.0, 0.0, 0.0, 0, b"", b"")
+        _COUNTERS.pack_into(self.mm, index * SLOT_SIZE + _OFF_COUNTERS,
+                            *([0] * (_NSTATUS + _NBUCKETS)), 0.0)
         self._free.append(index)
+
+    def counters(self, index: int) -> Counters:
+        return Counters.unpack(_COUNTERS.unpack_from(self.mm, index * SLOT_SIZE + _OFF_COUNTERS))
+
+    def totals(self, indexes) -> Counters:
+        """Counters of ended workers plus those of the live slots ``indexes``."""
+        total = Counters().add(self.ended)
+        for index in indexes:
+            total.add(self.counters(index))
+        return total
 
     def read(self, index: int) -> SlotView:
         return SlotView(_SLOT.unpack_from(self.mm, index * SLOT_SIZE))
@@ -76,18 +154,21 @@ class Scoreboard:
         self.mm[index * SLOT_SIZE + _OFF_FLAGS] = 0
 
     def writer(self, index: int) -> "SlotWriter":
-        return SlotWriter(self.mm, index * SLOT_SIZE)
+        return SlotWriter(self.mm, index * SLOT_SIZE, self._words, self._floats)
 
 
 class SlotWriter:
     """Used in the worker, on its own slot only. Each call is one struct write into shm."""
 
-    __slots__ = ("mm", "base", "requests")
+    __slots__ = ("mm", "base", "requests", "words", "floats", "w")
 
-    def __init__(self, mm, base):
+    def __init__(self, mm, base, words=None, floats=None):
         self.mm = mm
         self.base = base
         self.requests = 0
+        self.words = words if words is not None else memoryview(mm).cast("Q")
+        self.floats = floats if floats is not None else memoryview(mm).cast("d")
+        self.w = base // 8
 
     def heartbeat(self, now: float) -> None:
         _HEARTBEAT.pack_into(self.mm, self.base + _OFF_HEARTBEAT, now)
@@ -106,10 +187,18 @@ class SlotWriter:
         _HEARTBEAT.pack_into(mm, base + _OFF_HEARTBEAT, now)
         mm[base + _OFF_STATE] = BUSY
 
-    def finished(self, now: float) -> None:
+    def finished(self, now: float, status: int = 0, duration: float = None) -> None:
+        """A request ended with ``status`` (0: no response head) after ``duration`` seconds
+        (None: not measured, only the served count moves)."""
         self.requests += 1
+        words, w = self.words, self.w
+        words[w + _W_REQUESTS] = self.requests
+        if duration is not None:
+            c = status // 100
+            words[w + _W_STATUS + (c - 1 if 0 < c < 6 else 5)] += 1
+            words[w + _W_BUCKETS + bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
+            self.floats[w + _W_SUM] += duration
         mm, base = self.mm, self.base
-        _COUNT.pack_into(mm, base + _OFF_REQUESTS, self.requests)
         mm[base + _OFF_STATE] = IDLE
         _HEARTBEAT.pack_into(mm, base + _OFF_HEARTBEAT, now)
 

@@ -15,6 +15,7 @@ from unicornd.connection import ServerContext
 from unicornd.logging import reopen_log_files
 from unicornd.master.process import set_owner
 from unicornd.master.scoreboard import WANTS_RECYCLE
+from unicornd.metrics.statsd import from_config as statsd_from_config
 from unicornd.stacks import format_all_stacks
 from unicornd.tls import make_ssl_context
 
@@ -60,6 +61,7 @@ class Worker:
         self.app = app  # set when the master preloaded it
         self.ctx = None
         self.slot = slot  # this worker's scoreboard slot (a SlotWriter), or None
+        self.statsd = statsd_from_config(cfg)  # per-request statsd (its socket made on first use)
         self.nr = 0
         self.max_requests = sys.maxsize
         if cfg.max_requests > 0:
@@ -160,8 +162,16 @@ class Worker:
 
     def request_finished(self, req, conn=None) -> None:
         self.nr += 1
+        now = time.monotonic()
+        if conn is not None:
+            head = conn.head
+            status, duration = (head.status_code if head is not None else 0), now - conn.started
+        else:
+            status, duration = 0, None
         if self.slot is not None:
-            self.slot.finished(time.monotonic())
+            self.slot.finished(now, status, duration)
+        if self.statsd is not None and duration is not None:
+            self.statsd.request(status, duration)
         if self.nr >= self.max_requests and not self.recycle_asked:
             self.ask_recycle(f"served {self.nr} requests (max_requests)")
 
