@@ -50,6 +50,7 @@ def _check_app(cfg) -> int:
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["status"]: from unicornd.status import main as status; sys.exit(status(argv[1:]))  # noqa: E701,E702
     try:
         cfg = load_config(argv, os.environ)
     except ConfigError as exc:

@@ -195,7 +195,7 @@ class MasterMetrics:
         if self.statsd is not None:
             self.statsd.close()
         self.statsd = statsd.from_config(cfg)
-        self.log_counter = statsd.ensure_log_counter(self.statsd, self.log_counter)
+        self.log_counter = statsd.ensure_log_counter(self.statsd, self.log_counter, self.log)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -215,7 +215,7 @@ class MasterMetrics:
             if master.cfg is not self._cfg:
                 self._configure(master.cfg)  # a HUP: statsd settings may have changed
             elif self.statsd is not None:
-                self.log_counter = statsd.ensure_log_counter(self.statsd, self.log_counter)
+                self.log_counter = statsd.ensure_log_counter(self.statsd, self.log_counter, self.log)
             now = time.monotonic()
             if self.statsd is not None and now >= self._next_gauge:
                 self._next_gauge = now + 1.0

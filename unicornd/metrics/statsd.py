@@ -14,6 +14,7 @@ import os
 import socket
 import time
 
+from unicornd.logging import ERROR_LOGGER
 from unicornd.metrics.addresses import parse_statsd as parse
 
 
@@ -115,7 +116,6 @@ def from_config(cfg):
 
 # -- log counters ------------------------------------------------------------------------------
 
-ERROR_LOGGER = "unicornd.error"
 
 
 class LogCounter(logging.Handler):
@@ -146,10 +146,10 @@ class LogCounter(logging.Handler):
         super().close()
 
 
-def ensure_log_counter(client, current=None):
+def ensure_log_counter(client, current=None, log=None):
     """Attach a LogCounter for ``client`` to the error log (again, if a log setup removed it);
     returns the handler in place (None if ``client`` is None). Idempotent, cheap."""
-    log = logging.getLogger(ERROR_LOGGER)
+    log = log if log is not None else logging.getLogger(ERROR_LOGGER)
     if current is not None and (client is None or current.client is not client):
         log.removeHandler(current)
         current = None
