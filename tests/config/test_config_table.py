@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 OWN_DEFAULTS = {"config", "default_proc_name", "chdir", "user", "group", "control_socket"}
 
 # unicornd's own settings, which gunicorn does not have.
-OWN_SETTINGS = {"metrics_bind", "max_worker_memory", "boot_timeout"}
+OWN_SETTINGS = {"metrics_bind", "max_worker_memory", "boot_timeout", "access_log_json"}
 
 SUPPORTED = {
     "config", "wsgi_app", "bind", "backlog", "workers", "worker_class", "threads",
@@ -37,6 +37,9 @@ SUPPORTED = {
     "keyfile", "certfile", "ssl_version", "cert_reqs", "ca_certs", "suppress_ragged_eofs",
     "do_handshake_on_connect", "ciphers", "ssl_context",
     "statsd_host", "dogstatsd_tags", "statsd_prefix", "enable_backlog_metric", "metrics_bind",
+    "accesslog", "disable_redirect_access_to_syslog", "access_log_format", "capture_output",
+    "logger_class", "logconfig", "logconfig_dict", "logconfig_json", "syslog_addr", "syslog",
+    "syslog_prefix", "syslog_facility", "enable_stdio_inheritance",
 } | OWN_SETTINGS
 
 

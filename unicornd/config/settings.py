@@ -299,12 +299,23 @@ SETTINGS: tuple[Setting, ...] = (
         The mount path given to ASGI applications as `root_path`.""", meta="STRING", **NO),
     # -- Logging ------------------------------------------------------------------------------
     _s(LOG, "accesslog", "--access-logfile", v.optional_string, None, """
-        Where to write the access log; `-` is standard output.""", meta="FILE", **NO),
+        Where to write the access log, one line per request: a file, or `-` for standard
+        output. Lines are buffered and written when the worker is idle, when 64 KiB are
+        waiting, or at the latest a second after the oldest; off by default.""", meta="FILE"),
     _flag(LOG, "disable_redirect_access_to_syslog", "--disable-redirect-access-to-syslog", """
-        Keep access log lines out of syslog when `syslog` is on.""", **NO),
+        Keep access log lines out of syslog when `syslog` is on."""),
     _s(LOG, "access_log_format", "--access-logformat", v.string,
        '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"', """
-        The format of access log lines, with gunicorn's `%(x)s` atoms.""", meta="STRING", **NO),
+        The format of access log lines, with gunicorn's atoms: `h` remote address, `l` `-`,
+        `u` user (HTTP basic auth), `t` date, `r` request line, `m` method, `U` path, `q`
+        query, `H` protocol, `s` status, `B` and `b` body bytes sent, `f` referer, `a` user
+        agent, `T`/`M`/`D`/`L` duration in seconds/milliseconds/microseconds/decimal seconds,
+        `p` worker pid, `{header}i` a request header, `{header}o` a response header,
+        `{variable}e` an environ value.""", meta="STRING"),
+    _flag(LOG, "access_log_json", "--access-log-json", """
+        Write the access log as one JSON object per line, with the atoms of
+        `access_log_format` under readable names (`remote_addr`, `request`, `status`,
+        `request_header.user-agent`, ...), escaped as JSON. unicornd's own setting."""),
     _s(LOG, "errorlog", "--error-logfile --log-file", v.string, "-", """
         Where to write the error log (server messages, tracebacks); `-` is standard error.""",
        meta="FILE"),
@@ -313,27 +324,35 @@ SETTINGS: tuple[Setting, ...] = (
         `critical`. gunicorn silently falls back to `info` on other names; unicornd refuses
         them.""", meta="LEVEL"),
     _flag(LOG, "capture_output", "--capture-output", """
-        Send the application's standard output and error to the error log file.""", **NO),
-    _s(LOG, "logger_class", "--logger-class", v.class_path, "gunicorn.glogging.Logger", """
-        A class replacing gunicorn's logger.""", meta="STRING", **NO),
+        Send the application's standard output and error (`print()`, stray tracebacks) to the
+        error log file. Needs `errorlog` to be a file."""),
+    _s(LOG, "logger_class", "--logger-class", v.logger_class, "gunicorn.glogging.Logger", """
+        The logger class. Only the built-in one is supported yet (gunicorn's name for it is
+        accepted); custom handlers and formats go through `logconfig_dict`.""", meta="STRING"),
     _s(LOG, "logconfig", "--log-config", v.optional_string, None, """
-        A `logging.config.fileConfig` file configuring logging.""", meta="FILE", **NO),
+        A `logging.config.fileConfig` file configuring logging. The loggers are named as in
+        gunicorn, `gunicorn.error` and `gunicorn.access`, so existing files work.""", meta="FILE"),
     _s(LOG, "logconfig_dict", "", v.any_dict, {}, """
-        A `logging.config.dictConfig` dictionary configuring logging.""", **NO),
+        A `logging.config.dictConfig` dictionary configuring logging (config file only). It
+        wins over `logconfig_json` and `logconfig`."""),
     _s(LOG, "logconfig_json", "--log-config-json", v.optional_string, None, """
-        A JSON file holding a `logging.config.dictConfig` dictionary.""", meta="FILE", **NO),
+        A JSON file holding a `logging.config.dictConfig` dictionary.""", meta="FILE"),
     _s(LOG, "syslog_addr", "--log-syslog-to", v.string, _SYSLOG_ADDR, """
-        The syslog server: `unix://PATH#TYPE`, `udp://HOST:PORT` or `tcp://HOST:PORT`.""",
-       meta="SYSLOG_ADDR", default_doc="`'udp://localhost:514'` (a Unix socket on macOS and BSDs)",
-       **NO),
+        The syslog server: `unix://PATH` (add `#stream` for a stream socket), `udp://HOST:PORT`
+        or `tcp://HOST:PORT`.""",
+       meta="SYSLOG_ADDR", default_doc="`'udp://localhost:514'` (a Unix socket on macOS and BSDs)"),
     _flag(LOG, "syslog", "--log-syslog", """
-        Send the logs to syslog.""", **NO),
+        Send the error log, and the access log unless `disable_redirect_access_to_syslog`, to
+        syslog as well."""),
     _s(LOG, "syslog_prefix", "--log-syslog-prefix", v.optional_string, None, """
-        The program name used in syslog entries.""", meta="SYSLOG_PREFIX", **NO),
+        The program name used in syslog entries (default: the logger's name).""",
+       meta="SYSLOG_PREFIX"),
     _s(LOG, "syslog_facility", "--log-syslog-facility", v.string, "user", """
-        The syslog facility.""", meta="SYSLOG_FACILITY", **NO),
+        The syslog facility (`user`, `daemon`, `local0` ... `local7`, ...).""",
+       meta="SYSLOG_FACILITY"),
     _flag(LOG, "enable_stdio_inheritance", "-R --enable-stdio-inheritance", """
-        Keep standard input and output open in daemon mode.""", **NO),
+        In daemon mode, keep standard output and error instead of sending them to
+        `/dev/null`."""),
     _s(LOG, "statsd_host", "--statsd-host", metrics_addr.statsd_address, None, """
         A StatsD server to send metrics to, over UDP (`HOST:PORT`, `HOST` for port 8125,
         `[IPV6]:PORT`) or a Unix datagram socket (`unix://PATH`). Workers send gunicorn's

@@ -19,7 +19,7 @@ import traceback
 
 from unicornd import __version__
 from unicornd.config import ConfigError, load_config
-from unicornd.logging import reopen_log_files, setup_error_log
+from unicornd.logging import LogConfigError, reopen_log_files, setup_logging
 from unicornd.master import listeners as lst
 from unicornd.master.pidfile import Pidfile
 from unicornd.master.process import has_controlling_terminal
@@ -270,7 +270,10 @@ class Master:
             return
         from unicornd.cli import apply_process_settings
         apply_process_settings(new_cfg)
-        setup_error_log(new_cfg.errorlog, new_cfg.loglevel)
+        try:
+            setup_logging(new_cfg)
+        except LogConfigError as exc:
+            self.log.error("Reload: the new log settings do not work, the old ones stay: %s", exc)
         for old in self.listeners:
             if old not in listeners:
                 self.log.info("No longer listening at: %s", old.url())
@@ -403,6 +406,8 @@ class Master:
                 self.cfg.worker_exit(self, worker)
             except Exception:
                 self.log.exception("Exception in worker_exit hook")
+            if worker.ctx is not None and worker.ctx.access_log is not None:
+                worker.ctx.access_log.flush()
             try:
                 sys.stdout.flush()
                 sys.stderr.flush()

@@ -152,9 +152,14 @@ class Worker:
         """Heartbeat: the worker's loop is alive. Also where pending USR1 work is done."""
         if self.slot is not None:
             self.slot.heartbeat(time.monotonic())
+        access = self.ctx.access_log if self.ctx is not None else None
+        if access is not None:
+            access.flush()  # idle, or a second has passed: the buffered lines go out
         if self.reopen_logs:
             self.reopen_logs = False
             reopen_log_files(self.log)
+            if access is not None:
+                access.reopen(access.path)
 
     def request_started(self, req) -> None:
         if self.slot is not None:
