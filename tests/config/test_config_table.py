@@ -40,6 +40,7 @@ SUPPORTED = {
     "accesslog", "disable_redirect_access_to_syslog", "access_log_format", "capture_output",
     "logger_class", "logconfig", "logconfig_dict", "logconfig_json", "syslog_addr", "syslog",
     "syslog_prefix", "syslog_facility", "enable_stdio_inheritance",
+    "reload", "reload_engine", "reload_extra_files", "spew", "paste", "raw_paste_global_conf",
 } | OWN_SETTINGS
 
 

@@ -253,8 +253,10 @@ SETTINGS: tuple[Setting, ...] = (
         Comma-separated directories to put first on the Python path before the application is
         imported, such as `/srv/app,/srv/lib`.""", meta="STRING"),
     _s(MECH, "paste", "--paste --paster", v.optional_string, None, """
-        Load the application from a PasteDeploy config file (`file.ini#section`).""",
-       meta="STRING", **NO),
+        Load the application from a PasteDeploy config file, `PATH` or `PATH#NAME` for an app
+        other than `main` (needs the `PasteDeploy` package: `pip install 'unicornd[paste]'`).
+        `APP_MODULE` is then not needed; the file's path is relative to `chdir`.""",
+       meta="STRING"),
     _s(MECH, "proxy_protocol", "--proxy-protocol", v.proxy_protocol, "off", """
         Expect a PROXY protocol header (as sent by HAProxy, stunnel or cloud load balancers) at the
         start of each connection from `proxy_allow_ips`: `v1` (text), `v2` (binary), `auto`
@@ -269,8 +271,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s(MECH, "uwsgi_allow_ips", "--uwsgi-allow-from", v.address_list, "127.0.0.1,::1", """
         The peers allowed to speak the uWSGI protocol.""", **NO),
     _s(MECH, "raw_paste_global_conf", "--paste-global", v.string_list, [], """
-        Global `KEY=VALUE` variables passed to a PasteDeploy application.""", meta="CONF",
-       action="append", **NO),
+        Global `KEY=VALUE` variables passed to a PasteDeploy application (its `global_conf`,
+        which the ini file can use as `%(KEY)s`). Repeat the flag for several.""", meta="CONF",
+       action="append"),
     _flag(MECH, "permit_obsolete_folding", "--permit-obsolete-folding", """
         Accept header values continued on a following line (obsolete line folding, forbidden by RFC
         9112) instead of refusing the request. Only for diagnosing old clients."""),
@@ -387,14 +390,23 @@ SETTINGS: tuple[Setting, ...] = (
         given, otherwise `unicornd`."""),
     # -- Debugging ----------------------------------------------------------------------------
     _flag(DBG, "reload", "--reload", """
-        Restart workers when the application's code changes. For development.""", **NO),
+        Restart workers when the application's code changes: every Python source file the
+        worker has imported, and the files of `reload_extra_files`. A changed file is logged and
+        the worker exits gracefully; the master starts a fresh one, which imports the new code.
+        If the new code fails to load, the worker serves 500 and keeps watching until the file is
+        fixed. For development only: it costs a thread per worker."""),
     _s(DBG, "reload_engine", "--reload-engine", v.choice("auto", "poll", "inotify"), "auto", """
-        How `reload` watches files.""", meta="STRING", **NO),
+        How `reload` watches files: `inotify` (Linux, through the C library, no extra package),
+        `poll` (compare modification times once a second, works everywhere), or `auto` for
+        inotify when available and polling otherwise.""", meta="STRING"),
     _s(DBG, "reload_extra_files", "--reload-extra-file", v.string_list, [], """
-        More files or glob patterns that `reload` watches.""", meta="FILES", action="append",
-       **NO),
+        More files that `reload` watches, such as templates or configuration; glob patterns (`*`,
+        `?`, `**`) are expanded when a worker starts. Repeat the flag for several. Only
+        watched when `reload` is on.""", meta="FILES", action="append"),
     _flag(DBG, "spew", "--spew", """
-        Trace every line the server executes.""", **NO),
+        Trace every line executed in the workers, printed to standard error as
+        `pid file:line: source`, through `sys.settrace`. For debugging only: it is very slow
+        and very verbose."""),
     _flag(DBG, "check_config", "--check-config", """
         Check the configuration and that the application can be imported, then exit: status 0
         when both are fine, 2 with a message naming the setting when the configuration is wrong
