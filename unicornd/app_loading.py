@@ -73,3 +73,32 @@ def load_wsgi_app(spec: str):
     if not callable(app):
         raise AppImportError(f"Application object {name!r} in {module_name!r} must be callable.")
     return app
+
+
+def load_paste_app(path: str, global_conf=()):
+    """``--paste PATH[#NAME]``: the app a PasteDeploy ini file declares (``main`` by default)."""
+    try:
+        from paste.deploy import loadapp
+    except ImportError:
+        raise AppImportError(
+            "The paste setting needs the PasteDeploy package: pip install 'unicornd[paste]'."
+        ) from None
+    path, _, name = path.partition("#")
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise AppImportError(f"PasteDeploy config file {path!r} does not exist.")
+    conf = {}
+    for item in global_conf or ():
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise AppImportError(f"raw_paste_global_conf entry {item!r} is not KEY=VALUE.")
+        conf[key.strip()] = value
+    return loadapp("config:" + path, name=name or None, relative_to=os.path.dirname(path),
+                   global_conf=conf)
+
+
+def load_app(cfg):
+    """The app the settings name: the PasteDeploy file of ``paste``, else ``wsgi_app``."""
+    if getattr(cfg, "paste", None):
+        return load_paste_app(cfg.paste, cfg.raw_paste_global_conf)
+    return load_wsgi_app(cfg.wsgi_app)

@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 
-from unicornd.app_loading import AppImportError, add_pythonpath, load_wsgi_app
+from unicornd.app_loading import AppImportError, add_pythonpath, load_app
 from unicornd.config import ConfigError, format_config, load_config
 from unicornd.logging import LogConfigError, setup_logging
 from unicornd.tls import make_ssl_context
@@ -36,15 +36,17 @@ def apply_process_settings(cfg) -> None:
 
 def _check_app(cfg) -> int:
     """--check-config: load the app as a worker would; 0 if it loads, 1 if not."""
+    what = cfg.wsgi_app or f"paste {cfg.paste}"
     try:
-        load_wsgi_app(cfg.wsgi_app)
+        load_app(cfg)
     except AppImportError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     except BaseException:
         traceback.print_exc()
+        print(f"Error: the application {what} failed to load (traceback above).", file=sys.stderr)
         return 1
-    print(f"Configuration OK: {cfg.wsgi_app} loads.")
+    print(f"Configuration OK: {what} loads.")
     return 0
 
 
@@ -67,7 +69,7 @@ def main(argv=None) -> None:
     for warning in cfg.warnings:
         log.warning("%s", warning)
 
-    if not cfg.wsgi_app:
+    if not cfg.wsgi_app and not cfg.paste:
         _fail("No application module specified (unicornd [OPTIONS] APP_MODULE, or wsgi_app in the config file).")
 
     environ = dict(os.environ)  # as started: a HUP re-reads the settings against this
@@ -100,7 +102,7 @@ def main(argv=None) -> None:
     app = None
     if cfg.preload_app:
         try:
-            app = load_wsgi_app(cfg.wsgi_app)
+            app = load_app(cfg)
         except AppImportError as exc:
             log.error("%s", exc)
             sys.exit(APP_LOAD_ERROR)
