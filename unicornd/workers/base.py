@@ -10,12 +10,13 @@ import sys
 import time
 import traceback
 
-from unicornd.app_loading import AppImportError, load_wsgi_app
+from unicornd.app_loading import AppImportError, load_app
 from unicornd.connection import ServerContext
 from unicornd.logging import reopen_log_files
 from unicornd.master.process import set_owner
 from unicornd.master.scoreboard import WANTS_RECYCLE
 from unicornd.metrics.statsd import from_config as statsd_from_config
+from unicornd.reloader import broken_app
 from unicornd.stacks import format_all_stacks
 from unicornd.tls import make_ssl_context
 
@@ -69,6 +70,7 @@ class Worker:
         self.recycle_asked = False
         self.reopen_logs = False
         self._wakeup_r = self._wakeup_w = -1
+        self.reloader = None  # cfg.reload: the thread watching the app's files
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.pid}>"
@@ -85,6 +87,9 @@ class Worker:
         # Read the TLS key while still privileged: it is often readable by root only.
         ssl_context = make_ssl_context(self.cfg)
         set_owner(self.cfg.user, self.cfg.group, self.cfg.initgroups)
+        if self.cfg.reload:  # before the app loads, so that a broken app is watched too
+            from unicornd.reloader import start_for_worker
+            self.reloader = start_for_worker(self)
         if self.app is None:
             self.app = self.load_app()
         self.ctx = ServerContext(self.cfg, self.app, self.log, self, multithread=self.multithread,
@@ -93,17 +98,26 @@ class Worker:
         self.booted = True
         if self.slot is not None:
             self.slot.idle(time.monotonic())
+        if self.cfg.spew:
+            from unicornd.spew import install
+            install()
         self.run()
 
     def load_app(self):
         try:
-            return load_wsgi_app(self.cfg.wsgi_app)
+            return load_app(self.cfg)
         except AppImportError as exc:
             self.log.error("%s", exc)
+            if self.cfg.reload:
+                return broken_app(self.reloader, exc)
             raise AppLoadFailed(str(exc)) from None
         except SystemExit:
             raise
-        except BaseException:
+        except BaseException as exc:
+            if self.cfg.reload:  # serve the error until the file is fixed, as gunicorn does
+                self.log.error("Exception while loading the application %r:\n%s",
+                               self.cfg.wsgi_app or self.cfg.paste, traceback.format_exc().rstrip())
+                return broken_app(self.reloader, exc)
             # The real traceback, as the user's own code raised it.
             self.log.error("Exception while loading the application %r:\n%s",
                            self.cfg.wsgi_app, traceback.format_exc().rstrip())
