@@ -14,7 +14,7 @@ import time
 
 from unicornd.config import default_hooks
 from unicornd.http import response as resp
-from unicornd.http.errors import HTTPError
+from unicornd.http.errors import HTTPError, PayloadTooLarge, RequestTimeout
 from unicornd.http.forwarded import AddressList
 from unicornd.http.parser import CLOSED, NEED_DATA, ParserOptions, RequestParser
 from unicornd.accesslog import make_access_log
@@ -62,6 +62,8 @@ class ServerContext:
         # The default hooks do nothing: skip the call on every request.
         self.pre_request = None if cfg.pre_request is default_hooks.pre_request else cfg.pre_request
         self.post_request = None if cfg.post_request is default_hooks.post_request else cfg.post_request
+        self.limit_request_body = getattr(cfg, "limit_request_body", 0)
+        self.min_body_rate = getattr(cfg, "min_body_rate", 0)
         self.ssl_context = ssl_context
         self.access_log = make_access_log(cfg)
         self.scheme = "https" if ssl_context is not None else "http"
@@ -89,7 +91,8 @@ class Connection:
 
     __slots__ = ("ctx", "sock", "peer", "builder", "parser", "head", "head_sent", "sent",
                  "req", "message_done", "continue_pending", "keep_alive", "_overflow_logged",
-                 "_nodelay", "ended", "trusted", "started")
+                 "_nodelay", "ended", "trusted", "started", "stashed", "body_received",
+                 "body_started")
 
     def __init__(self, ctx: ServerContext, sock, peer, listener_addr):
         self.ctx = ctx
@@ -101,8 +104,39 @@ class Connection:
         self.parser = RequestParser(ctx.parser_options, proxy_allowed=proxy_allowed,
                                     forwarder_trusted=self.trusted)
         self._nodelay = False
+        self.stashed = None  # an event (or error) read ahead by read_head_nonblocking()
 
     # -- reading -------------------------------------------------------------------------
+
+    def read_head_nonblocking(self) -> bool:
+        """Take in what has arrived, without waiting. True once serve() has its next event
+        at hand (a request head, an error, or EOF) and so cannot be held up by a slow client;
+        False while the head is still incomplete (watch the socket, call again when readable).
+        """
+        if self.stashed is not None or self.ctx.ssl_context is not None:
+            return True  # (TLS: the handshake is serve()'s; the socket timeouts bound it)
+        parser = self.parser
+        while True:
+            try:
+                ev = parser.next_event()
+            except HTTPError as exc:
+                self.stashed = exc
+                return True
+            if ev is not NEED_DATA:
+                self.stashed = ev
+                return True
+            try:
+                data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                data = b""
+            parser.receive_data(data)
+
+    def time_out_head(self) -> int:
+        """The head did not arrive within header_timeout: answer 408; returns LINGER."""
+        self._send_error(RequestTimeout.status, RequestTimeout.reason)
+        return LINGER
 
     def _next_event(self):
         parser = self.parser
@@ -128,9 +162,24 @@ class Connection:
                 self._sendall(resp.CONTINUE)
         ev = self._next_event()
         if type(ev) is bytes:
+            if self.ctx.limit_request_body or self.ctx.min_body_rate:
+                self._check_body(len(ev))
             return ev
         self.message_done = True  # EndOfMessage
         return b""
+
+    def _check_body(self, size: int) -> None:
+        received = self.body_received = self.body_received + size
+        if self.ctx.limit_request_body and received > self.ctx.limit_request_body:
+            raise PayloadTooLarge(f"body larger than limit_request_body ({self.ctx.limit_request_body})")
+        if self.ctx.min_body_rate:
+            now = time.monotonic()
+            if self.body_started is None:
+                self.body_started = now
+            elapsed = now - self.body_started
+            # A grace of a few seconds before judging, so one slow start is not fatal.
+            if elapsed > 5.0 and received < self.ctx.min_body_rate * elapsed:
+                raise RequestTimeout(f"body arriving at {received / elapsed:.0f} B/s, below min_body_rate")
 
     # -- writing -------------------------------------------------------------------------
 
@@ -283,7 +332,13 @@ class Connection:
                 return IDLE  # (decrypted bytes inside the TLS layer are invisible to a selector)
             first = False
             try:
-                ev = self._next_event()
+                ev = self.stashed
+                if ev is None:
+                    ev = self._next_event()
+                else:
+                    self.stashed = None
+                    if isinstance(ev, HTTPError):
+                        raise ev
             except HTTPError as exc:
                 if exc.status is None:
                     return CLOSE
@@ -336,6 +391,12 @@ class Connection:
         self._overflow_logged = False
         self.ended = False
         has_body = req.chunked or bool(req.content_length)
+        self.body_received = 0
+        self.body_started = None
+        if has_body and self.ctx.limit_request_body and (req.content_length or 0) > self.ctx.limit_request_body:
+            # Refused before a byte of the body is read (the client may be waiting on 100).
+            self._send_error(PayloadTooLarge.status, PayloadTooLarge.reason)
+            return False
         self.message_done = False
         self.continue_pending = req.expect_continue
         # A worker on its way out answers with Connection: close.
@@ -400,6 +461,8 @@ class Connection:
             if type(ev) is not bytes:
                 self.message_done = True  # EndOfMessage
                 return
+            if self.ctx.limit_request_body or self.ctx.min_body_rate:
+                self._check_body(len(ev))
             body.feed(ev)
             got += len(ev)
 

@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 OWN_DEFAULTS = {"config", "default_proc_name", "chdir", "user", "group", "control_socket"}
 
 # unicornd's own settings, which gunicorn does not have.
-OWN_SETTINGS = {"metrics_bind", "max_worker_memory", "boot_timeout", "access_log_json"}
+OWN_SETTINGS = {"metrics_bind", "max_worker_memory", "boot_timeout", "access_log_json",
+                "limit_request_body", "header_timeout", "min_body_rate"}
 
 SUPPORTED = {
     "config", "wsgi_app", "bind", "backlog", "workers", "worker_class", "threads",

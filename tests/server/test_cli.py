@@ -27,9 +27,9 @@ def test_bad_values_exit_2_naming_setting_value_and_allowed(args, names):
 
 
 def test_unsupported_setting_is_refused():
-    result = run_cli("--paste", "app.ini", "testapp:app")
+    result = run_cli("--http-protocols", "h2,h1", "testapp:app")
     assert result.returncode == 2
-    assert "not supported yet" in result.stderr and "paste" in result.stderr
+    assert "not supported yet" in result.stderr and "http_protocols" in result.stderr
 
 
 def test_no_app_module_is_an_error():

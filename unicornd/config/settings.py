@@ -185,6 +185,22 @@ SETTINGS: tuple[Setting, ...] = (
     _int(SEC, "limit_request_field_size", "--limit-request-field_size", 8190, """
         The longest header field accepted, name and value together, in bytes. As in gunicorn, 0
         means the default of 8190. Note gunicorn's spelling of the flag, with an underscore."""),
+    _s(SEC, "limit_request_body", "--limit-request-body", v.byte_size, 0, """
+        The largest request body accepted, in bytes (`10M` style sizes too); 0, the default,
+        is unlimited, as in gunicorn. A larger Content-Length is answered 413 before any of
+        the body is read; a chunked body that grows past it is cut off with 413. unicornd's own
+        setting.""", meta="SIZE"),
+    _int(SEC, "header_timeout", "--header-timeout", 10, """
+        Seconds a client has to send a complete request head, and the longest a client may
+        send or take nothing in the middle of a request; past it the connection is answered
+        408 and closed. A worker never waits on such a client: heads are read as they arrive,
+        next to other work, and the app is called once the head is complete, so an idle
+        preconnect or a slowloris client cannot hold a `sync` worker. 0 turns the deadline off.
+        unicornd's own setting."""),
+    _int(SEC, "min_body_rate", "--min-body-rate", 0, """
+        The slowest a request body may arrive, in bytes per second, judged after the first
+        five seconds of the body; slower uploads are cut off with 408. 0, the default, turns
+        the check off. unicornd's own setting."""),
     # -- Server Mechanics ---------------------------------------------------------------------
     _flag(MECH, "preload_app", "--preload", """
         Import the application in the master before forking workers, to share memory and start

@@ -100,3 +100,15 @@ class ForbiddenProxyRequest(HTTPError):
 
 class InvalidProxyHeader(HTTPError):
     """A malformed PROXY protocol v2 header (v1's text line is InvalidProxyLine)."""
+
+
+class PayloadTooLarge(HTTPError):
+    """The body is larger than ``limit_request_body``."""
+    status = 413
+    reason = "Content Too Large"
+
+
+class RequestTimeout(HTTPError):
+    """The request head (or body) did not arrive in time: ``header_timeout``, ``min_body_rate``."""
+    status = 408
+    reason = "Request Timeout"

@@ -13,6 +13,7 @@ import traceback
 from unicornd.app_loading import AppImportError, load_app
 from unicornd.connection import ServerContext
 from unicornd.logging import reopen_log_files
+from unicornd.master.listeners import set_client_timeouts
 from unicornd.master.process import set_owner
 from unicornd.master.scoreboard import WANTS_RECYCLE
 from unicornd.metrics.statsd import from_config as statsd_from_config
@@ -92,6 +93,8 @@ class Worker:
             self.reloader = start_for_worker(self)
         if self.app is None:
             self.app = self.load_app()
+        for listener in self.listeners:
+            set_client_timeouts(listener, self.cfg.header_timeout)
         self.ctx = ServerContext(self.cfg, self.app, self.log, self, multithread=self.multithread,
                                  keep_alive=self.keep_alive, ssl_context=ssl_context)
         self.cfg.post_worker_init(self)

@@ -66,7 +66,7 @@ class _Client:
     """One accepted socket and where it is in its life."""
 
     __slots__ = ("sock", "fd", "peer", "address", "conn", "state", "deadline", "idle_since",
-                 "registered", "parking")
+                 "registered", "parking", "head_deadline")
 
     def __init__(self, sock, fd, peer, address, now, deadline):
         self.sock = sock
@@ -79,6 +79,7 @@ class _Client:
         self.idle_since = now
         self.registered = False
         self.parking = False
+        self.head_deadline = None  # set while a request head has partly arrived
 
 
 def _has_input(sock) -> bool:
@@ -318,6 +319,22 @@ class ThreadWorker(Worker):
         that one is served (during a graceful stop, with Connection: close)."""
         if (client.state != PARKED and client.state != NEW) or client.parking:
             return  # a pool thread has it, or is still arming it: look again next time
+        if client.head_deadline is not None and client.conn is not None:
+            # header_timeout ran out on a half-sent head: 408, then a lingering close.
+            try:
+                self._ep.unregister(client.fd)
+            except OSError:
+                pass
+            client.registered = False
+            client.conn.time_out_head()
+            lingering_shutdown(client.sock)
+            if drain(client.sock):
+                self._close(client)
+            else:
+                client.state = LINGERING
+                client.deadline = time.monotonic() + LINGER_SECONDS
+                self._arm(client, _IN)  # level-triggered until EOF or deadline
+            return
         if _has_input(client.sock):
             # Out of band: disarm it first, so no event hands it to the pool a second time.
             try:
@@ -407,7 +424,18 @@ class ThreadWorker(Worker):
                 if conn is None:
                     conn = client.conn = Connection(ctx, client.sock, client.peer, client.address)
                 while True:
-                    result = conn.serve(True)
+                    if not conn.read_head_nonblocking():
+                        # Part of a head: no thread waits for the rest (slowloris), epoll does,
+                        # until header_timeout, when the main thread answers 408.
+                        if client.head_deadline is None:
+                            client.head_deadline = time.monotonic() + (self.cfg.header_timeout or 1e9)
+                        if self._park(client, client.head_deadline):
+                            result = IDLE
+                            break
+                        result = conn.serve(True)  # not watched: read it here after all
+                    else:
+                        client.head_deadline = None
+                        result = conn.serve(True)
                     # With TLS the first serve() wraps the socket (the plain one is detached):
                     # from then on, close and watch the TLS socket (same fd).
                     client.sock = conn.sock
@@ -436,7 +464,7 @@ class ThreadWorker(Worker):
                     continue
             self._close(client)
 
-    def _park(self, client) -> bool:
+    def _park(self, client, deadline=None) -> bool:
         """Back into epoll until its next request (while stopping, for STOP_GRACE_SECONDS at
         most); False if that failed.
 
@@ -446,7 +474,7 @@ class ThreadWorker(Worker):
         """
         client.parking = True
         client.idle_since = now = time.monotonic()
-        client.deadline = now + self.keepalive_seconds
+        client.deadline = deadline if deadline is not None else now + self.keepalive_seconds
         client.state = PARKED
         try:
             if client.registered:

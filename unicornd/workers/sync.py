@@ -1,13 +1,15 @@
-"""The sync worker: accept one connection, serve one request, close, accept the next.
+"""The sync worker: one request at a time; one request per connection, then close.
 
 One request per connection, as gunicorn's sync worker: a sync worker that waited on an idle
 keep-alive client could serve nobody else meanwhile.
 
-Closing after a response while the client may still be sending (an unread body, pipelined
-bytes) must not reset the connection (RFC 9112 §9.6), nor park the worker until the client
-closes (gunicorn 27 waits up to 2 s per connection for that). So such a socket is half-closed
-and set aside; the accept loop drains and closes it when it becomes readable or its grace
-ends, between other connections.
+The app slot is never lent to a slow client. A connection whose request head has not fully
+arrived (an idle browser preconnect, a slowloris client) waits in this worker's poll set, not
+in a blocking read; it is served once its head is complete, or answered 408 when
+``header_timeout`` runs out. Likewise, closing after a response while the client may still be
+sending (an unread body, pipelined bytes) must not reset the connection (RFC 9112 §9.6), nor
+park the worker until the client closes (gunicorn 27 waits up to 2 s per connection for that):
+such a socket is half-closed and drained from the poll set between other connections.
 """
 
 import errno
@@ -35,14 +37,17 @@ class SyncWorker(Worker):
         poller.register(self._wakeup_r, select.POLLIN)
         self._poller = poller
         self._lingering = {}  # fd -> (socket, deadline)
+        self._reading = {}    # fd -> (Connection whose head is incomplete, deadline)
         ctx = self.ctx
+        head_timeout = self.cfg.header_timeout or None
+        max_reading = max(1, self.cfg.worker_connections)
         backoff_logged = False
 
         while self.alive:
             for listener in listeners:
                 accept = listener.sock.accept
                 address = listener.address
-                while self.alive:
+                while self.alive and len(self._reading) < max_reading:
                     try:
                         sock, peer = accept()
                     except (BlockingIOError, InterruptedError):
@@ -54,9 +59,16 @@ class SyncWorker(Worker):
                                 self.log.error("accept() failed: %s; backing off", exc)
                             time.sleep(0.1)
                         break
-                    self._serve(ctx, sock, peer, address)
-                    if self._lingering:
-                        self._wait(0.0)  # busy: tend set-aside sockets between connections
+                    conn = Connection(ctx, sock, peer, address)
+                    if conn.read_head_nonblocking():
+                        self._serve(conn)
+                    else:
+                        fd = sock.fileno()
+                        deadline = time.monotonic() + head_timeout if head_timeout else float("inf")
+                        self._reading[fd] = (conn, deadline)
+                        poller.register(fd, select.POLLIN)
+                    if self._lingering or self._reading:
+                        self._wait(0.0)  # busy: tend the connections set aside, between others
                     if len(listeners) > 1:
                         break  # take turns between listeners
             if not self.master_alive():
@@ -64,16 +76,19 @@ class SyncWorker(Worker):
                 return
             self.notify()
             self._wait(IDLE_WAKE_SECONDS)
+        for fd in list(self._reading):
+            self._drop_reading(fd).sock.close()
         self._close_lingering(force=True)
 
-    def _serve(self, ctx, sock, peer, address) -> None:
-        conn = Connection(ctx, sock, peer, address)
+    def _serve(self, conn) -> None:
         try:
             linger = conn.serve() == LINGER
         except Exception:
-            self.log.exception("Error handling a connection from %s", peer)
+            self.log.exception("Error handling a connection from %s", conn.peer)
             linger = False
-        sock = conn.sock  # the TLS socket, when serve() wrapped it
+        self._close(conn.sock, linger)  # (conn.sock: the TLS socket, when serve() wrapped it)
+
+    def _close(self, sock, linger: bool) -> None:
         if not linger:
             sock.close()
             return
@@ -86,9 +101,10 @@ class SyncWorker(Worker):
         self._poller.register(fd, select.POLLIN)
 
     def _wait(self, timeout: float) -> None:
-        if self._lingering:
+        if self._lingering or self._reading:
             now = time.monotonic()
-            soonest = min(deadline for _, deadline in self._lingering.values())
+            soonest = min([deadline for _, deadline in self._lingering.values()]
+                          + [deadline for _, deadline in self._reading.values()])
             timeout = max(0.0, min(timeout, soonest - now))
         try:
             events = self._poller.poll(timeout * 1000)
@@ -100,11 +116,27 @@ class SyncWorker(Worker):
                     os.read(fd, 4096)
                 except OSError:
                     pass
+            elif fd in self._reading:
+                conn = self._reading[fd][0]
+                if conn.read_head_nonblocking():
+                    self._drop_reading(fd)
+                    self._serve(conn)
             elif fd in self._lingering:
                 if drain(self._lingering[fd][0]):
                     self._drop_lingering(fd)
+        if self._reading:
+            now = time.monotonic()
+            for fd, (conn, deadline) in list(self._reading.items()):
+                if deadline <= now:
+                    self._drop_reading(fd)
+                    self._close(conn.sock, conn.time_out_head() == LINGER)
         if self._lingering:
             self._close_lingering(force=False)
+
+    def _drop_reading(self, fd):
+        conn, _ = self._reading.pop(fd)
+        self._poller.unregister(fd)
+        return conn
 
     def _close_lingering(self, force: bool) -> None:
         now = time.monotonic()
