@@ -186,7 +186,8 @@ class Worker:
         self.nr += 1
         now = time.monotonic()
         if conn is not None:
-            status, duration = conn.status_code, now - conn.started
+            head = conn.head
+            status, duration = (head.status_code if head is not None else 0), now - conn.started
         else:
             status, duration = 0, None
         if self.slot is not None:
