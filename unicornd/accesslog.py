@@ -82,7 +82,7 @@ class AccessLog:
         if key == "H":
             return environ.get("SERVER_PROTOCOL", "-")
         if key == "s":
-            return str(conn.head.status_code) if conn.head is not None else "-"
+            return str(conn.status_code or "-")
         if key in ("B", "b"):
             return str(conn.sent) if conn.sent or key == "B" else "-"
         if key == "f":

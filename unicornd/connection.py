@@ -92,7 +92,7 @@ class Connection:
     __slots__ = ("ctx", "sock", "peer", "builder", "parser", "head", "head_sent", "sent",
                  "req", "message_done", "continue_pending", "keep_alive", "_overflow_logged",
                  "_nodelay", "ended", "trusted", "started", "stashed", "body_received",
-                 "body_started")
+                 "body_started", "error_status")
 
     def __init__(self, ctx: ServerContext, sock, peer, listener_addr):
         self.ctx = ctx
@@ -104,6 +104,7 @@ class Connection:
         self.parser = RequestParser(ctx.parser_options, proxy_allowed=proxy_allowed,
                                     forwarder_trusted=self.trusted)
         self._nodelay = False
+        self.error_status = None
         self.stashed = None  # an event (or error) read ahead by read_head_nonblocking()
 
     # -- reading -------------------------------------------------------------------------
@@ -300,6 +301,7 @@ class Connection:
         return True
 
     def _send_error(self, status: int, reason: str):
+        self.error_status = status
         try:
             self._sendall(resp.error_response(status, reason))
         except ClientDisconnected:
@@ -384,6 +386,7 @@ class Connection:
     def _handle(self, req) -> bool:
         ctx = self.ctx
         self.started = time.monotonic()
+        self.error_status = None
         self.req = req
         self.head = None
         self.head_sent = False
@@ -465,6 +468,13 @@ class Connection:
                 self._check_body(len(ev))
             body.feed(ev)
             got += len(ev)
+
+    @property
+    def status_code(self) -> int:
+        """The status the client got: the app's, or the one we answered instead (500, 413...)."""
+        if self.error_status is not None:
+            return self.error_status
+        return self.head.status_code if self.head is not None else 0
 
     @property
     def status(self):

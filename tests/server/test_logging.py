@@ -259,3 +259,10 @@ def test_apps_logging_through_gunicorn_error_reach_the_error_log():
     with Server("-b", "127.0.0.1:0", "factories:logging_app") as srv:
         raw_request(srv.address, b"GET / HTTP/1.0\r\n\r\n")
         srv.wait_log(r"\[INFO\] hello from the app's logger")
+
+
+def test_a_500_from_an_app_exception_is_logged_as_500(tmp_path):
+    log = tmp_path / "access.log"
+    with Server("-b", "127.0.0.1:0", "--access-logfile", str(log), "testapp:app") as srv:
+        assert get(srv, "/crash")[0] == 500
+        wait_for(lambda: any('"GET /crash HTTP/1.1" 500' in l for l in lines_of(log)), 10)

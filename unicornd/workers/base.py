@@ -186,8 +186,7 @@ class Worker:
         self.nr += 1
         now = time.monotonic()
         if conn is not None:
-            head = conn.head
-            status, duration = (head.status_code if head is not None else 0), now - conn.started
+            status, duration = conn.status_code, now - conn.started
         else:
             status, duration = 0, None
         if self.slot is not None:
