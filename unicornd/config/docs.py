@@ -1,7 +1,8 @@
-"""Render the settings table as Markdown: ``python -m unicornd.config.docs > docs/settings.md``.
+"""Render the settings table as Markdown: ``python -m unicornd.config.docs``.
 
-The output depends on the table only (never on the environment), so the committed file can
-be compared with a fresh render.
+The docs site's build (docs/_hooks/unicornd_docs.py) calls ``render()`` to make its
+``settings.md`` page, so the reference is never committed nor edited by hand. The output
+depends on the table only (never on the environment).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from unicornd.config.settings import SECTIONS, SETTINGS, Setting
 INTRO = """\
 # Settings
 
-<!-- Generated from unicornd/config/settings.py by `python -m unicornd.config.docs`; do not edit. -->
+<!-- Generated from unicornd/config/settings.py at every docs build (unicornd.config.docs). -->
 
 unicornd takes gunicorn's settings: the same names in config files, the same command-line
 flags, the same defaults. Every gunicorn 27 setting is listed here; the ones marked *not
