@@ -267,7 +267,8 @@ class Connection:
                 "%s %s: the app sent %d of its Content-Length of %d bytes; closing the connection",
                 self.req.method, self.req.path, self.sent, head.content_length)
             return False
-        return not head.close
+        # After a 101 the connection belongs to the app (websocket): never read it as HTTP again.
+        return not head.close and not head.upgrade
 
     def _send_file(self, wrapper: FileWrapper) -> bool:
         """Send a real file with sendfile(2); False if it is not one (iterate instead)."""
@@ -369,15 +370,21 @@ class Connection:
                 if worker is not None:
                     worker.request_finished(ev, self)
             if not keep:
+                if self.head is not None and self.head.upgrade:
+                    return CLOSE  # the app owned the socket after its 101: nothing to drain
                 return LINGER if self._input_pending() else CLOSE
             self.parser.start_next_request()
 
     def _input_pending(self) -> bool:
         if not self.message_done or self.parser.buffered:
             return True
+        sock = self.sock
+        if not isinstance(sock, _socket.socket):
+            # gevent's and eventlet's sockets hold the plain one (as _sock, or fd).
+            sock = getattr(sock, "_sock", None) or getattr(sock, "fd", sock)
         try:
             # The plain socket's recv: a TLS socket refuses flags, and raw bytes count too.
-            return bool(_socket.socket.recv(self.sock, 1, _PEEK_FLAGS))
+            return bool(_socket.socket.recv(sock, 1, _PEEK_FLAGS))
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:
@@ -498,6 +505,10 @@ class Connection:
             return self._finish()
         except (ClientDisconnected, HTTPError):
             raise  # the client's fault (gone, or a bad body): serve() answers or closes
+        except StopIteration:
+            # gunicorn's convention for an app that took the socket over (flask-sock, after
+            # a websocket session): nothing more is written; the connection closes.
+            raise ClientDisconnected("the app took the connection over") from None
         except Exception:
             ctx.log.exception("Error handling request %s %s", req.method, req.target)
             if not self.head_sent:
