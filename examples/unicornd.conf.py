@@ -5,7 +5,7 @@
 # that is a setting becomes its value, other names (imports, helpers) are ignored. The names
 # are gunicorn's, so a gunicorn.conf.py works unchanged and this file works with gunicorn
 # (apart from the few settings marked "unicornd only"). The command line and
-# UNICORND_CMD_ARGS override what is set here. Every setting: docs/settings.md.
+# UNICORND_CMD_ARGS override what is set here. Every setting: the settings reference of the docs site.
 #
 # Check it without serving: unicornd --check-config -c examples/unicornd.conf.py examples.hello:app
 
@@ -46,6 +46,9 @@ boot_timeout = 120                # unicornd only: seconds a worker may take to 
 limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
+limit_request_body = 0            # unicornd only: the largest body, bytes (0: unlimited)
+header_timeout = 10               # unicornd only: seconds to send a whole request head
+min_body_rate = 0                 # unicornd only: slowest upload, bytes per second (0: no check)
 
 # -- HTTP parsing and proxies ---------------------------------------------------------------
 forwarded_allow_ips = "127.0.0.1,::1"   # proxies whose X-Forwarded-* are believed

@@ -119,9 +119,7 @@ def test_the_full_config_file_sets_every_supported_group():
     text = (REPO / "examples" / "unicornd.conf.py").read_text()
     from unicornd.config.settings import SETTINGS
 
-    core = {"config", "check_config", "print_config", "default_proc_name", "ssl_context",
-            # Settings added after the example was written are listed in docs/settings.md.
-            "limit_request_body", "header_timeout", "min_body_rate"}
+    core = {"config", "check_config", "print_config", "default_proc_name", "ssl_context"}
     missing = [s.name for s in SETTINGS if s.supported and s.name not in core
                and f"{s.name} = " not in text and f"def {s.name}(" not in text]
     assert missing == []

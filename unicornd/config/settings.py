@@ -1,13 +1,13 @@
 """The settings table: one declaration per setting, everything else is derived from it.
 
 argparse (``unicornd -h``), config files, ``UNICORND_CMD_ARGS``, ``--print-config``,
-``--check-config`` and ``docs/settings.md`` all read ``SETTINGS``. Names, flags, defaults and
+``--check-config`` and the docs site's settings page all read ``SETTINGS``. Names, flags, defaults and
 sections are gunicorn 27's, so that every gunicorn flag and config-file name is known here;
 ``supported=False`` marks the ones unicornd refuses when given a value other than the default.
 
 Docs are Markdown, one paragraph, written for users; the first sentence is also the
-``-h`` text. Regenerate the reference after editing: ``python -m unicornd.config.docs >
-docs/settings.md``.
+``-h`` text. The reference page is rendered at every docs build (``mkdocs build``; the
+Markdown alone: ``python -m unicornd.config.docs``).
 """
 
 from __future__ import annotations
