@@ -4,6 +4,8 @@ Everything that can be wrong with the settings is found here, before any fork: a
 exits with status 2 and a message naming the setting, the value and what is allowed.
 """
 
+from unicornd.workers.greenpatch import patch_early; patch_early()  # noqa: E702 (gevent/eventlet: before any other import)
+
 import os
 import sys
 import traceback

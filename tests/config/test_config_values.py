@@ -122,13 +122,10 @@ BAD = [
      "comma-separated IP addresses or networks (such as 10.0.0.0/8), or *"),
     (["--chdir", "missing"],
      "Invalid value for chdir: 'missing': expected the path of an existing directory"),
-    (["-k", "gevent"], "Invalid value for worker_class: 'gevent': worker class 'gevent' is "
-     "not supported yet; available: sync, gthread"),
-    (["-k", "gunicorn.workers.ggevent.GeventWorker"],
-     "Invalid value for worker_class: 'gunicorn.workers.ggevent.GeventWorker': worker class "
-     "'gevent' is not supported yet; available: sync, gthread"),
+    (["-k", "tornado"], "Invalid value for worker_class: 'tornado': worker class 'tornado' is "
+     "not supported yet; available: sync, gthread, gevent, eventlet"),
     (["-k", "bogus"], "Invalid value for worker_class: 'bogus': unknown worker class 'bogus'; "
-     "built-in classes: sync, gthread (or a dotted path such as mypkg.workers.MyWorker)"),
+     "built-in classes: sync, gthread, gevent, eventlet (or a dotted path such as mypkg.workers.MyWorker)"),
 ]
 
 
@@ -142,9 +139,9 @@ def test_bad_command_line_values(load, argv, message):
 
 def test_worker_class_import_errors_list_the_builtin_classes(load):
     with pytest.raises(ConfigError, match=r"^Invalid value for worker_class: 'nosuchmod\.W': "
-                       r"cannot import .*\(built-in classes: sync, gthread\)$"):
+                       r"cannot import .*\(built-in classes: sync, gthread, gevent, eventlet\)$"):
         load("-k", "nosuchmod.W")
-    with pytest.raises(ConfigError, match=r"'path' is not a class .*\(built-in classes: sync, gthread\)"):
+    with pytest.raises(ConfigError, match=r"'path' is not a class .*\(built-in classes: sync, gthread, gevent, eventlet\)"):
         load("-k", "os.path")
 
 

@@ -8,10 +8,12 @@ import socket
 WORKER_CLASSES = {
     "sync": [],
     "gthread": ["--threads", "4"],
+    "gevent": [],
+    "eventlet": [],
 }
 # Whether a class keeps HTTP/1.1 connections open between requests.
-KEEPS_ALIVE = {"sync": False, "gthread": True}
-MULTITHREAD = {"sync": False, "gthread": True}
+KEEPS_ALIVE = {"sync": False, "gthread": True, "gevent": True, "eventlet": True}
+MULTITHREAD = {"sync": False, "gthread": True, "gevent": False, "eventlet": False}
 
 
 def server_args(worker_class, *extra):

@@ -7,9 +7,14 @@
 BUILTIN = {
     "sync": "unicornd.workers.sync:SyncWorker",
     "gthread": "unicornd.workers.gthread:ThreadWorker",
+    "gevent": "unicornd.workers.ggevent:GeventWorker",
+    "eventlet": "unicornd.workers.geventlet:EventletWorker",
 }
 
-PLANNED = ("gevent", "eventlet", "tornado")
+PLANNED = ("tornado",)
+
+# Built-in classes that need an optional library: (library, the extra that installs it).
+EXTRAS = {"gevent": ("gevent", "gevent"), "eventlet": ("eventlet", "eventlet")}
 
 # gunicorn spells its classes as paths or eggs; a config written for it names ours this way.
 GUNICORN_ALIASES = {
@@ -44,6 +49,10 @@ def load_worker_class(spec: str):
     try:
         module = importlib.import_module(modname)
     except ImportError as exc:
+        if spec in EXTRAS and exc.name == EXTRAS[spec][0]:
+            lib, extra = EXTRAS[spec]
+            raise ValueError(f"the {spec} worker needs {lib}, which is not installed: "
+                             f"pip install 'unicornd[{extra}]'") from None
         raise ValueError(f"cannot import worker class {spec!r}: {exc}") from None
     cls = getattr(module, attr, None)
     if not isinstance(cls, type):

@@ -1,0 +1,50 @@
+"""The eventlet worker: ``-k eventlet`` (gunicorn 23's ``gunicorn.workers.geventlet.EventletWorker``).
+
+Only the eventlet adapter; the worker itself is ``unicornd.workers.greenlet``.
+"""
+
+import os
+import socket
+import warnings
+
+try:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")  # "Eventlet is deprecated"
+        import eventlet
+    import eventlet.greenthread
+    import eventlet.hubs
+    import eventlet.semaphore
+    from eventlet.green import socket as green
+except ImportError as exc:  # reported by load_worker_class with the extra to install
+    raise ImportError(str(exc), name="eventlet") from None
+
+from unicornd.workers.greenlet import GreenletWorker
+
+
+class EventletWorker(GreenletWorker):
+    library = "eventlet"
+
+    def spawn(self, fn, *args):
+        return eventlet.greenthread.spawn_n(fn, *args)
+
+    def kill(self, green) -> None:
+        eventlet.greenthread.kill(green)
+
+    def sleep(self, seconds) -> None:
+        eventlet.sleep(seconds)
+
+    def wait_read(self, fd, timeout) -> bool:
+        try:
+            eventlet.hubs.trampoline(fd, read=True, timeout=timeout, timeout_exc=socket.timeout)
+            return True
+        except socket.timeout:
+            return False
+
+    def semaphore(self, n):
+        return eventlet.semaphore.Semaphore(n)
+
+    def green_socket(self, sock):
+        return green.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+
+    def after_fork(self) -> None:
+        eventlet.hubs.use_hub()  # a hub of its own, not the master's epoll

@@ -1,0 +1,259 @@
+"""The gevent and eventlet workers: one greenlet per connection, one implementation.
+
+The standard library is monkey-patched (``greenpatch``), so ``Connection.serve()`` runs on a
+blocking-style socket that yields to the hub whenever it would block. A library adapter (a
+subclass: ``ggevent.GeventWorker``, ``geventlet.EventletWorker``) supplies only spawn, kill,
+sleep, wait-for-readable, a semaphore and its socket class.
+
+- One acceptor greenlet per listener takes a slot of a ``worker_connections`` semaphore before
+  each ``accept()``: at the cap it stops accepting, and further connections wait in the
+  kernel's backlog (or go to another worker). After each accept it yields, so a burst of new
+  connections never starves the ones already being served.
+- A connection's greenlet runs ``serve(park_when_idle=True)``; between requests it waits for
+  the next one up to ``keepalive`` seconds (a new connection: ``max(keepalive, 5)``).
+- The main greenlet is the heartbeat: it reports to the master every second and wakes at once
+  on a signal (the base worker's wakeup pipe).
+- Graceful stop (``alive`` False): acceptors are killed, requests in progress finish (up to
+  ``graceful_timeout``; a request that starts meanwhile is answered with ``Connection:
+  close``), an idle connection closes once it has been idle for a second (its client may be
+  sending its next request right now), then ``run()`` returns.
+"""
+
+import errno
+import gc
+import os
+import socket
+import sys
+import time
+import traceback
+
+from unicornd.connection import IDLE, LINGER, RECV_SIZE, Connection, lingering_shutdown
+from unicornd.stacks import format_all_stacks
+from unicornd.workers import greenpatch
+from unicornd.workers.base import WORKER_BOOT_ERROR, Worker
+
+LINGER_SECONDS = 2.0
+STOP_GRACE_SECONDS = 1.0
+FIRST_REQUEST_SECONDS = 5.0
+TICK_SECONDS = 1.0
+_ACCEPT_BACKOFF_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+def format_greenlet_stacks() -> str:
+    """Where every suspended greenlet is (the running one is in the thread stacks)."""
+    try:
+        from greenlet import greenlet
+    except ImportError:
+        return ""
+    parts = []
+    for obj in gc.get_objects():
+        if isinstance(obj, greenlet):
+            frame = obj.gr_frame
+            if frame is None:
+                continue
+            parts.append(f"Greenlet {obj!r} (most recent call last):\n"
+                         + "".join(traceback.format_stack(frame)).rstrip())
+    return "\n".join(parts)
+
+
+class GreenletWorker(Worker):
+    """The shared implementation; subclasses set ``library`` and the adapter methods."""
+
+    keep_alive = True
+    multithread = False
+    library = None
+
+    # -- the adapter (a subclass implements these) --------------------------------------
+
+    def spawn(self, fn, *args):
+        raise NotImplementedError
+
+    def kill(self, green) -> None:
+        raise NotImplementedError
+
+    def sleep(self, seconds) -> None:
+        raise NotImplementedError
+
+    def wait_read(self, fd, timeout) -> bool:
+        """Wait until fd is readable (True) or timeout seconds pass (False)."""
+        raise NotImplementedError
+
+    def semaphore(self, n):
+        raise NotImplementedError
+
+    def green_socket(self, sock):
+        """A cooperative socket on a duplicate of a listener's fd."""
+        raise NotImplementedError
+
+    def after_fork(self) -> None:
+        pass
+
+    # -----------------------------------------------------------------------------------
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        cfg = self.cfg
+        self.keep_alive = cfg.keepalive > 0
+        self.keepalive_seconds = float(cfg.keepalive)
+        self.first_request_seconds = max(float(cfg.keepalive), FIRST_REQUEST_SECONDS)
+        self.max_conns = max(1, cfg.worker_connections)
+        # A connection's socket operations (reading a request, sending a response) time out
+        # after this; waiting for the app (long-poll, streaming) does not count.
+        self.io_timeout = float(cfg.timeout) if cfg.timeout and cfg.timeout > 0 else 30.0
+        self.graceful_timeout = cfg.graceful_timeout
+        self.nconns = 0
+        self._inflight = {}
+        self._acceptors = []
+
+    def init_process(self) -> None:
+        if greenpatch.PATCHED is None:
+            # The CLI's early peek did not see this class (e.g. a config file computes it):
+            # patch now, in the worker; modules the master imported keep unpatched objects.
+            greenpatch.patch(self.library)
+            self.log.warning("%s monkey-patching happened in the worker, after the config and "
+                             "app were imported: give the worker class on the command line, in "
+                             "UNICORND_CMD_ARGS or as worker_class = '%s' in the config file",
+                             self.library, self.library)
+        super().init_process()
+
+    # -- the scoreboard: many requests at once, the slot shows the oldest ----------------
+
+    def request_started(self, req) -> None:
+        now = time.monotonic()
+        inflight = self._inflight
+        inflight[id(req)] = (now, req)
+        if self.slot is not None and len(inflight) == 1:
+            self.slot.busy(now, req.method, req.path)
+
+    def request_finished(self, req, conn=None) -> None:
+        inflight = self._inflight
+        inflight.pop(id(req), None)
+        Worker.request_finished(self, req, conn)
+        slot = self.slot
+        if slot is not None and inflight:
+            started, oldest = next(iter(inflight.values()))
+            slot.busy(started, oldest.method, oldest.path)
+            slot.heartbeat(time.monotonic())
+
+    def handle_abort(self, signum, frame):
+        """Timed out: thread stacks and every greenlet's stack to the error log, then go."""
+        self.alive = False
+        try:
+            self.log.error("Worker %s stacks at timeout:\n%s\n%s", self.pid, format_all_stacks(),
+                           format_greenlet_stacks())
+        finally:
+            self.cfg.worker_abort(self)
+        sys.exit(1 if self.booted else WORKER_BOOT_ERROR)
+
+    # -- the main greenlet: heartbeat and stop ---------------------------------------------
+
+    def run(self) -> None:
+        self.after_fork()
+        self._sem = self.semaphore(self.max_conns)
+        socks = []
+        for listener in self.listeners:
+            lsock = self.green_socket(listener.sock)
+            socks.append(lsock)
+            self._acceptors.append(self.spawn(self._accept_loop, lsock, listener.address))
+        try:
+            while self.alive:
+                self.notify()
+                if not self.master_alive():
+                    self.log.info("Parent changed, shutting down: %s", self)
+                    self.alive = False
+                    break
+                if self.wait_read(self._wakeup_r, TICK_SECONDS):
+                    try:
+                        os.read(self._wakeup_r, 4096)
+                    except OSError:
+                        pass
+            for green in self._acceptors:
+                self.kill(green)
+            for lsock in socks:
+                lsock.close()
+            deadline = time.monotonic() + self.graceful_timeout
+            while self.nconns and time.monotonic() < deadline and self.master_alive():
+                self.notify()
+                self.sleep(0.05)
+        finally:
+            for lsock in socks:
+                lsock.close()
+
+    # -- acceptors -------------------------------------------------------------------------
+
+    def _accept_loop(self, lsock, address) -> None:
+        sem = self._sem
+        spawn = self.spawn
+        serve = self._serve_connection
+        while self.alive:
+            sem.acquire()
+            try:
+                sock, peer = lsock.accept()
+            except OSError as exc:
+                sem.release()
+                if exc.errno in _ACCEPT_BACKOFF_ERRNOS:
+                    self.log.error("accept() failed: %s; backing off", exc)
+                    self.sleep(0.1)
+                continue
+            except BaseException:
+                sem.release()  # killed at a stop
+                raise
+            self.nconns += 1
+            spawn(serve, sock, peer, address)
+            self.sleep(0)  # let the served run before the next accept: no starvation
+
+    # -- one greenlet per connection ---------------------------------------------------------
+
+    def _serve_connection(self, sock, peer, address) -> None:
+        conn = None
+        result = IDLE
+        try:
+            sock.settimeout(self.io_timeout)
+            if self.wait_read(sock.fileno(), self.first_request_seconds):
+                conn = Connection(self.ctx, sock, peer, address)
+                while True:
+                    result = conn.serve(True)
+                    sock = conn.sock  # the TLS socket once serve() wrapped it
+                    if result != IDLE or not self._wait_next(sock):
+                        break
+                if result == LINGER:
+                    self._linger(sock)
+        except Exception:
+            if conn is not None:
+                sock = conn.sock
+            self.log.exception("Error handling a connection from %s", peer)
+        finally:
+            try:
+                sock.close()
+            except OSError:
+                pass
+            self.nconns -= 1
+            self._sem.release()
+
+    def _wait_next(self, sock) -> bool:
+        """Idle keep-alive: True when the next request arrives, False to close."""
+        fd = sock.fileno()
+        idle_since = time.monotonic()
+        deadline = idle_since + self.keepalive_seconds
+        while True:
+            limit = deadline if self.alive else min(deadline, idle_since + STOP_GRACE_SECONDS)
+            remaining = limit - time.monotonic()
+            if remaining <= 0:
+                return self.wait_read(fd, 0)
+            if self.wait_read(fd, min(remaining, TICK_SECONDS)):
+                return True
+
+    def _linger(self, sock) -> None:
+        """Half-close, then read and drop what the client still sends (until EOF, 2 s)."""
+        lingering_shutdown(sock)
+        fd = sock.fileno()
+        deadline = time.monotonic() + LINGER_SECONDS
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self.wait_read(fd, remaining):
+                    return
+                if not sock.recv(RECV_SIZE):
+                    return
+        except (OSError, socket.timeout, ValueError):
+            return
