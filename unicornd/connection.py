@@ -381,7 +381,8 @@ class Connection:
         sock = self.sock
         if not isinstance(sock, _socket.socket):
             # gevent's and eventlet's sockets hold the plain one (as _sock, or fd).
-            sock = getattr(sock, "_sock", None) or getattr(sock, "fd", sock)
+            inner = getattr(sock, "_sock", None)
+            sock = inner if isinstance(inner, _socket.socket) else getattr(sock, "fd", sock)
         try:
             # The plain socket's recv: a TLS socket refuses flags, and raw bytes count too.
             return bool(_socket.socket.recv(sock, 1, _PEEK_FLAGS))
