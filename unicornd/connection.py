@@ -361,8 +361,11 @@ class Connection:
                 ctx.log.debug("client %s went away: %s", self.peer, exc)
                 return CLOSE
             except HTTPError as exc:
-                # Bad body framing found while the app read its input.
-                if exc.status is None or self.head_sent:
+                # Bad body framing found while the app read its input, or the client left.
+                if exc.status is None:
+                    ctx.log.debug("client %s went away mid-upload: %s", self.peer, exc)
+                    return CLOSE
+                if self.head_sent:
                     return CLOSE
                 self._send_error(exc.status, exc.reason)
                 return LINGER
