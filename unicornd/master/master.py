@@ -22,7 +22,7 @@ from unicornd.config import ConfigError, load_config
 from unicornd.logging import LogConfigError, reopen_log_files, setup_logging
 from unicornd.master import listeners as lst
 from unicornd.master.pidfile import Pidfile
-from unicornd.master.process import has_controlling_terminal
+from unicornd.master.process import has_controlling_terminal, rss
 from unicornd.master.scoreboard import BOOTING, BUSY, WANTS_RECYCLE, Scoreboard
 from unicornd.master.systemd import Notifier, listen_fds
 from unicornd.metrics.endpoint import MasterMetrics
@@ -541,11 +541,11 @@ class Master:
             if view.flags & WANTS_RECYCLE:
                 wants_recycle = wants_recycle or (rec, "it asked (max_requests)")
             elif cfg.max_worker_memory:
-                rss = _rss(pid)
-                rec.over_memory = rec.over_memory + 1 if rss > cfg.max_worker_memory else 0
+                resident = rss(pid)
+                rec.over_memory = rec.over_memory + 1 if resident > cfg.max_worker_memory else 0
                 if rec.over_memory >= 2:
                     wants_recycle = wants_recycle or (
-                        rec, f"its RSS of {rss >> 20} MiB is above max_worker_memory "
+                        rec, f"its RSS of {resident >> 20} MiB is above max_worker_memory "
                              f"({cfg.max_worker_memory >> 20} MiB)")
         if self.reload_old is not None and all_booted:
             for pid in self.reload_old:
@@ -624,10 +624,3 @@ class Master:
         except HaltServer:
             pass
 
-
-def _rss(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0

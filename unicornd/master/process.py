@@ -44,3 +44,12 @@ def has_controlling_terminal() -> bool:
         return False
     os.close(fd)
     return True
+
+
+def rss(pid: int) -> int:
+    """Resident memory of a process in bytes (0 if it is gone), from /proc."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

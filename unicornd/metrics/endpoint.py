@@ -23,6 +23,7 @@ from unicornd import __version__
 from unicornd.master.scoreboard import BUSY
 from unicornd.metrics import prometheus, statsd
 from unicornd.metrics.addresses import parse_metrics_bind as parse_bind
+from unicornd.master.process import rss
 
 MAX_CLIENTS = 16
 CLIENT_SECONDS = 5.0
@@ -78,13 +79,6 @@ def _bind_tcp(family, address) -> socket.socket:
         sock.close()
         raise
 
-
-def _rss(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 class _Client:
@@ -352,13 +346,13 @@ class MasterMetrics:
                 "method": view.method if busy else None, "path": view.path if busy else None,
                 "request_seconds": round(now - view.request_start, 3) if busy else None,
                 "booted_seconds": round(now - view.boot_start, 3),
-                "rss": _rss(pid), "retiring": rec.retiring,
+                "rss": rss(pid), "retiring": rec.retiring,
             })
         totals = master.scoreboard.totals([rec.slot for _, rec, _ in self._live()])
         return {
             "master": {"pid": master.pid, "version": __version__, "proc_name": master.proc_name,
                        "worker_class": master.cfg.worker_class, "workers_target": master.num_workers,
-                       "rss": _rss(master.pid)},
+                       "rss": rss(master.pid)},
             "requests": totals.by_status(),
             "restarts": dict(self.restarts),
             "workers": workers,
