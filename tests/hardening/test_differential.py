@@ -242,12 +242,12 @@ DELIBERATE = [
      "RFC 9112 §3 (a recipient MAY split on other whitespace; we do not)",
      lambda h: _rl(h) is None or _rl(h)[1] != " " or _rl(h)[3] != " ", "reject",
      {"h11", "llhttp"}),
-    # theirs ----
+    # theirs --------------------------------------------------------------------------------------
     ("huge-content-length", "a Content-Length of 20 digits or more is taken as the number it is "
      "(Python ints do not overflow; limit_request_body bounds it); h11 and llhttp refuse past "
      "their integer width", "RFC 9110 §8.6 (guard against overflow)",
      lambda h: any(re.fullmatch(r"[0-9]{20,}", v) for v in _field(h, "content-length")),
-     None, {"h11", "llhttp"}),----------------------------------------------------------------------------------
+     None, {"h11", "llhttp"}),
     ("no-host", "an HTTP/1.1 request without Host is accepted (as gunicorn, and the shared corpus "
      "has such valid requests); h11 refuses it", "RFC 9112 §3.2 (MUST 400; deliberately not)",
      lambda h: _version(h) == "HTTP/1.1" and not _field(h, "host"), None, {"h11"}),
