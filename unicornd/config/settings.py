@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 from unicornd.config import default_hooks as H
 from unicornd.config import validators as v
-from unicornd.metrics import addresses as metrics_addr
+from unicornd.config import metric_addresses as metrics_addr
 
 
 class Setting(NamedTuple):

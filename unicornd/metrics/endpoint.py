@@ -22,7 +22,7 @@ import weakref
 from unicornd import __version__
 from unicornd.master.scoreboard import BUSY
 from unicornd.metrics import prometheus, statsd
-from unicornd.metrics.addresses import parse_metrics_bind as parse_bind
+from unicornd.config.metric_addresses import parse_metrics_bind as parse_bind
 from unicornd.master.process import rss
 
 MAX_CLIENTS = 16

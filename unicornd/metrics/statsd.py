@@ -15,7 +15,7 @@ import socket
 import time
 
 from unicornd.logging import ERROR_LOGGER
-from unicornd.metrics.addresses import parse_statsd as parse
+from unicornd.config.metric_addresses import parse_statsd as parse
 
 
 def _prefix(prefix: str) -> str:
