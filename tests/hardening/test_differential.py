@@ -229,6 +229,10 @@ DELIBERATE = [
      "Transfer-Encoding win)", "RFC 9112 §6.3 (3), §11.2 (request smuggling)",
      lambda h: bool(_field(h, "content-length")) and bool(_field(h, "transfer-encoding")),
      "reject", {"h11"}),
+    ("te-empty-element", "empty elements of the Transfer-Encoding list (an empty field line, "
+     "',chunked') are ignored", "RFC 9110 §5.6.1 (MUST parse and ignore empty list elements)",
+     lambda h: any(not v.strip(" \t") or re.search(r"(^|,)[ \t]*(,|$)", v)
+                   for v in _field(h, "transfer-encoding")), None, {"h11", "llhttp"}),
     ("te-http10", "Transfer-Encoding in an HTTP/1.0 request is refused", "RFC 9112 §6.1",
      lambda h: bool(_field(h, "transfer-encoding")) and _version(h) == "HTTP/1.0", "reject",
      {"h11", "llhttp"}),
@@ -311,6 +315,7 @@ EXAMPLES_BY_RULE = {
     "content-type-repeat": b"GET / HTTP/1.1\r\nHost: h\r\nContent-Type: a\r\nContent-Type: b\r\n\r\n",
     "te-codings": b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: x, chunked\r\n\r\n",
     "cl-and-te": b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "te-empty-element": b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: \r\n\r\n",
     "te-http10": b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
     "expect": b"GET / HTTP/1.1\r\nHost: h\r\nExpect: x\r\n\r\n",
     "ctl-in-value": b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x7fb\r\n\r\n",
