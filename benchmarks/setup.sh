@@ -4,7 +4,7 @@
 # Creates, OUTSIDE the repository (gunicorn is never a dependency of unicornd):
 #   $BENCH_DIR/gunicorn27  gunicorn[gevent]==27.0.1 + flask
 #   $BENCH_DIR/gunicorn23  gunicorn==23.0.0 + eventlet + flask
-#   $BENCH_DIR/unicornd    unicornd from this repo (pip install -e) + flask
+#   $BENCH_DIR/unicornd    unicornd from this repo (pip install -e, gevent and eventlet extras) + flask
 # and installs Debian's wrk if it is missing.
 #
 # Environment:
@@ -87,9 +87,9 @@ if has_pkgs "$UVENV" unicornd flask && \
    "$UVENV/bin/python" -c 'import sys, unicornd; sys.exit(0 if unicornd.__file__.startswith(sys.argv[1]) else 1)' "$REPO/" 2>/dev/null; then
     log "unicornd: up to date ($UVENV -> $REPO)"
 else
-    log "unicornd: pip install -e $REPO + flask"
+    log "unicornd: pip install -e $REPO[gevent,eventlet] + flask"
     "$UVENV/bin/python" -m pip install -q --upgrade pip
-    "$UVENV/bin/python" -m pip install -q -e "$REPO" flask
+    "$UVENV/bin/python" -m pip install -q -e "$REPO[gevent,eventlet]" flask
 fi
 
 if ! command -v wrk >/dev/null 2>&1; then

@@ -7,8 +7,8 @@ sleep, wait-for-readable, a semaphore and its socket class.
 
 - One acceptor greenlet per listener takes a slot of a ``worker_connections`` semaphore before
   each ``accept()``: at the cap it stops accepting, and further connections wait in the
-  kernel's backlog (or go to another worker). After each accept it yields, so a burst of new
-  connections never starves the ones already being served.
+  kernel's backlog (or go to another worker). It yields after every ACCEPT_BATCH accepts
+  in a row, so neither a burst of new connections nor the ones being served starve.
 - A connection's greenlet runs ``serve(park_when_idle=True)``; between requests it waits for
   the next one up to ``keepalive`` seconds (a new connection: ``max(keepalive, 5)``).
 - The main greenlet is the heartbeat: it reports to the master every second and wakes at once
@@ -36,6 +36,10 @@ LINGER_SECONDS = 2.0
 STOP_GRACE_SECONDS = 1.0
 FIRST_REQUEST_SECONDS = 5.0
 TICK_SECONDS = 1.0
+# Connections accepted in a row before the acceptor yields to the ones being served: one at a
+# time starves a backlog (eventlet runs a yielded greenlet once per hub cycle), too many
+# starves the served.
+ACCEPT_BATCH = 64
 _ACCEPT_BACKOFF_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -185,6 +189,7 @@ class GreenletWorker(Worker):
         sem = self._sem
         spawn = self.spawn
         serve = self._serve_connection
+        batch = 0
         while self.alive:
             sem.acquire()
             try:
@@ -200,7 +205,12 @@ class GreenletWorker(Worker):
                 raise
             self.nconns += 1
             spawn(serve, sock, peer, address)
-            self.sleep(0)  # let the served run before the next accept: no starvation
+            batch += 1
+            if batch >= ACCEPT_BATCH:
+                # A long backlog: let the connections in progress run before accepting more.
+                # (accept() itself yields once the backlog is empty.)
+                batch = 0
+                self.sleep(0)
 
     # -- one greenlet per connection ---------------------------------------------------------
 
