@@ -48,10 +48,7 @@ def start_limited(*args):
 
 @pytest.mark.parametrize("worker_class", [
     "sync",
-    # BUG (reported): unicornd/workers/gthread.py logs "accept() failed ... backing off" on
-    # every retry (about 10 lines a second while out of fds) instead of once; it does back off.
-    pytest.param("gthread", marks=pytest.mark.xfail(
-        strict=True, reason="gthread logs accept() EMFILE on every retry, not once")),
+    "gthread",
 ])
 def test_emfile_on_accept_backs_off_logs_once_and_recovers(worker_class):
     server = start_limited("-w", "1", "-k", worker_class, "-b", "127.0.0.1:0",

@@ -3,6 +3,7 @@
 A subclass only says how it accepts connections and schedules ``Connection.serve()``.
 """
 
+import errno
 import os
 import random
 import signal
@@ -28,6 +29,35 @@ APP_LOAD_ERROR = 4
 # Signals the master handles that a fresh worker must not inherit handlers for.
 _MASTER_SIGNALS = ("SIGHUP", "SIGQUIT", "SIGINT", "SIGTERM", "SIGTTIN", "SIGTTOU",
                    "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCHLD")
+
+
+# accept() errors that mean "out of a resource for now" (fds, buffers): back off, don't spin.
+ACCEPT_BACKOFF_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+ACCEPT_BACKOFF_SECONDS = 0.1
+ACCEPT_LOG_EVERY_SECONDS = 60.0
+
+
+class AcceptBackoff:
+    """accept() failing for lack of fds: the caller waits a little before trying again, and
+    the log gets one line a minute at most, however often it is retried, not a storm."""
+
+    __slots__ = ("log", "last_logged", "failures")
+
+    def __init__(self, log):
+        self.log = log
+        self.last_logged = None
+        self.failures = 0
+
+    def failed(self, exc) -> float:
+        """Note the failure; returns how long to wait before accepting again."""
+        now = time.monotonic()
+        self.failures += 1
+        if self.last_logged is None or now - self.last_logged >= ACCEPT_LOG_EVERY_SECONDS:
+            more = f" ({self.failures - 1} more since the last report)" if self.last_logged else ""
+            self.log.error("accept() failed: %s; backing off%s", exc, more)
+            self.last_logged = now
+            self.failures = 0
+        return ACCEPT_BACKOFF_SECONDS
 
 
 class AppLoadFailed(Exception):

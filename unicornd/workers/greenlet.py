@@ -19,7 +19,6 @@ sleep, wait-for-readable, a semaphore and its socket class.
   sending its next request right now), then ``run()`` returns.
 """
 
-import errno
 import gc
 import os
 import socket
@@ -30,7 +29,7 @@ import traceback
 from unicornd.connection import IDLE, LINGER, RECV_SIZE, Connection, lingering_shutdown
 from unicornd.stacks import format_all_stacks
 from unicornd.workers import greenpatch
-from unicornd.workers.base import WORKER_BOOT_ERROR, Worker
+from unicornd.workers.base import ACCEPT_BACKOFF_ERRNOS, WORKER_BOOT_ERROR, AcceptBackoff, Worker
 
 LINGER_SECONDS = 2.0
 STOP_GRACE_SECONDS = 1.0
@@ -40,7 +39,6 @@ TICK_SECONDS = 1.0
 # time starves a backlog (eventlet runs a yielded greenlet once per hub cycle), too many
 # starves the served.
 ACCEPT_BATCH = 64
-_ACCEPT_BACKOFF_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 def format_greenlet_stacks() -> str:
@@ -190,15 +188,15 @@ class GreenletWorker(Worker):
         spawn = self.spawn
         serve = self._serve_connection
         batch = 0
+        backoff = AcceptBackoff(self.log)
         while self.alive:
             sem.acquire()
             try:
                 sock, peer = lsock.accept()
             except OSError as exc:
                 sem.release()
-                if exc.errno in _ACCEPT_BACKOFF_ERRNOS:
-                    self.log.error("accept() failed: %s; backing off", exc)
-                    self.sleep(0.1)
+                if exc.errno in ACCEPT_BACKOFF_ERRNOS:
+                    self.sleep(backoff.failed(exc))
                 continue
             except BaseException:
                 sem.release()  # killed at a stop

@@ -29,7 +29,6 @@ failing on a closed connection. Requests in the pool finish, lingering closes co
 ``run()`` returns.
 """
 
-import errno
 import os
 import queue
 import select
@@ -39,7 +38,7 @@ import time
 from collections import deque
 
 from unicornd.connection import CLOSE, IDLE, LINGER, Connection, drain, lingering_shutdown
-from unicornd.workers.base import Worker
+from unicornd.workers.base import ACCEPT_BACKOFF_ERRNOS, AcceptBackoff, Worker
 
 LINGER_SECONDS = 2.0
 # On a graceful stop, a connection idle for less than this may have its next request on the way.
@@ -52,7 +51,6 @@ _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
 _LISTEN = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
 _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 _plain_recv = socket.socket.recv
-_ACCEPT_BACKOFF_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 # Client states.
 NEW = 0  # accepted, waiting in epoll for its first bytes
@@ -118,6 +116,7 @@ class ThreadWorker(Worker):
         self._ep = None
         self._pipe_r = self._pipe_w = -1
         self._paused = False
+        self._accept_backoff = AcceptBackoff(self.log)
         self._pool = []
 
     # -- the scoreboard: several requests at once, the slot shows the oldest ---------------
@@ -279,9 +278,8 @@ class ThreadWorker(Worker):
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return
         except OSError as exc:
-            if exc.errno in _ACCEPT_BACKOFF_ERRNOS:
-                self.log.error("accept() failed: %s; backing off", exc)
-                time.sleep(0.1)
+            if exc.errno in ACCEPT_BACKOFF_ERRNOS:
+                time.sleep(self._accept_backoff.failed(exc))
                 return
             raise
         fd = sock.fileno()

@@ -12,17 +12,15 @@ park the worker until the client closes (gunicorn 27 waits up to 2 s per connect
 such a socket is half-closed and drained from the poll set between other connections.
 """
 
-import errno
 import os
 import select
 import time
 
 from unicornd.connection import LINGER, Connection, drain, lingering_shutdown
-from unicornd.workers.base import Worker
+from unicornd.workers.base import ACCEPT_BACKOFF_ERRNOS, AcceptBackoff, Worker
 
 LINGER_SECONDS = 2.0
 IDLE_WAKE_SECONDS = 1.0
-_ACCEPT_BACKOFF_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class SyncWorker(Worker):
@@ -41,7 +39,7 @@ class SyncWorker(Worker):
         ctx = self.ctx
         head_timeout = self.cfg.header_timeout or None
         max_reading = max(1, self.cfg.worker_connections)
-        backoff_logged = False
+        backoff = AcceptBackoff(self.log)
 
         while self.alive:
             for listener in listeners:
@@ -53,11 +51,8 @@ class SyncWorker(Worker):
                     except (BlockingIOError, InterruptedError):
                         break
                     except OSError as exc:
-                        if exc.errno in _ACCEPT_BACKOFF_ERRNOS:
-                            if not backoff_logged:
-                                backoff_logged = True
-                                self.log.error("accept() failed: %s; backing off", exc)
-                            time.sleep(0.1)
+                        if exc.errno in ACCEPT_BACKOFF_ERRNOS:
+                            time.sleep(backoff.failed(exc))
                         break
                     conn = Connection(ctx, sock, peer, address)
                     if conn.read_head_nonblocking():
