@@ -3,6 +3,7 @@
 A subclass only says how it accepts connections and schedules ``Connection.serve()``.
 """
 
+import contextlib
 import errno
 import os
 import random
@@ -240,3 +241,32 @@ class Worker:
 
     def run(self) -> None:
         raise NotImplementedError
+
+
+class ConcurrentRequests:
+    """For worker classes with several requests in flight at once (threads, greenlets): the
+    scoreboard slot shows the oldest one, which is the one a timeout is about. Put it before
+    Worker in the bases; a thread pool sets ``_inflight_lock`` to a real lock."""
+
+    _inflight_lock = contextlib.nullcontext()
+
+    def request_started(self, req) -> None:
+        with self._inflight_lock:
+            now = time.monotonic()
+            inflight = self._inflight
+            inflight[id(req)] = (now, req)
+            if self.slot is not None and len(inflight) == 1:
+                self.slot.busy(now, req.method, req.path)
+
+    def request_finished(self, req, conn=None) -> None:
+        with self._inflight_lock:
+            inflight = self._inflight
+            inflight.pop(id(req), None)
+            # Counting, recycling and the slot's idle state, as for one request at a time...
+            Worker.request_finished(self, req, conn)
+            slot = self.slot
+            if slot is not None and inflight:
+                # ...then, others still running, the slot goes back to the oldest of them.
+                started, oldest = next(iter(inflight.values()))
+                slot.busy(started, oldest.method, oldest.path)
+                slot.heartbeat(time.monotonic())

@@ -29,7 +29,8 @@ import traceback
 from unicornd.connection import IDLE, LINGER, RECV_SIZE, Connection, lingering_shutdown
 from unicornd.stacks import format_all_stacks
 from unicornd.workers import greenpatch
-from unicornd.workers.base import ACCEPT_BACKOFF_ERRNOS, WORKER_BOOT_ERROR, AcceptBackoff, Worker
+from unicornd.workers.base import (ACCEPT_BACKOFF_ERRNOS, WORKER_BOOT_ERROR, AcceptBackoff,
+                                   ConcurrentRequests, Worker)
 
 LINGER_SECONDS = 2.0
 STOP_GRACE_SECONDS = 1.0
@@ -58,7 +59,7 @@ def format_greenlet_stacks() -> str:
     return "\n".join(parts)
 
 
-class GreenletWorker(Worker):
+class GreenletWorker(ConcurrentRequests, Worker):
     """The shared implementation; subclasses set ``library`` and the adapter methods."""
 
     keep_alive = True
@@ -117,25 +118,6 @@ class GreenletWorker(Worker):
                              "UNICORND_CMD_ARGS or as worker_class = '%s' in the config file",
                              self.library, self.library)
         super().init_process()
-
-    # -- the scoreboard: many requests at once, the slot shows the oldest ----------------
-
-    def request_started(self, req) -> None:
-        now = time.monotonic()
-        inflight = self._inflight
-        inflight[id(req)] = (now, req)
-        if self.slot is not None and len(inflight) == 1:
-            self.slot.busy(now, req.method, req.path)
-
-    def request_finished(self, req, conn=None) -> None:
-        inflight = self._inflight
-        inflight.pop(id(req), None)
-        Worker.request_finished(self, req, conn)
-        slot = self.slot
-        if slot is not None and inflight:
-            started, oldest = next(iter(inflight.values()))
-            slot.busy(started, oldest.method, oldest.path)
-            slot.heartbeat(time.monotonic())
 
     def handle_abort(self, signum, frame):
         """Timed out: thread stacks and every greenlet's stack to the error log, then go."""

@@ -38,7 +38,7 @@ import time
 from collections import deque
 
 from unicornd.connection import CLOSE, IDLE, LINGER, Connection, drain, lingering_shutdown
-from unicornd.workers.base import ACCEPT_BACKOFF_ERRNOS, AcceptBackoff, Worker
+from unicornd.workers.base import ACCEPT_BACKOFF_ERRNOS, AcceptBackoff, ConcurrentRequests, Worker
 
 LINGER_SECONDS = 2.0
 # On a graceful stop, a connection idle for less than this may have its next request on the way.
@@ -92,7 +92,7 @@ def _has_input(sock) -> bool:
         return True  # an error: let serve() meet it and close
 
 
-class ThreadWorker(Worker):
+class ThreadWorker(ConcurrentRequests, Worker):
     keep_alive = True
     multithread = True
 
@@ -118,30 +118,6 @@ class ThreadWorker(Worker):
         self._paused = False
         self._accept_backoff = AcceptBackoff(self.log)
         self._pool = []
-
-    # -- the scoreboard: several requests at once, the slot shows the oldest ---------------
-
-    def request_started(self, req) -> None:
-        slot = self.slot
-        with self._inflight_lock:
-            now = time.monotonic()
-            inflight = self._inflight
-            inflight[id(req)] = (now, req)
-            if slot is not None and len(inflight) == 1:
-                slot.busy(now, req.method, req.path)
-
-    def request_finished(self, req, conn=None) -> None:
-        with self._inflight_lock:
-            inflight = self._inflight
-            inflight.pop(id(req), None)
-            # Counting, recycling and the slot's idle state, as for one request at a time...
-            Worker.request_finished(self, req, conn)
-            slot = self.slot
-            if slot is not None and inflight:
-                # ...then, others still running, the slot goes back to the oldest of them.
-                started, oldest = next(iter(inflight.values()))
-                slot.busy(started, oldest.method, oldest.path)
-                slot.heartbeat(time.monotonic())
 
     # -- the main thread ---------------------------------------------------------------
 
