@@ -4,6 +4,7 @@ before the app is imported, streaming, websockets, timeouts, recycling, a missin
 import http.client
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -269,3 +270,49 @@ def test_missing_library_is_a_one_line_error_naming_the_extra(library, tmp_path)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert f"pip install 'unicornd[{library}]'" in lines[0]
+
+
+def test_graceful_stop_closes_idle_connections_and_finishes_requests(kind, tmp_path):
+    calls = tmp_path / "calls"
+    calls.touch()
+    with Server("-k", kind, "-w", "1", "--keep-alive", "60", "--graceful-timeout", "30",
+                "-b", "127.0.0.1:0", "greenapp:app", env={"GREENAPP_CALLS": str(calls)}) as srv:
+        idle = []
+        for _ in range(50):
+            s = socket.create_connection(srv.address, timeout=20)
+            s.sendall(request_bytes("GET", "/sleep?ms=1"))
+            ResponseReader(s).read()
+            idle.append(s)
+        busy = socket.create_connection(srv.address, timeout=20)
+        busy.sendall(request_bytes("GET", "/sleep?ms=1500"))
+        wait_for(lambda: "sleep 1500" in calls.read_text(), 10, message="the slow request to start")
+        srv.signal(signal.SIGTERM)
+        status, headers, body = ResponseReader(busy).read()
+        assert status == 200 and headers.get("connection") == "close"
+        for s in idle:
+            try:
+                assert s.recv(1) == b""  # closed, not reset, well before graceful_timeout
+            except OSError as exc:
+                raise AssertionError(f"{exc}\n{srv.log}")
+            s.close()
+        busy.close()
+        assert srv.wait(10) == 0
+
+
+def test_tls(kind, tmp_path):
+    import ssl
+
+    import trustme
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    with Server("-k", kind, "-w", "1", "--certfile", str(tmp_path / "server.pem"),
+                "--keyfile", str(tmp_path / "server.pem"), "-b", "127.0.0.1:0", "testapp:app") as srv:
+        ctx = ssl.create_default_context()
+        ca.configure_trust(ctx)
+        with socket.create_connection(srv.address, timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                reader = ResponseReader(s)
+                for _ in range(3):  # keep-alive over TLS
+                    s.sendall(request_bytes("GET", "/hello"))
+                    assert reader.read()[2] == b"Hello, World!\n"

@@ -199,12 +199,12 @@ class GreenletWorker(ConcurrentRequests, Worker):
         result = IDLE
         try:
             sock.settimeout(self.io_timeout)
-            if self.wait_read(sock.fileno(), self.first_request_seconds):
+            if self._wait_request(sock, self.first_request_seconds):
                 conn = Connection(self.ctx, sock, peer, address)
                 while True:
                     result = conn.serve(True)
                     sock = conn.sock  # the TLS socket once serve() wrapped it
-                    if result != IDLE or not self._wait_next(sock):
+                    if result != IDLE or not self._wait_request(sock, self.keepalive_seconds):
                         break
                 if result == LINGER:
                     self._linger(sock)
@@ -220,11 +220,12 @@ class GreenletWorker(ConcurrentRequests, Worker):
             self.nconns -= 1
             self._sem.release()
 
-    def _wait_next(self, sock) -> bool:
-        """Idle keep-alive: True when the next request arrives, False to close."""
+    def _wait_request(self, sock, seconds) -> bool:
+        """A new or idle keep-alive connection: True when a request arrives, False to close
+        (after ``seconds``; during a stop, once idle for STOP_GRACE_SECONDS)."""
         fd = sock.fileno()
         idle_since = time.monotonic()
-        deadline = idle_since + self.keepalive_seconds
+        deadline = idle_since + seconds
         while True:
             limit = deadline if self.alive else min(deadline, idle_since + STOP_GRACE_SECONDS)
             remaining = limit - time.monotonic()
