@@ -38,6 +38,15 @@ LINGER = 1
 IDLE = 2
 
 
+def _plain(sock):
+    """The kernel socket under a cooperative one: gevent's and eventlet's sockets hold it (as
+    _sock, or fd); a plain or TLS socket is its own."""
+    if isinstance(sock, _socket.socket):
+        return sock
+    inner = getattr(sock, "_sock", None)
+    return inner if isinstance(inner, _socket.socket) else getattr(sock, "fd", sock)
+
+
 class ClientDisconnected(Exception):
     """The peer went away (reset, broken pipe, receive timeout) while we talked to it."""
 
@@ -127,7 +136,8 @@ class Connection:
                 self.stashed = ev
                 return True
             try:
-                data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+                # The plain socket: gevent's would wait for data instead of saying "none yet".
+                data = _socket.socket.recv(_plain(self.sock), RECV_SIZE, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return False
             except OSError:
@@ -381,14 +391,9 @@ class Connection:
     def _input_pending(self) -> bool:
         if not self.message_done or self.parser.buffered:
             return True
-        sock = self.sock
-        if not isinstance(sock, _socket.socket):
-            # gevent's and eventlet's sockets hold the plain one (as _sock, or fd).
-            inner = getattr(sock, "_sock", None)
-            sock = inner if isinstance(inner, _socket.socket) else getattr(sock, "fd", sock)
         try:
             # The plain socket's recv: a TLS socket refuses flags, and raw bytes count too.
-            return bool(_socket.socket.recv(sock, 1, _PEEK_FLAGS))
+            return bool(_socket.socket.recv(_plain(self.sock), 1, _PEEK_FLAGS))
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:

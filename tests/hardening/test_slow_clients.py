@@ -76,7 +76,7 @@ class Slowloris:
             s.close()
 
 
-@pytest.mark.parametrize("worker", ["sync", "gthread"])
+@pytest.mark.parametrize("worker", ["sync", "gthread", "gevent", "eventlet"])
 def test_slowloris_does_not_hold_workers(worker):
     with Server("-w", "3", "-k", worker, "--threads", "2", "--header-timeout", "4", "-b", "127.0.0.1:0",
                 "testapp:app") as srv:

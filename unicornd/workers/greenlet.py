@@ -202,6 +202,9 @@ class GreenletWorker(ConcurrentRequests, Worker):
             if self._wait_request(sock, self.first_request_seconds):
                 conn = Connection(self.ctx, sock, peer, address)
                 while True:
+                    if not self._read_head(conn, sock):
+                        result = conn.time_out_head()  # 408 at header_timeout
+                        break
                     result = conn.serve(True)
                     sock = conn.sock  # the TLS socket once serve() wrapped it
                     if result != IDLE or not self._wait_request(sock, self.keepalive_seconds):
@@ -219,6 +222,20 @@ class GreenletWorker(ConcurrentRequests, Worker):
                 pass
             self.nconns -= 1
             self._sem.release()
+
+    def _read_head(self, conn, sock) -> bool:
+        """Take in the request head as it arrives; False if header_timeout ran out first.
+        (A greenlet waiting is cheap, but a slowloris client still gets its 408 on time.)"""
+        if conn.read_head_nonblocking():
+            return True
+        fd = sock.fileno()
+        deadline = time.monotonic() + (self.cfg.header_timeout or 1e9)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.wait_read(fd, remaining):
+                return False
+            if conn.read_head_nonblocking():
+                return True
 
     def _wait_request(self, sock, seconds) -> bool:
         """A new or idle keep-alive connection: True when a request arrives, False to close
