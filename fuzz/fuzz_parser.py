@@ -59,8 +59,11 @@ _REF_EXT = rb"(?:[ \t]*;[ \t]*" + _REF_TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _REF_TO
 _REF_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]+)" + _REF_EXT + rb"\r\n")
 
 
-def ref_chunked(data, start):
-    """Strict chunked framing from data[start:]: (body, end offset) or None if not valid/complete."""
+def ref_chunked(data, start, opts=STRICT):
+    """Strict chunked framing from data[start:]: (body, end offset) or None if not valid/complete.
+
+    The trailer section follows the leniency options as field lines do (space before ":" with
+    strip_header_spaces, folded lines with permit_obsolete_folding)."""
     pos = start
     body = bytearray()
     while True:
@@ -83,9 +86,13 @@ def ref_chunked(data, start):
         if nl < 0:
             return None
         line = data[pos:nl]
-        if b"\r" in line or b"\n" in line or line[:1] in (b" ", b"\t"):
+        if b"\r" in line or b"\n" in line:
             return None
-        if not re.fullmatch(_REF_TOKEN + rb":.*", line, re.S):
+        if line[:1] in (b" ", b"\t"):
+            if not opts.permit_obsolete_folding:
+                return None
+        elif not re.fullmatch(_REF_TOKEN + (rb"[ \t]*" if opts.strip_header_spaces else b"")
+                              + rb":.*", line, re.S):
             return None
         pos = nl + 2
 
@@ -211,7 +218,7 @@ def run(data, cuts, opts):
                 if check:
                     end = consumed()
                     if req.chunked:
-                        ref = ref_chunked(data, body_start)
+                        ref = ref_chunked(data, body_start, opts)
                         assert ref is not None, \
                             f"chunked body the reference refuses: {data[body_start:end]!r}"
                         assert ref == (bytes(body), end), \

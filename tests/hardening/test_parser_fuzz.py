@@ -80,3 +80,13 @@ def test_found_by_fuzzing_status_depends_on_cut():
     cut = fz.run(head, [16 + 260], fz.SMALL)
     assert {whole[-1][1], cut[-1][1]} <= {400, 431}
     fz.check_input(head, [16 + 260], fz.SMALL)
+
+
+def test_found_by_fuzzing_lenient_trailers():
+    """atheris, 2026-11-27: the harness's reference refused a trailer that strip_header_spaces
+    allows ("Name : v"); the reference now follows the leniency options (a harness fix)."""
+    data = (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\nVry: *\r\nC_ntent-Typeesk :fr-Encoding: chunked\r\n\r\n")
+    trace = fz.check_input(data, [58, 70], fz.LENIENT)
+    assert trace[2][0] == "eom", trace
+    assert fz.check_input(data, [58, 70], fz.STRICT)[-1] == ("error", 400)
