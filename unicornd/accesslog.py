@@ -6,6 +6,7 @@ the latest a second after the oldest line, so logging costs no write(2) per requ
 """
 
 import base64
+import datetime
 import io
 import json
 import logging
@@ -162,8 +163,57 @@ class AccessLog:
             old.close()
 
 
-def make_access_log(cfg):
+class _GunicornResponse:
+    """What a gunicorn logger's access() reads of the response."""
+
+    def __init__(self, conn):
+        head = conn.head
+        self.status_code = conn.status_code
+        self.status = head.status if head is not None and conn.error_status is None else str(self.status_code)
+        self.headers = list(head.headers) if head is not None else []
+        self.sent = conn.sent
+        self.response_length = head.content_length if head is not None else None
+
+
+class _GunicornRequest:
+    """What a gunicorn logger's access() reads of the request."""
+
+    def __init__(self, req):
+        self.method = req.method
+        self.uri = req.target
+        self.path = req.path
+        self.query = req.query
+        self.fragment = req.fragment
+        self.version = req.version
+        self.headers = req.headers
+
+
+class LoggerClassAccess:
+    """Access logging through a ``logger_class`` object's ``access(resp, req, environ, request_time)``."""
+
+    path = None
+
+    def __init__(self, logger):
+        self.logger = logger
+
+    def log(self, conn, req, environ, duration) -> None:
+        try:
+            self.logger.access(_GunicornResponse(conn), _GunicornRequest(req), environ,
+                               datetime.timedelta(seconds=duration))
+        except Exception:
+            logging.getLogger("gunicorn.error").exception("logger_class access() failed")
+
+    def flush(self) -> None:
+        pass
+
+    def reopen(self, path) -> None:
+        pass  # the logger's own reopen_files() runs on USR1 (unicornd.logging.reopen_log_files)
+
+
+def make_access_log(cfg, log=None):
     """The worker's AccessLog, or None when there is nothing to log to (the fast path)."""
+    if log is not None and not isinstance(log, logging.Logger) and callable(getattr(log, "access", None)):
+        return LoggerClassAccess(log)
     to_syslog = cfg.syslog and not cfg.disable_redirect_access_to_syslog
     logger = logging.getLogger(ACCESS_LOGGER)
     configured = bool(logger.handlers)  # a logconfig gave it handlers of its own

@@ -12,7 +12,7 @@ import traceback
 
 from unicornd.app_loading import AppImportError, add_pythonpath, load_app
 from unicornd.config import ConfigError, format_config, load_config
-from unicornd.logging import LogConfigError, setup_logging
+from unicornd.logging import LogConfigError, make_logger, setup_logging
 from unicornd.tls import make_ssl_context
 
 USAGE_ERROR = 2
@@ -65,7 +65,7 @@ def main(argv=None) -> None:
         sys.exit(0)
 
     try:
-        log = setup_logging(cfg)
+        log = make_logger(cfg, setup_logging(cfg))
     except LogConfigError as exc:
         _fail(str(exc))
     for warning in cfg.warnings:

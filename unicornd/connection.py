@@ -74,7 +74,7 @@ class ServerContext:
         self.limit_request_body = getattr(cfg, "limit_request_body", 0)
         self.min_body_rate = getattr(cfg, "min_body_rate", 0)
         self.ssl_context = ssl_context
-        self.access_log = make_access_log(cfg)
+        self.access_log = make_access_log(cfg, log)
         self.scheme = "https" if ssl_context is not None else "http"
         self._builders = {}
         self.requests_served = 0

@@ -139,6 +139,22 @@ def setup_logging(cfg) -> logging.Logger:
     return log
 
 
+def make_logger(cfg, log: logging.Logger):
+    """The logger object the server talks to: the built-in one, or an instance of the
+    configured ``logger_class`` (gunicorn's Logger interface: ``__init__(cfg)``, the level
+    methods and ``access(resp, req, environ, request_time)``), which then receives every server
+    message and every access log call."""
+    spec = getattr(cfg, "logger_class", "gunicorn.glogging.Logger")
+    if spec in (None, "gunicorn.glogging.Logger"):
+        return log
+    from unicornd.config.validators import import_object
+    try:
+        cls = import_object(spec) if isinstance(spec, str) else spec
+        return cls(cfg)
+    except Exception as exc:
+        raise LogConfigError(f"Invalid value for logger_class: {spec!r}: {type(exc).__name__}: {exc}") from None
+
+
 def setup_error_log(errorlog: str = "-", loglevel: str = "info") -> logging.Logger:
     """The error log before the settings are known (or valid): stderr or a file."""
     log = logging.getLogger(ERROR_LOGGER)
@@ -153,6 +169,11 @@ def setup_error_log(errorlog: str = "-", loglevel: str = "info") -> logging.Logg
 
 def reopen_log_files(log: logging.Logger = None) -> None:
     """USR1 (logrotate moved the files away): open every log file again at its path."""
+    if log is not None and not isinstance(log, logging.Logger):
+        reopen = getattr(log, "reopen_files", None)  # a logger_class of one's own
+        if callable(reopen):
+            reopen()
+        log = None
     loggers = [log or logging.getLogger(ERROR_LOGGER), logging.getLogger(ACCESS_LOGGER)]
     for logger in loggers:
         for handler in logger.handlers:
@@ -179,7 +200,10 @@ class ErrorStream:
         self._log = log
 
     def _streams(self):
-        for handler in self._log.handlers:
+        handlers = getattr(self._log, "handlers", None)
+        if handlers is None:  # a logger_class of one's own: the built-in error log's streams
+            handlers = logging.getLogger(ERROR_LOGGER).handlers
+        for handler in handlers:
             stream = getattr(handler, "stream", None)
             if stream is not None:
                 yield stream

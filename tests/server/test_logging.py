@@ -249,10 +249,28 @@ def test_capture_output_sends_print_to_the_error_log(tmp_path):
         wait_for(printed, 20, interval=0.2)
 
 
-def test_custom_logger_class_is_refused_clearly():
-    result = run_cli("--logger-class", "mypkg.MyLogger", "testapp:app")
+def test_a_logger_class_of_ones_own_gets_server_messages_and_access_calls(tmp_path):
+    out = tmp_path / "custom.log"
+    with Server("-w", "1", "-b", "127.0.0.1:0", "--logger-class", "custom_logger.FileLogger", "testapp:app",
+                env={"CUSTOM_LOG": str(out)}, expect_listen=False) as srv:
+        line = wait_for(lambda: next((l for l in lines_of(out) if "Listening at" in l), None), 20)
+        port = int(re.search(r":(\d+) ", line).group(1))
+
+        def served():
+            try:
+                return parse_response(raw_request(("127.0.0.1", port), b"GET /hello?via=class HTTP/1.1\r\nHost: x\r\n\r\n"))[0] == 200
+            except OSError:
+                return False
+        wait_for(served, 20)
+        access = wait_for(lambda: next((l for l in lines_of(out) if l.startswith("ACCESS")), None), 10)
+        assert access.startswith("ACCESS 200 OK 200 GET /hello?via=class /hello (1, 1) 14 ")
+        assert any(l.startswith("INFO Booting worker") for l in lines_of(out))
+
+
+def test_a_logger_class_without_the_methods_is_refused():
+    result = run_cli("--logger-class", "custom_logger.NotALogger", "testapp:app")
     assert result.returncode == 2
-    assert "logger_class" in result.stderr and "not supported yet" in result.stderr
+    assert "logger_class" in result.stderr and "lacks" in result.stderr and "access" in result.stderr
 
 
 def test_apps_logging_through_gunicorn_error_reach_the_error_log():
@@ -266,3 +284,22 @@ def test_a_500_from_an_app_exception_is_logged_as_500(tmp_path):
     with Server("-b", "127.0.0.1:0", "--access-logfile", str(log), "testapp:app") as srv:
         assert get(srv, "/crash")[0] == 500
         wait_for(lambda: any('"GET /crash HTTP/1.1" 500' in l for l in lines_of(log)), 10)
+
+
+def test_daemon_keeps_stdio_with_enable_stdio_inheritance(tmp_path):
+    import os
+    import sys
+    from support import APPS, REPO, alive
+    pidfile, out = tmp_path / "d.pid", tmp_path / "stdio.txt"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(REPO)]))
+    with open(out, "w") as stdio:
+        started = subprocess.run([sys.executable, "-m", "unicornd", "-D", "-R", "-p", str(pidfile),
+                                  "-b", "127.0.0.1:0", "testapp:app"], cwd=APPS, env=env, timeout=30,
+                                 stdout=stdio, stderr=stdio)
+    assert started.returncode == 0
+    pid = int(wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 20))
+    try:
+        wait_for(lambda: "Booting worker" in out.read_text(), 20)  # the error log, on the kept stderr
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not alive(pid), 30)

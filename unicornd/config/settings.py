@@ -346,8 +346,15 @@ SETTINGS: tuple[Setting, ...] = (
         Send the application's standard output and error (`print()`, stray tracebacks) to the
         error log file. Needs `errorlog` to be a file."""),
     _s(LOG, "logger_class", "--logger-class", v.logger_class, "gunicorn.glogging.Logger", """
-        The logger class. Only the built-in one is supported yet (gunicorn's name for it is
-        accepted); custom handlers and formats go through `logconfig_dict`.""", meta="STRING"),
+        The logger class, as a dotted path. The default is the built-in logger (gunicorn's
+        name for it is accepted). A class of your own follows gunicorn's Logger interface: it is
+        built with the settings (`cls(cfg)`), receives every server message through its
+        `critical`, `error`, `warning`, `info`, `debug` and `exception` methods and every
+        request through `access(resp, req, environ, request_time)` (`resp.status`,
+        `resp.status_code`, `resp.headers`, `resp.sent`; `req.method`, `req.uri`, `req.path`,
+        `req.query`, `req.version`, `req.headers`; `request_time` a `timedelta`), and
+        `reopen_files()`, when it has one, on `USR1`. A class missing one of the methods is
+        refused at startup.""", meta="STRING"),
     _s(LOG, "logconfig", "--log-config", v.optional_string, None, """
         A `logging.config.fileConfig` file configuring logging. The loggers are named as in
         gunicorn, `gunicorn.error` and `gunicorn.access`, so existing files work.""", meta="FILE"),

@@ -100,14 +100,35 @@ def byte_size(val):
     return int(number) * _SIZE_UNITS[unit]
 
 
-@kind("`gunicorn.glogging.Logger` (the built-in logger)")
+BUILTIN_LOGGER = "gunicorn.glogging.Logger"
+# What the server calls on a logger object, as gunicorn's Logger defines it.
+LOGGER_METHODS = ("critical", "error", "warning", "info", "debug", "exception", "access")
+
+
+def _resolve_logger_class(spec):
+    if spec == BUILTIN_LOGGER:
+        return spec
+    cls = import_object(spec) if isinstance(spec, str) else spec
+    if not inspect.isclass(cls):
+        raise Invalid(f"{spec!r} is not a class")
+    missing = [name for name in LOGGER_METHODS if not callable(getattr(cls, name, None))]
+    if missing:
+        raise Invalid(f"{spec!r} lacks {', '.join(missing)}: a logger class provides "
+                      f"{', '.join(LOGGER_METHODS)} as gunicorn's Logger does")
+    return spec if isinstance(spec, str) else _class_to_path(spec)
+
+
+@kind("`gunicorn.glogging.Logger` (the built-in logger) or a dotted path to a class",
+      _resolve_logger_class)
 def logger_class(val):
-    text = _str(val, "expected a dotted class path") if not isinstance(val, type) else (
-        f"{val.__module__}.{val.__qualname__}")
-    if text in ("gunicorn.glogging.Logger", "simple", "unicornd.logging"):
-        return "gunicorn.glogging.Logger"
-    raise Invalid("custom logger classes are not supported yet: the built-in logger takes "
-                  "logconfig, logconfig_dict or logconfig_json for custom handlers and formats")
+    if inspect.isclass(val):
+        return val
+    text = _str(val, "expected a dotted path to a class")
+    if text in (BUILTIN_LOGGER, "simple", "unicornd.logging"):
+        return BUILTIN_LOGGER
+    if not text:
+        raise Invalid("expected a dotted path to a class")
+    return text
 
 
 @kind("integer, 1 or more")

@@ -19,7 +19,7 @@ import traceback
 
 from unicornd import __version__
 from unicornd.config import ConfigError, load_config
-from unicornd.logging import LogConfigError, reopen_log_files, setup_logging
+from unicornd.logging import LogConfigError, make_logger, reopen_log_files, setup_logging
 from unicornd.master import listeners as lst
 from unicornd.master.pidfile import Pidfile
 from unicornd.master.process import has_controlling_terminal, rss
@@ -271,7 +271,7 @@ class Master:
         from unicornd.cli import apply_process_settings
         apply_process_settings(new_cfg)
         try:
-            setup_logging(new_cfg)
+            self.log = make_logger(new_cfg, setup_logging(new_cfg))
         except LogConfigError as exc:
             self.log.error("Reload: the new log settings do not work, the old ones stay: %s", exc)
         for old in self.listeners:
