@@ -70,6 +70,9 @@ def main(argv=None) -> None:
         _fail(str(exc))
     for warning in cfg.warnings:
         log.warning("%s", warning)
+    if cfg.reload and cfg.preload_app:
+        log.warning("reload with preload_app: workers restart on changes, but with the code the "
+                    "master preloaded; edits take effect after USR2 or a restart")
 
     if not cfg.wsgi_app and not cfg.paste:
         _fail("No application module specified (unicornd [OPTIONS] APP_MODULE, or wsgi_app in the config file).")
