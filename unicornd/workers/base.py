@@ -36,6 +36,7 @@ _MASTER_SIGNALS = ("SIGHUP", "SIGQUIT", "SIGINT", "SIGTERM", "SIGTTIN", "SIGTTOU
 ACCEPT_BACKOFF_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 ACCEPT_BACKOFF_SECONDS = 0.1
 ACCEPT_LOG_EVERY_SECONDS = 60.0
+FIRST_REQUEST_SECONDS = 5.0
 
 
 class AcceptBackoff:
@@ -249,6 +250,19 @@ class ConcurrentRequests:
     Worker in the bases; a thread pool sets ``_inflight_lock`` to a real lock."""
 
     _inflight_lock = contextlib.nullcontext()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        cfg = self.cfg
+        # The same connection timing for every keep-alive worker class. keepalive = 0 turns
+        # keep-alive off (as gunicorn); the base reads keep_alive to build the ServerContext.
+        self.keep_alive = cfg.keepalive > 0
+        self.keepalive_seconds = float(cfg.keepalive)
+        # A new connection gets a little longer than an idle one for its first request.
+        self.first_request_seconds = max(float(cfg.keepalive), FIRST_REQUEST_SECONDS)
+        self.max_conns = max(1, cfg.worker_connections)
+        self.graceful_timeout = cfg.graceful_timeout
+        self._inflight = {}
 
     def request_started(self, req) -> None:
         with self._inflight_lock:

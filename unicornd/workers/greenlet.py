@@ -34,7 +34,6 @@ from unicornd.workers.base import (ACCEPT_BACKOFF_ERRNOS, WORKER_BOOT_ERROR, Acc
 
 LINGER_SECONDS = 2.0
 STOP_GRACE_SECONDS = 1.0
-FIRST_REQUEST_SECONDS = 5.0
 TICK_SECONDS = 1.0
 # Connections accepted in a row before the acceptor yields to the ones being served: one at a
 # time starves a backlog (eventlet runs a yielded greenlet once per hub cycle), too many
@@ -96,16 +95,10 @@ class GreenletWorker(ConcurrentRequests, Worker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         cfg = self.cfg
-        self.keep_alive = cfg.keepalive > 0
-        self.keepalive_seconds = float(cfg.keepalive)
-        self.first_request_seconds = max(float(cfg.keepalive), FIRST_REQUEST_SECONDS)
-        self.max_conns = max(1, cfg.worker_connections)
         # A connection's socket operations (reading a request, sending a response) time out
         # after this; waiting for the app (long-poll, streaming) does not count.
         self.io_timeout = float(cfg.timeout) if cfg.timeout and cfg.timeout > 0 else 30.0
-        self.graceful_timeout = cfg.graceful_timeout
         self.nconns = 0
-        self._inflight = {}
         self._acceptors = []
 
     def init_process(self) -> None:

@@ -43,7 +43,6 @@ from unicornd.workers.base import ACCEPT_BACKOFF_ERRNOS, AcceptBackoff, Concurre
 LINGER_SECONDS = 2.0
 # On a graceful stop, a connection idle for less than this may have its next request on the way.
 STOP_GRACE_SECONDS = 1.0
-FIRST_REQUEST_SECONDS = 5.0
 TICK_SECONDS = 1.0
 
 _IN = select.EPOLLIN
@@ -99,17 +98,8 @@ class ThreadWorker(ConcurrentRequests, Worker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         cfg = self.cfg
-        # keepalive = 0 turns keep-alive off (as gunicorn); the instance attribute is what
-        # the base reads when it builds the ServerContext.
-        self.keep_alive = cfg.keepalive > 0
-        self.keepalive_seconds = float(cfg.keepalive)
-        self.first_request_seconds = max(float(cfg.keepalive), FIRST_REQUEST_SECONDS)
         self.nthreads = max(1, cfg.threads)
-        self.max_conns = max(1, cfg.worker_connections)
-        self.graceful_timeout = cfg.graceful_timeout
-        # Requests in flight, oldest first: what the scoreboard slot shows.
-        self._inflight = {}
-        self._inflight_lock = threading.Lock()
+        self._inflight_lock = threading.Lock()  # pool threads finish requests concurrently
         self._clients = {}  # fd -> _Client: every connection held (the worker_connections count)
         self._handback = deque()  # clients a pool thread passes to the main thread (lingering)
         self._queue = None
