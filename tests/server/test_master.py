@@ -517,11 +517,13 @@ def test_hooks_fire_in_the_documented_order(tmp_path):
         with socket.create_connection(srv.address, timeout=30) as s:  # a timeout: worker_abort
             s.sendall(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
             wait_for(lambda: "worker_abort" in lines(), 20)
+        # The replacement exists (it may still be booting: signals wait for its handlers).
+        wait_for(lambda: lines().count("pre_fork") == 4, 10)
 
         srv.signal(signal.SIGINT)
         assert srv.wait(20) == 0
         final = lines()
         assert final[-1] == "on_exit"
-        assert "child_exit" in final and "worker_int" in final
+        assert "child_exit" in final and "worker_int" in final, "\n".join(final)
     finally:
         srv.stop()

@@ -374,13 +374,18 @@ class Master:
                                    slot=self.scoreboard.writer(slot), app=self.app)
         rec = WorkerRecord(worker, slot)
         self.cfg.pre_fork(self, worker)
+        # Held back across fork: in the child they wait for the worker's own handlers
+        # (init_process), so a worker told to stop while booting still runs its hooks.
+        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNAL_NAMES)
         try:
             pid = os.fork()
         except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNAL_NAMES)
             self.scoreboard.release(slot)
             self.log.error("fork() failed: %s; retrying on the next tick", exc)
             return
         if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNAL_NAMES)
             worker.pid = rec.pid = pid
             self.scoreboard.assign(slot, pid)
             self.workers[pid] = rec

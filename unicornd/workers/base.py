@@ -172,6 +172,8 @@ class Worker:
         signal.signal(signal.SIGABRT, self.handle_abort)
         # A graceful stop must not break the request being served.
         signal.siginterrupt(signal.SIGTERM, False)
+        # The master held these back across fork (spawn_worker): what came meanwhile lands now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [getattr(signal, n) for n in _MASTER_SIGNALS])
 
     def handle_term(self, signum, frame):
         self.alive = False
