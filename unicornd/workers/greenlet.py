@@ -192,18 +192,23 @@ class GreenletWorker(ConcurrentRequests, Worker):
         result = IDLE
         try:
             sock.settimeout(self.io_timeout)
-            if self._wait_request(sock, self.first_request_seconds):
-                conn = Connection(self.ctx, sock, peer, address)
-                while True:
-                    if not self._read_head(conn, sock):
-                        result = conn.time_out_head()  # 408 at header_timeout
-                        break
-                    result = conn.serve(True)
-                    sock = conn.sock  # the TLS socket once serve() wrapped it
-                    if result != IDLE or not self._wait_request(sock, self.keepalive_seconds):
-                        break
-                if result == LINGER:
-                    self._linger(sock)
+            conn = Connection(self.ctx, sock, peer, address)
+            wait = self.first_request_seconds
+            while True:
+                # Look before waiting: the next request has often arrived already, and
+                # waiting would put this connection behind every other one the hub has ready.
+                if not self._arrived(conn) and not self._wait_request(sock, wait):
+                    break
+                if not self._read_head(conn, sock):
+                    result = conn.time_out_head()  # 408 at header_timeout
+                    break
+                result = conn.serve(True)
+                sock = conn.sock  # the TLS socket once serve() wrapped it
+                if result != IDLE:
+                    break
+                wait = self.keepalive_seconds
+            if result == LINGER:
+                self._linger(sock)
         except Exception:
             if conn is not None:
                 sock = conn.sock
@@ -215,6 +220,13 @@ class GreenletWorker(ConcurrentRequests, Worker):
                 pass
             self.nconns -= 1
             self._sem.release()
+
+    @staticmethod
+    def _arrived(conn) -> bool:
+        """Has any of the next request arrived (nothing is waited for)?"""
+        if conn.ctx.ssl_context is not None:
+            return False  # (the TLS layer's own buffer was drained by serve() before IDLE)
+        return conn.read_head_nonblocking() or bool(conn.parser.buffered)
 
     def _read_head(self, conn, sock) -> bool:
         """Take in the request head as it arrives; False if header_timeout ran out first.
