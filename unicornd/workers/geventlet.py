@@ -46,5 +46,17 @@ class EventletWorker(GreenletWorker):
     def green_socket(self, sock):
         return green.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
 
+    def hub_turns(self) -> int:
+        return self._polls
+
     def after_fork(self) -> None:
         eventlet.hubs.use_hub()  # a hub of its own, not the master's epoll
+        # eventlet keeps no count of its polls: count the hub's calls to its wait().
+        self._polls = 0
+        hub = eventlet.hubs.get_hub()
+        poll = hub.wait
+
+        def counted_wait(seconds=None):
+            self._polls += 1
+            return poll(seconds)
+        hub.wait = counted_wait

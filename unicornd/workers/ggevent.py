@@ -40,5 +40,9 @@ class GeventWorker(GreenletWorker):
     def green_socket(self, sock):
         return gevent.socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
 
+    def hub_turns(self) -> int:
+        return self._loop.iteration
+
     def after_fork(self) -> None:
         gevent.reinit()
+        self._loop = gevent.get_hub().loop

@@ -87,6 +87,11 @@ class GreenletWorker(ConcurrentRequests, Worker):
         """A cooperative socket on a duplicate of a listener's fd."""
         raise NotImplementedError
 
+    def hub_turns(self) -> int:
+        """How many times the hub has polled so far: unchanged means the running greenlet
+        has not waited since it last looked."""
+        raise NotImplementedError
+
     def after_fork(self) -> None:
         pass
 
@@ -194,11 +199,18 @@ class GreenletWorker(ConcurrentRequests, Worker):
             sock.settimeout(self.io_timeout)
             conn = Connection(self.ctx, sock, peer, address)
             wait = self.first_request_seconds
+            turn = self.hub_turns()
             while True:
                 # Look before waiting: the next request has often arrived already, and
-                # waiting would put this connection behind every other one the hub has ready.
-                if not self._arrived(conn) and not self._wait_request(sock, wait):
+                # waiting for the hub's next poll would put this connection behind every
+                # other one ready. Unless the last request waited on something (the hub
+                # polled meanwhile), yield first, so a fast client cannot hog the worker.
+                if self._arrived(conn):
+                    if self.hub_turns() == turn:
+                        self.sleep(0)
+                elif not self._wait_request(sock, wait):
                     break
+                turn = self.hub_turns()
                 if not self._read_head(conn, sock):
                     result = conn.time_out_head()  # 408 at header_timeout
                     break
