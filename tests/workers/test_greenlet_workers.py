@@ -320,3 +320,51 @@ def test_tls(kind, tmp_path):
                 for _ in range(3):  # keep-alive over TLS
                     s.sendall(request_bytes("GET", "/hello"))
                     assert reader.read()[2] == b"Hello, World!\n"
+
+
+def test_requests_sent_during_a_response_are_served_in_order_on_that_connection(kind, tmp_path):
+    calls = tmp_path / "calls"
+    with Server("-k", kind, "-w", "1", "-b", "127.0.0.1:0", "greenapp:app",
+                env={"GREENAPP_CALLS": str(calls)}) as srv:
+        with socket.create_connection(srv.address, timeout=20) as s:
+            reader = ResponseReader(s)
+            s.sendall(request_bytes("GET", "/sleep?ms=300"))
+            wait_for(lambda: calls.exists() and "sleep 300" in calls.read_text(), 10)
+            # While the app sleeps: a whole request, then the first half of another.
+            s.sendall(request_bytes("GET", "/sleep?ms=1") + b"GET /sleep?ms=2 HTTP/1.1\r\nHo")
+            status, _, body = reader.read()
+            assert status == 200 and json.loads(body)["end"] - json.loads(body)["start"] >= 0.3
+            assert reader.read()[0] == 200
+            s.sendall(b"st: t\r\n\r\n")
+            assert reader.read()[0] == 200
+            assert calls.read_text().split("\n")[:3] == ["sleep 300", "sleep 1", "sleep 2"]
+
+
+def test_a_pipelining_client_does_not_hold_the_worker(kind):
+    n = 20000
+    with Server("-k", kind, "-w", "1", "-b", "127.0.0.1:0", "greenapp:app") as srv:
+        hog = socket.create_connection(srv.address, timeout=30)
+        other = socket.create_connection(srv.address, timeout=30)
+        try:
+            counts = []
+
+            def read_all():
+                reader = ResponseReader(hog)
+                for _ in range(n):
+                    status, _, body = reader.read()
+                    counts.append(json.loads(body)["n"] if status == 200 else None)
+            t = threading.Thread(target=read_all)
+            t.start()
+            hog.sendall(request_bytes("GET", "/count") * n)
+            wait_for(lambda: counts, 10, message="the hog's first answers")
+            sent_after = counts[-1]  # (the worker may be further on: the client reads behind)
+            other.sendall(request_bytes("GET", "/count"))
+            status, _, body = ResponseReader(other).read()
+            t.join(60)
+            assert status == 200 and len(counts) == n and None not in counts
+            # Answered between the hog's requests, not after the rest of them.
+            position = json.loads(body)["n"]
+            assert position - sent_after < 1000, (sent_after, position)
+        finally:
+            hog.close()
+            other.close()

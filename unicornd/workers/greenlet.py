@@ -117,6 +117,13 @@ class GreenletWorker(ConcurrentRequests, Worker):
                              self.library, self.library)
         super().init_process()
 
+    def request_finished(self, req, conn=None) -> None:
+        super().request_finished(req, conn)
+        if conn is not None and conn.parser.buffered:
+            # Pipelined requests are served back to back without waiting on the socket: a
+            # client that keeps the pipe full would hold the worker. Everyone else first.
+            self.sleep(0)
+
     def handle_abort(self, signum, frame):
         """Timed out: thread stacks and every greenlet's stack to the error log, then go."""
         self.alive = False

@@ -20,6 +20,7 @@ import requests
 
 PATCHED_AT_IMPORT = socket.socket.__module__ != "socket"  # gevent._socket3, eventlet.greenio.base
 _acks = {}
+_served = [0]  # /count: the order in which this worker answered, without ever yielding
 _session = None
 
 
@@ -74,6 +75,9 @@ def app(environ, start_response):
         while time.monotonic() < until:
             pass
         return _json(start_response, {"spun": True})
+    if path == "/count":
+        _served[0] += 1
+        return _json(start_response, {"n": _served[0]})
     if path == "/patched":
         return _json(start_response, {"patched_at_import": PATCHED_AT_IMPORT, "pid": os.getpid()})
     return _json(start_response, {"error": "not found"}, "404 Not Found")
