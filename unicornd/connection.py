@@ -101,7 +101,7 @@ class Connection:
     __slots__ = ("ctx", "sock", "peer", "builder", "parser", "head", "head_sent", "sent",
                  "req", "message_done", "continue_pending", "keep_alive", "_overflow_logged",
                  "_nodelay", "ended", "trusted", "started", "stashed", "body_received",
-                 "body_started", "error_status")
+                 "body_started", "error_status", "raw")
 
     def __init__(self, ctx: ServerContext, sock, peer, listener_addr):
         self.ctx = ctx
@@ -115,6 +115,11 @@ class Connection:
         self._nodelay = False
         self.error_status = None
         self.stashed = None  # an event (or error) read ahead by read_head_nonblocking()
+        # A cooperative (gevent, eventlet) plain socket's kernel socket, for sends that need
+        # no waiting; None for a kernel socket (sync, gthread) or TLS.
+        self.raw = None
+        if ctx.ssl_context is None and not isinstance(sock, _socket.socket):
+            self.raw = _plain(sock)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -196,6 +201,17 @@ class Connection:
 
     def _sendall(self, data):
         try:
+            raw = self.raw
+            if raw is not None:
+                # Most responses fit the socket's buffer: one send(2), skipping the
+                # cooperative sendall's bookkeeping (gevent's asks for SO_SNDBUF each time).
+                try:
+                    sent = _socket.socket.send(raw, data, socket.MSG_DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                if sent == len(data):
+                    return
+                data = memoryview(data)[sent:]
             self.sock.sendall(data)
         except (BlockingIOError, socket.timeout):
             raise ClientDisconnected("timed out sending to the client") from None
