@@ -3,14 +3,16 @@
 The standard library is monkey-patched (``greenpatch``), so ``Connection.serve()`` runs on a
 blocking-style socket that yields to the hub whenever it would block. A library adapter (a
 subclass: ``ggevent.GeventWorker``, ``geventlet.EventletWorker``) supplies only spawn, kill,
-sleep, wait-for-readable, a semaphore and its socket class.
+sleep, wait-for-readable, a semaphore, its socket class and a count of the hub's polls.
 
 - One acceptor greenlet per listener takes a slot of a ``worker_connections`` semaphore before
   each ``accept()``: at the cap it stops accepting, and further connections wait in the
   kernel's backlog (or go to another worker). It yields after every ACCEPT_BATCH accepts
   in a row, so neither a burst of new connections nor the ones being served starve.
 - A connection's greenlet runs ``serve(park_when_idle=True)``; between requests it waits for
-  the next one up to ``keepalive`` seconds (a new connection: ``max(keepalive, 5)``).
+  the next one up to ``keepalive`` seconds (a new connection: ``max(keepalive, 5)``). Turns
+  are fair: a request that never waited sends its connection back through the hub's poll
+  (and pipelined requests yield between them); one that waited serves the next at once.
 - The main greenlet is the heartbeat: it reports to the master every second and wakes at once
   on a signal (the base worker's wakeup pipe).
 - Graceful stop (``alive`` False): acceptors are killed, requests in progress finish (up to
