@@ -101,7 +101,7 @@ class Connection:
     __slots__ = ("ctx", "sock", "peer", "builder", "parser", "head", "head_sent", "sent",
                  "req", "message_done", "continue_pending", "keep_alive", "_overflow_logged",
                  "_nodelay", "ended", "trusted", "started", "stashed", "body_received",
-                 "body_started", "error_status", "raw")
+                 "body_started", "error_status", "raw", "taken_over")
 
     def __init__(self, ctx: ServerContext, sock, peer, listener_addr):
         self.ctx = ctx
@@ -115,6 +115,7 @@ class Connection:
         self._nodelay = False
         self.error_status = None
         self.stashed = None  # an event (or error) read ahead by read_head_nonblocking()
+        self.taken_over = False  # the app owned the socket (a websocket): it may still use it
         # A cooperative (gevent, eventlet) plain socket's kernel socket, for sends that need
         # no waiting; None for a kernel socket (sync, gthread) or TLS.
         self.raw = None
@@ -400,6 +401,7 @@ class Connection:
                     worker.request_finished(ev, self)
             if not keep:
                 if self.head is not None and self.head.upgrade:
+                    self.taken_over = True
                     return CLOSE  # the app owned the socket after its 101: nothing to drain
                 return LINGER if self._input_pending() else CLOSE
             self.parser.start_next_request()
@@ -533,6 +535,7 @@ class Connection:
         except StopIteration:
             # gunicorn's convention for an app that took the socket over (flask-sock, after
             # a websocket session): nothing more is written; the connection closes.
+            self.taken_over = True
             raise ClientDisconnected("the app took the connection over") from None
         except Exception:
             ctx.log.exception("Error handling request %s %s", req.method, req.target)

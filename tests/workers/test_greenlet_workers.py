@@ -215,6 +215,8 @@ def test_websocket_echo(kind):
         # gets no access line; the last request's line shows the log is written).
         wait_for(lambda: '"GET / HTTP/1.1" 200 ' in srv.log, 10, message="the access line")
         assert "Error handling" not in srv.log and '" 400 ' not in srv.log, srv.log
+        # Closing a taken-over socket did not break the app's own reader of it.
+        assert "Traceback" not in srv.log, srv.log
 
 
 def _closed(ws):

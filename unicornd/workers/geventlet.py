@@ -20,6 +20,8 @@ except ImportError as exc:  # reported by load_worker_class with the extra to in
 
 from unicornd.workers.greenlet import GreenletWorker
 
+RELEASE_TURNS = 10  # hub turns a taken-over socket's other reader gets to see its EOF
+
 
 class EventletWorker(GreenletWorker):
     library = "eventlet"
@@ -45,6 +47,19 @@ class EventletWorker(GreenletWorker):
 
     def green_socket(self, sock):
         return green.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+
+    def release_taken_over(self, sock) -> None:
+        # A green thread of the app (simple-websocket's reader) may still wait on this socket;
+        # eventlet would wake it on close() with an error such libraries do not expect
+        # (IOClosed, then EOFError). Shut it down and let that reader see EOF first.
+        sock.shutdown(socket.SHUT_RDWR)
+        hub = eventlet.hubs.get_hub()
+        readers = hub.listeners[hub.READ]
+        fd = sock.fileno()
+        for _ in range(RELEASE_TURNS):
+            if fd not in readers:
+                return
+            eventlet.sleep(0)
 
     def hub_turns(self) -> int:
         return self._polls

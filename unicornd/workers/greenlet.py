@@ -94,6 +94,10 @@ class GreenletWorker(ConcurrentRequests, Worker):
         has not waited since it last looked."""
         raise NotImplementedError
 
+    def release_taken_over(self, sock) -> None:
+        """Before closing a socket the app took over (a websocket), whose own reader may
+        still be waiting on it."""
+
     def after_fork(self) -> None:
         pass
 
@@ -235,6 +239,8 @@ class GreenletWorker(ConcurrentRequests, Worker):
             self.log.exception("Error handling a connection from %s", peer)
         finally:
             try:
+                if conn is not None and conn.taken_over:
+                    self.release_taken_over(sock)
                 sock.close()
             except OSError:
                 pass
