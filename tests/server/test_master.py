@@ -527,3 +527,48 @@ def test_hooks_fire_in_the_documented_order(tmp_path):
         assert "child_exit" in final and "worker_int" in final, "\n".join(final)
     finally:
         srv.stop()
+
+
+def _pending_signals(pid) -> int:
+    """The signals pending for a process (its own and its thread group's), as a bit mask."""
+    mask = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("SigPnd:", "ShdPnd:")):
+                mask |= int(line.split()[1], 16)
+    return mask
+
+
+def test_a_worker_told_to_quit_while_booting_still_runs_its_hooks(tmp_path):
+    record, gate = tmp_path / "hooks.txt", tmp_path / "gate"
+    conf = tmp_path / "conf.py"
+    conf.write_text(f"""
+import os, time
+def _w(name):
+    with open({str(record)!r}, "a") as f:
+        f.write(name + "\\n")
+def post_fork(server, worker):
+    _w("post_fork")
+    while not os.path.exists({str(gate)!r}):  # the worker is still booting
+        time.sleep(0.01)
+def worker_int(worker): _w("worker_int")
+def worker_exit(server, worker): _w("worker_exit")
+""")
+    lines = lambda: record.read_text().splitlines() if record.exists() else []  # noqa: E731
+    # (Not waiting for an answer: the worker will not answer before the gate opens.)
+    srv = Server("-c", str(conf), "-w", "1", "-b", "127.0.0.1:0", "masterapp:app",
+                 expect_listen=False)
+    try:
+        wait_for(lambda: "post_fork" in lines(), 20)
+        (worker,) = workers_of(srv)
+        srv.signal(signal.SIGINT)  # quick stop: the master sends SIGQUIT to the worker
+        # The worker has no handlers yet: the signal waits for them instead of killing it.
+        def quit_pending():
+            assert alive(worker), "the booting worker was killed by the signal"
+            return _pending_signals(worker) & (1 << (signal.SIGQUIT - 1))
+        wait_for(quit_pending, 10, message="SIGQUIT pending in the booting worker")
+        gate.write_text("go")
+        assert srv.wait(20) == 0
+        assert lines() == ["post_fork", "worker_int", "worker_exit"], lines()
+    finally:
+        srv.stop()
