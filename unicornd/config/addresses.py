@@ -38,13 +38,57 @@ class BindAddress(NamedTuple):
         return f"{host}:{self.port}"
 
 
-def _port(text: str) -> int:
+def _port(text: str, expected: str) -> int:
     if not text.isdigit() or not text.isascii():
-        raise Invalid(f"port {text!r} is not a number; {EXPECTED}")
+        raise Invalid(f"port {text!r} is not a number; {expected}")
     port = int(text)
     if port > 65535:
         raise Invalid(f"port {port} is out of range 0..65535")
     return port
+
+
+def parse_host_port(text: str, expected: str = EXPECTED):
+    """``(host, port)`` of ``HOST:PORT``, ``HOST``, ``[IPv6]:PORT``, ``[IPv6]`` or ``:PORT``,
+    checked: host lower-cased, ``''`` when absent; port ``None`` when absent. The syntax of a
+    TCP ``bind`` entry, and of the other settings naming a host (``statsd_host``,
+    ``metrics_bind``); ``expected`` ends their error messages."""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise Invalid(f"missing ']' after an IPv6 address; {expected}")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise Invalid(f"{host!r} is not an IPv6 address; {expected}") from None
+        if rest == "":
+            return host.lower(), None
+        if not rest.startswith(":"):
+            raise Invalid(expected)
+        return host.lower(), _port(rest[1:], expected)
+
+    if text.count(":") > 1:
+        raise Invalid(f"an IPv6 address must be in brackets, as in [::1]:8000; {expected}")
+    host, sep, port = text.partition(":")
+    host = host.lower()
+    if host and not _HOSTNAME.fullmatch(host):
+        raise Invalid(f"{host!r} is not a host name or IP address; {expected}")
+    if host and re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise Invalid(f"{host!r} is not an IPv4 address; {expected}") from None
+    return host, (_port(port, expected) if sep else None)
+
+
+def unix_path(text: str, expected: str = EXPECTED):
+    """The path of ``unix:PATH`` / ``unix://PATH`` (``None`` if text is not one)."""
+    m = _UNIX.match(text)
+    if not m:
+        return None
+    path = text[m.end():]
+    if not path:
+        raise Invalid(f"unix: needs a socket path; {expected}")
+    return path
 
 
 def parse_bind(value: str) -> BindAddress:
@@ -55,11 +99,8 @@ def parse_bind(value: str) -> BindAddress:
     if not text:
         raise Invalid(f"empty address; {EXPECTED}")
 
-    m = _UNIX.match(text)
-    if m:
-        path = text[m.end():]
-        if not path:
-            raise Invalid(f"unix: needs a socket path; {EXPECTED}")
+    path = unix_path(text)
+    if path is not None:
         return BindAddress("unix", path=path)
 
     if text.startswith("fd://"):
@@ -74,30 +115,5 @@ def parse_bind(value: str) -> BindAddress:
         scheme = text.partition("://")[0]
         raise Invalid(f"unknown address scheme {scheme + '://'!r}; {EXPECTED}")
 
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep:
-            raise Invalid(f"missing ']' after an IPv6 address; {EXPECTED}")
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise Invalid(f"{host!r} is not an IPv6 address; {EXPECTED}") from None
-        if rest == "":
-            return BindAddress("tcp", host=host.lower(), port=DEFAULT_PORT)
-        if not rest.startswith(":"):
-            raise Invalid(EXPECTED)
-        return BindAddress("tcp", host=host.lower(), port=_port(rest[1:]))
-
-    if text.count(":") > 1:
-        raise Invalid(f"an IPv6 address must be in brackets, as in [::1]:8000; {EXPECTED}")
-    host, sep, port = text.partition(":")
-    host = host.lower()
-    if host and not _HOSTNAME.fullmatch(host):
-        raise Invalid(f"{host!r} is not a host name or IP address; {EXPECTED}")
-    if host and re.fullmatch(r"[0-9.]+", host):
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            raise Invalid(f"{host!r} is not an IPv4 address; {EXPECTED}") from None
-    port_num = _port(port) if sep else DEFAULT_PORT
-    return BindAddress("tcp", host=host or "0.0.0.0", port=port_num)
+    host, port = parse_host_port(text)
+    return BindAddress("tcp", host=host or "0.0.0.0", port=DEFAULT_PORT if port is None else port)

@@ -1,99 +1,64 @@
 """The addresses metrics settings take: validators for the settings table, and parsers.
 
-Kept free of heavy imports: the settings table imports this module.
+Both use the ``bind`` syntax (``addresses``) for hosts and ports; what differs is the
+defaults and which forms make sense. Kept free of heavy imports: the settings table
+imports this module.
 """
 
 import socket
 
+from unicornd.config.addresses import parse_host_port, unix_path
 from unicornd.config.errors import Invalid
 from unicornd.config.validators import kind
 
 DEFAULT_PORT = 8125
+STATSD_EXPECTED = "expected HOST:PORT, HOST, [IPV6]:PORT or unix://PATH"
+METRICS_EXPECTED = "expected HOST:PORT, [IPV6]:PORT or unix:PATH"
 
 
-@kind("string (`HOST:PORT`, `HOST`, `[IPV6]:PORT` or `unix://PATH`), or unset")
-def statsd_address(val):
-    """Validate ``statsd_host``; the value stays the string given (parsed by ``parse_statsd``)."""
-    if val is None:
-        return None
-    if not isinstance(val, str) or not val.strip():
-        raise Invalid("expected HOST:PORT or unix://PATH")
-    val = val.strip()
-    try:
-        parse_statsd(val)
-    except ValueError as exc:
-        raise Invalid(f"expected HOST:PORT or unix://PATH ({exc})") from None
-    return val
+def _family(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def parse_statsd(value: str):
-    """``(family, address)`` of a statsd_host value, as gunicorn reads it."""
-    if value.startswith("unix://"):
-        path = value[len("unix://"):]
-        if not path:
-            raise ValueError("empty path")
+    """``(family, address)`` of a statsd_host value, as gunicorn reads it (port 8125 unless
+    given, host ``localhost`` if empty)."""
+    value = value.strip()
+    path = unix_path(value, STATSD_EXPECTED)
+    if path is not None:
         return socket.AF_UNIX, path
-    if value.startswith("unix:"):
-        raise ValueError("a Unix socket is written unix://PATH")
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError("bad IPv6 address")
-        port = rest[1:] or DEFAULT_PORT
-        family = socket.AF_INET6
-    else:
-        host, sep, port = value.rpartition(":")
-        if not sep:
-            host, port = value, DEFAULT_PORT
-        if ":" in host:
-            raise ValueError("put an IPv6 address in brackets")
-        family = socket.AF_INET
-    try:
-        port = int(port)
-    except ValueError:
-        raise ValueError(f"bad port {port!r}") from None
-    if not 0 < port < 65536:
-        raise ValueError(f"bad port {port}")
-    return family, (host or "localhost", port)
-
-
-@kind("string (`HOST:PORT`, `[IPV6]:PORT` or `unix:PATH`), or unset")
-def metrics_address(val):
-    if val is None:
-        return None
-    if not isinstance(val, str) or not val.strip():
-        raise Invalid("expected HOST:PORT or unix:PATH")
-    val = val.strip()
-    try:
-        parse_metrics_bind(val)
-    except ValueError as exc:
-        raise Invalid(f"expected HOST:PORT or unix:PATH ({exc})") from None
-    return val
+    host, port = parse_host_port(value, STATSD_EXPECTED)
+    if port == 0:
+        raise Invalid(f"port 0 is no StatsD server; {STATSD_EXPECTED}")
+    return _family(host), (host or "localhost", DEFAULT_PORT if port is None else port)
 
 
 def parse_metrics_bind(value: str):
-    """(family, address) of a metrics_bind value."""
-    if value.startswith("unix:"):
-        path = value[len("unix:"):]
-        if path.startswith("//"):
-            path = path[2:]
-        if not path:
-            raise ValueError("empty path")
+    """``(family, address)`` of a metrics_bind value: a port is needed (0: any free one);
+    an empty host is loopback, not every interface."""
+    value = value.strip()
+    path = unix_path(value, METRICS_EXPECTED)
+    if path is not None:
         return socket.AF_UNIX, path
-    if value.startswith("["):
-        host, sep, rest = value[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError("expected [IPV6]:PORT")
-        family, port = socket.AF_INET6, rest[1:]
-    else:
-        host, sep, port = value.rpartition(":")
-        if not sep or ":" in host:
-            raise ValueError("a port is needed")
-        family = socket.AF_INET
-    try:
-        port = int(port)
-    except ValueError:
-        raise ValueError(f"bad port {port!r}") from None
-    if not 0 <= port < 65536:
-        raise ValueError(f"bad port {port}")
-    return family, (host or "127.0.0.1", port)
+    host, port = parse_host_port(value, METRICS_EXPECTED)
+    if port is None:
+        raise Invalid(f"a port is needed; {METRICS_EXPECTED}")
+    return _family(host), (host or "127.0.0.1", port)
+
+
+def _address_setting(parse, expected):
+    def validate(val):
+        """The value stays the string given; ``parse`` reads it where it is used."""
+        if val is None:
+            return None
+        if not isinstance(val, str) or not val.strip():
+            raise Invalid(expected)
+        parse(val)
+        return val.strip()
+    return validate
+
+
+statsd_address = kind("string (`HOST:PORT`, `HOST`, `[IPV6]:PORT` or `unix://PATH`), or unset")(
+    _address_setting(parse_statsd, STATSD_EXPECTED))
+metrics_address = kind("string (`HOST:PORT`, `[IPV6]:PORT` or `unix:PATH`), or unset")(
+    _address_setting(parse_metrics_bind, METRICS_EXPECTED))

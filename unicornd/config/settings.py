@@ -381,7 +381,7 @@ SETTINGS: tuple[Setting, ...] = (
         `/dev/null`."""),
     _s(LOG, "statsd_host", "--statsd-host", metrics_addr.statsd_address, None, """
         A StatsD server to send metrics to, over UDP (`HOST:PORT`, `HOST` for port 8125,
-        `[IPV6]:PORT`) or a Unix datagram socket (`unix://PATH`). Workers send gunicorn's
+        `[IPV6]:PORT`) or a Unix datagram socket (`unix://PATH` or `unix:PATH`). Workers send gunicorn's
         metrics per request (`gunicorn.requests`, `gunicorn.request.duration` in ms,
         `gunicorn.request.status.NNN`), the master `gunicorn.workers`, and every process the
         log counters `gunicorn.log.critical|error|warning|exception`. Sending never blocks and
