@@ -361,3 +361,24 @@ def test_max_requests_recycles_under_keep_alive_load_without_failures():
             load.finish()
         assert load.failures == []
         assert "max_requests" in srv.log
+
+
+def test_a_socket_the_app_closed_itself_does_not_take_a_new_connection_with_it(tmp_path):
+    # The app closes the socket it took over and goes on running; the fd number is free, and
+    # the next connection gets it. When the app returns, that new connection must live on.
+    gate = tmp_path / "gate"
+    with gthread("-w", "1", "--threads", "4", "--keep-alive", "30", "--log-level", "debug") as srv:
+        with socket.create_connection(srv.address, timeout=10) as old:
+            old.sendall(request_bytes("GET", f"/takeover?gate={gate}"))
+            wait_eof(old)
+        with socket.create_connection(srv.address, timeout=10) as new:
+            reader = ResponseReader(new)
+            new.sendall(request_bytes("GET", "/hello"))
+            assert reader.read()[0] == 200
+            gate.write_text("go")
+            # The app has returned and the server is done with the old connection (logged
+            # just before it forgets it).
+            wait_for(lambda: "the app took the connection over" in srv.log, 10)
+            # Its next request on the same connection is still answered.
+            new.sendall(request_bytes("GET", "/hello"))
+            assert reader.read()[0] == 200

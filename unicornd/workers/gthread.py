@@ -101,6 +101,10 @@ class ThreadWorker(ConcurrentRequests, Worker):
         self.nthreads = max(1, cfg.threads)
         self._inflight_lock = threading.Lock()  # pool threads finish requests concurrently
         self._clients = {}  # fd -> _Client: every connection held (the worker_connections count)
+        # Held to add a client and to remove one: an app that closed the socket it took over
+        # (a websocket) frees the fd number while its client is still in _clients, and the
+        # next accept() may get it; removing "the client at that fd" must not remove that one.
+        self._clients_lock = threading.Lock()
         self._handback = deque()  # clients a pool thread passes to the main thread (lingering)
         self._queue = None
         self._ep = None
@@ -168,8 +172,10 @@ class ThreadWorker(ConcurrentRequests, Worker):
                         self._tend_lingering(client)
                 elif fd in listeners:
                     self._accept(listeners[fd])
-                else:
+                elif fd == self._pipe_r or fd == self._wakeup_r:
                     self._read_pipe(fd)
+                else:
+                    self._forget_fd(fd)
             if self._paused and len(clients) < self.max_conns and self.alive:
                 self._set_accepting(True)
             now = time.monotonic()
@@ -193,6 +199,14 @@ class ThreadWorker(ConcurrentRequests, Worker):
             while handback:
                 client = handback.popleft()
                 self._arm(client, _IN)  # lingering: level-triggered until EOF or deadline
+
+    def _forget_fd(self, fd) -> None:
+        """An event for no connection of ours: never read it (it may be a new connection's
+        number, its request not yet ours to take); stop watching it."""
+        try:
+            self._ep.unregister(fd)
+        except OSError:
+            pass
 
     def _arm(self, client, events) -> bool:
         try:
@@ -251,7 +265,8 @@ class ThreadWorker(ConcurrentRequests, Worker):
         fd = sock.fileno()
         now = time.monotonic()
         client = _Client(sock, fd, peer, listener.address, now, now + self.first_request_seconds)
-        clients[fd] = client
+        with self._clients_lock:
+            clients[fd] = client
         # Served once it has bytes to read: a client that connects and says nothing holds no thread.
         self._arm(client, _ONESHOT_IN)
         if len(clients) >= self.max_conns:
@@ -317,9 +332,12 @@ class ThreadWorker(ConcurrentRequests, Worker):
 
     def _close(self, client) -> None:
         client.state = CLOSED
-        # Forget it before closing: once closed, accept() may reuse the fd number.
-        if self._clients.pop(client.fd, None) is None:
-            return
+        # Forget it before closing: once closed, accept() may reuse the fd number. Not if the
+        # fd is another connection's already (the app closed this one's socket itself).
+        with self._clients_lock:
+            if self._clients.get(client.fd) is not client:
+                return
+            del self._clients[client.fd]
         try:
             client.sock.close()
         except OSError:
@@ -367,8 +385,10 @@ class ThreadWorker(ConcurrentRequests, Worker):
                     elif client.state == PARKED or client.state == NEW:
                         client.state = ACTIVE
                         self._queue.put(client)
-                elif fd not in self._listeners:
+                elif fd == self._pipe_r or fd == self._wakeup_r:
                     self._read_pipe(fd)
+                elif fd not in self._listeners:
+                    self._forget_fd(fd)
         for client in list(clients.values()):
             if client.state != ACTIVE:
                 self._close(client)

@@ -296,3 +296,23 @@ def orphan(environ, start_response):
 
 
 ROUTES["/orphan"] = orphan
+
+
+def takeover(environ, start_response):
+    """/takeover?gate=PATH: take the socket over as a websocket library does, answer 101 on it
+    and close it; return (gunicorn's StopIteration convention) only once PATH exists."""
+    import time
+    from urllib.parse import parse_qs
+    gate = parse_qs(environ["QUERY_STRING"])["gate"][0]
+    sock = environ["gunicorn.socket"]
+    sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n")
+    sock.close()
+    deadline = time.monotonic() + 20
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with open(gate + ".returned", "w"):
+        pass
+    raise StopIteration
+
+
+ROUTES["/takeover"] = takeover
