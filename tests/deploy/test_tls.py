@@ -12,7 +12,7 @@ import pytest
 import trustme
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
-from support import Server, raw_request, run_cli, wait_for  # noqa: E402
+from support import Server, raw_request, request, run_cli, wait_for  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +51,8 @@ def client_context(pki, cert=False, maximum=None):
 
 
 def https_get(port, context, path="/echo"):
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
+    status, _, body = request(("127.0.0.1", port), path, timeout=10, context=context)
+    return status, body
 
 
 @pytest.mark.parametrize("handshake_now", [False, True])

@@ -1,6 +1,5 @@
 """Developer conveniences, end to end: reload, spew, PasteDeploy apps, --check-config."""
 
-import os
 import re
 import time
 

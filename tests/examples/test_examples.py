@@ -3,7 +3,6 @@
 import json
 import socket
 
-import pytest
 
 from support import REPO, Server, parse_response, raw_request, run_cli
 

@@ -1,7 +1,6 @@
 """Metrics end to end: real servers with 2 workers, real traffic, scraped with curl and parsed
 with prometheus_client; statsd received by the test's own sockets; ``unicornd status``."""
 
-import http.client
 import json
 import os
 import re
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import REPO, Server, children, wait_for
+from support import REPO, Server, children, request, wait_for
 
 HERE = Path(__file__).resolve().parent
 _SERVING = r"Serving /metrics and /status at: (\S+)"
@@ -26,14 +25,7 @@ def start(*args, **kw):
 
 
 def get(address, path):
-    conn = http.client.HTTPConnection(*address, timeout=30)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    finally:
-        conn.close()
+    return request(address, path)[0]
 
 
 def metrics_url(srv):

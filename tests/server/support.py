@@ -3,6 +3,7 @@
 No sleeps as synchronisation: everything waits on a condition with a deadline.
 """
 
+import http.client
 import os
 import re
 import signal
@@ -154,6 +155,21 @@ def run_cli(*args, cwd=None, env=None, timeout=30.0):
         full_env.update(env)
     return subprocess.run([sys.executable, "-m", "unicornd", *args], cwd=cwd or APPS, env=full_env,
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def request(address, path="/", method="GET", body=None, headers=None, timeout=30, context=None):
+    """One request on a new connection with http.client (HTTPS with an ssl ``context``):
+    ``(status, headers with lower-case names, body)``."""
+    if context is None:
+        conn = http.client.HTTPConnection(*address, timeout=timeout)
+    else:
+        conn = http.client.HTTPSConnection(*address, context=context, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
 
 
 def raw_request(address, data: bytes, timeout=10.0, shut_wr=False) -> bytes:

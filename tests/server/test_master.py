@@ -4,7 +4,6 @@ Asserted through what clients and the process table see; deadlines instead of sl
 """
 
 import fcntl
-import http.client
 import os
 import pty
 import pwd
@@ -19,17 +18,12 @@ import threading
 
 import pytest
 
-from support import APPS, REPO, Load, Server, alive, children, parse_response, raw_request, wait_for
+from support import APPS, REPO, Load, Server, alive, children, raw_request, request, wait_for
 
 
 def get(address, path="/"):
-    conn = http.client.HTTPConnection(*address, timeout=30)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
+    status, _, body = request(address, path)
+    return status, body
 
 
 def workers_of(server):

@@ -4,18 +4,16 @@ What every worker class must do alike (bad requests, app exceptions, unread bodi
 close) is in tests/workers/test_worker_behaviour.py, run against sync too.
 """
 
-import http.client
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import time
 
 import pytest
 
-from support import Server, parse_response, raw_request, wait_for
+from support import Server, parse_response, raw_request, request, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +23,7 @@ def server():
 
 
 def get(server, path, method="GET", body=None, headers=None):
-    conn = http.client.HTTPConnection(*server.address, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, dict((k.lower(), v) for k, v in resp.getheaders()), resp.read()
-    finally:
-        conn.close()
+    return request(server.address, path, method, body, headers, timeout=10)
 
 
 def test_hello_with_http_client(server):

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import websocket
 from workers_support import ResponseReader, request_bytes
-from support import APPS, REPO, Server, run_cli, wait_for
+from support import APPS, REPO, Server, request, run_cli, wait_for
 
 CLASSES = ["gevent", "eventlet"]
 
@@ -27,13 +27,8 @@ def kind(request):
 
 
 def get(address, path, timeout=30):
-    conn = http.client.HTTPConnection(*address, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
+    status, _, body = request(address, path, timeout=timeout)
+    return status, body
 
 
 def get_json(address, path, timeout=30):

@@ -3,7 +3,6 @@
 Each test runs once per class in conftest.WORKER_CLASSES, so a class cannot quietly differ.
 """
 
-import http.client
 import json
 import signal
 import socket
@@ -11,7 +10,7 @@ import threading
 
 import pytest
 from workers_support import KEEPS_ALIVE, MULTITHREAD, ResponseReader, request_bytes, server_args, wait_eof
-from support import Server, parse_response, raw_request, wait_for
+from support import Server, parse_response, raw_request, request, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +20,7 @@ def server(worker_class):
 
 
 def get(server, path, method="GET", body=None, headers=None):
-    conn = http.client.HTTPConnection(*server.address, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
+    return request(server.address, path, method, body, headers, timeout=10)
 
 
 def worker_pid(server):
