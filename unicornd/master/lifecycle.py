@@ -170,6 +170,9 @@ class Lifecycle:
 
     def stop_workers(self) -> None:
         """WINCH: the workers stop gracefully, the master stays (an upgrade's middle step)."""
+        if self.reload is not None:
+            # No worker is wanted: a reload rolling meanwhile has nothing to prove itself on.
+            self._roll_back("the workers were told to stop (WINCH)")
         self.target = 0
         self.step()
 
@@ -415,20 +418,24 @@ class Lifecycle:
                           rec.pid, what, self.failures, delay)
 
     def _reload_failed(self, what) -> None:
+        self.log.error("Reload failed: the new workers %s; the old workers stay", what)
+        self._roll_back("reload failed")
+        self.ops.notify("ready", self.status_text())
+
+    def _roll_back(self, why) -> None:
+        """The generation before the reload is current again; the new one's workers go."""
         gen, previous = self.reload
         self.reload = None
-        self.log.error("Reload failed: the new workers %s; the old workers stay", what)
         for rec in list(self.workers.values()):
             if rec.gen is gen:
                 if rec.phase in (BOOTING, SERVING):
-                    self._retire(rec, "reload failed")
+                    self._retire(rec, why)
             elif rec.superseded == "reload":
                 rec.superseded = None
         self.current = previous
         self.target = previous.cfg.workers
         self.failures = 0
         self.retry_at = 0.0
-        self.ops.notify("ready", self.status_text())
 
     def _log_exit(self, rec, status) -> None:
         pid = rec.pid
