@@ -215,6 +215,8 @@ class LifecycleMachine(RuleBasedStateMachine):
                 self.kept = set(r.pid for r in self.model.serving())
         else:
             self.kept = None
+        if self.model.reload is None:
+            self.reload_since = self.world.now
         self.model.begin_reload(Cfg(workers, behaviour), None)
         self._deliver_exits()
 
@@ -339,6 +341,13 @@ class LifecycleMachine(RuleBasedStateMachine):
                         and proc.requests < proc.limit * 3 // 4:
                     assert rec.phase == lc.SERVING, (rec, self.log.lines[-6:])
             self.kept = None
+
+    @invariant()
+    def a_reload_completes_or_fails_within_boot_timeout(self):
+        if self.stopped or self.model.reload is None:
+            return
+        limit = self.model.cfg.boot_timeout + lc.ABORT_GRACE_SECONDS + 2 * 40.0
+        assert self.world.now - self.reload_since <= limit, self.log.lines[-6:]
 
     @invariant()
     def the_current_generation_can_boot_or_is_backed_off(self):
