@@ -161,7 +161,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         for proc in list(self.world.procs.values()):
             if not proc.alive and not proc.reaped:
                 proc.reaped = True
-                self.model.child_exited(proc.pid, proc.status, flags=proc.flags)
+                self.model.child_exited(proc.pid, proc.status, self.world.view(proc))
 
     def _advance(self, seconds):
         world = self.world
@@ -183,7 +183,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         for pid in list(self.model.workers):
             proc = world.procs[pid]
             if proc.reaped:  # reaped behind the master's back: the shell reports it so
-                self.model.child_exited(pid, None, flags=proc.flags)
+                self.model.child_exited(pid, None, world.view(proc))
             else:
                 views[pid] = world.view(proc)
         self.model.tick(views)

@@ -47,7 +47,7 @@ ABORT_GRACE_SECONDS = 5.0      # after SIGABRT, time for the stack dump before S
 KILL_MARGIN_SECONDS = 5.0      # a retired worker past graceful_timeout + this gets SIGKILL
 BACKOFF_FIRST_SECONDS = 1.0    # a replacement that failed to boot is retried after 1, 2, 4...
 BACKOFF_MAX_SECONDS = 30.0     # ...seconds, at most this
-FRESH_WORKER_REQUESTS = 0      # a worker that has served this many is "fresh" (memory check)
+FRESH_WORKER_SECONDS = 5.0     # over max_worker_memory this soon after boot: the limit is too low
 
 
 class HaltServer(Exception):
@@ -195,9 +195,9 @@ class Lifecycle:
                 rec.superseded = "reload"
         self.step()
 
-    def child_exited(self, pid, status, flags=0) -> None:
+    def child_exited(self, pid, status, view=None) -> None:
         """A child was reaped with wait status ``status`` (None: gone, status unknown);
-        ``flags``: what its scoreboard slot said last."""
+        ``view``: what its scoreboard slot said last."""
         if pid == self.upgrade_child:
             self.upgrade_child = 0
             self.log.info("The new master (pid %s) exited: this master carries on", pid)
@@ -207,6 +207,10 @@ class Lifecycle:
             # Not one of ours: as PID 1 (a container) the master inherits every orphan.
             self.log.debug("Reaped process %s, not a worker (status %s)", pid, status)
             return
+        flags = view.flags if view is not None and view.pid == pid else 0
+        if rec.booted_at is None and flags is not None and view is not None \
+                and view.pid == pid and view.state in (IDLE, BUSY):
+            self._booted(rec, self.ops.now())  # it booted and ended between two ticks
         if flags & WANTS_RECYCLE and rec.superseded is None:
             rec.superseded = "max_requests"  # it reached its limit before we saw it ask
         self._log_exit(rec, status)
@@ -378,8 +382,10 @@ class Lifecycle:
         if resident <= cfg.max_worker_memory:
             rec.over_memory = 0
             return
-        if view.requests <= FRESH_WORKER_REQUESTS:
-            # A worker that has served nothing is already over: recycling cannot help.
+        if rec.over_memory == 0 and rec.phase_at == rec.booted_at and \
+                self.ops.now() - rec.booted_at < FRESH_WORKER_SECONDS:
+            # Over the limit at its first look after boot: a fresh worker already is, so
+            # recycling cannot help and would only loop.
             rec.gen.memory_recycling = False
             self.log.warning(
                 "max_worker_memory (%d MiB) is below the RSS of a freshly booted worker "

@@ -414,8 +414,8 @@ class Master:
             if pid == self.reexec_pid:
                 self.reexec_pid = 0
             rec = self.workers.get(pid)
-            flags = self.scoreboard.read(rec.slot).flags if rec is not None else 0
-            self.model.child_exited(pid, status, flags=flags)
+            view = self.scoreboard.read(rec.slot) if rec is not None else None
+            self.model.child_exited(pid, status, view)
 
     def check_workers(self) -> None:
         """A tick: what each worker's slot says, into the model. A worker that is gone without
@@ -426,7 +426,7 @@ class Master:
             if not rawos.exists(pid):
                 self.log.warning("Worker %s is gone without an exit status (reaped elsewhere)",
                                  pid)
-                self.model.child_exited(pid, None, flags=board.read(rec.slot).flags)
+                self.model.child_exited(pid, None, board.read(rec.slot))
                 continue
             views[pid] = board.read(rec.slot)
         self.model.tick(views)
