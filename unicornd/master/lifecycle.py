@@ -291,6 +291,9 @@ class Lifecycle:
             self.retry_at = self.ops.now() + BACKOFF_FIRST_SECONDS
             return False
         pid, slot, worker = result
+        stale = self.workers.pop(pid, None)
+        if stale is not None:  # its pid was reused: the old one ended unseen
+            self.ops.forget(stale)
         self.age += 1
         self.workers[pid] = WorkerRecord(pid, self.current, slot, self.age, self.ops.now(), worker)
         return True
