@@ -6,7 +6,8 @@ import signal
 import pytest
 
 from unicornd.master import lifecycle as lc
-from unicornd.master.scoreboard import BOOTING as SLOT_BOOTING, BUSY, FREE, IDLE, WANTS_RECYCLE
+from unicornd.master.scoreboard import (BOOTING as SLOT_BOOTING, FREE, IDLE, OVER_MEMORY_AT_BOOT,
+                                        WANTS_RECYCLE)
 from unicornd.workers.base import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 
 from test_lifecycle_model import Cfg, Log, View, World, _Ops
@@ -117,7 +118,18 @@ def test_max_worker_memory_below_a_fresh_worker_warns_once():
     world, log, model = make(workers=1, max_worker_memory=1 << 20)
     world.rss = lambda pid: 50 << 20
     for _ in range(5):
-        model.tick({p: view(p, world=world) for p in model.workers})
+        model.tick({p: view(p, flags=OVER_MEMORY_AT_BOOT, world=world) for p in model.workers})
         world.now += 1
     assert log.count("below the RSS of a freshly booted worker") == 1
     assert log.count("Recycling worker") == 0 and len(world.procs) == 1
+
+
+def test_a_worker_that_grows_after_boot_is_recycled_for_memory():
+    world, log, model = make(workers=1, max_worker_memory=1 << 20)
+    world.rss = lambda pid: 50 << 20
+    (pid,) = model.workers
+    for _ in range(3):
+        model.tick({p: view(p, requests=3, world=world) for p in model.workers})
+        world.now += 1
+    assert log.count(f"Recycling worker {pid}: its RSS of 50 MiB is above max_worker_memory") == 1
+    assert len(model.workers) == 2  # the replacement, then the old one leaves once it serves

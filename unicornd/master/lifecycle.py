@@ -37,7 +37,8 @@ with gunicorn's exit status.
 
 import signal
 
-from unicornd.master.scoreboard import BOOTING as SLOT_BOOTING, BUSY, FREE, IDLE, WANTS_RECYCLE
+from unicornd.master.scoreboard import (BOOTING as SLOT_BOOTING, BUSY, FREE, IDLE,
+                                        OVER_MEMORY_AT_BOOT, WANTS_RECYCLE)
 from unicornd.master.timeouts import hung_reason
 from unicornd.workers.base import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 
@@ -47,7 +48,6 @@ ABORT_GRACE_SECONDS = 5.0      # after SIGABRT, time for the stack dump before S
 KILL_MARGIN_SECONDS = 5.0      # a retired worker past graceful_timeout + this gets SIGKILL
 BACKOFF_FIRST_SECONDS = 1.0    # a replacement that failed to boot is retried after 1, 2, 4...
 BACKOFF_MAX_SECONDS = 30.0     # ...seconds, at most this
-FRESH_WORKER_SECONDS = 5.0     # over max_worker_memory this soon after boot: the limit is too low
 
 
 class HaltServer(Exception):
@@ -131,7 +131,6 @@ class Lifecycle:
         self.stopping = False
         self.upgraded_from = upgraded_from   # our old master's pid (we are the USR2 child)
         self.upgrade_child = 0               # the new master we started with USR2
-        self.memory_warned = set()           # generations warned about max_worker_memory
 
     # -- what the shell reads --------------------------------------------------------------
 
@@ -385,10 +384,9 @@ class Lifecycle:
         if resident <= cfg.max_worker_memory:
             rec.over_memory = 0
             return
-        if rec.over_memory == 0 and rec.phase_at == rec.booted_at and \
-                self.ops.now() - rec.booted_at < FRESH_WORKER_SECONDS:
-            # Over the limit at its first look after boot: a fresh worker already is, so
-            # recycling cannot help and would only loop.
+        if view.flags & OVER_MEMORY_AT_BOOT:
+            # The worker was over the limit as soon as it had loaded the app: recycling
+            # cannot help and would only loop.
             rec.gen.memory_recycling = False
             self.log.warning(
                 "max_worker_memory (%d MiB) is below the RSS of a freshly booted worker "

@@ -45,7 +45,8 @@ FREE, BOOTING, IDLE, BUSY = 0, 1, 2, 3
 STATE_NAMES = {FREE: "free", BOOTING: "booting", IDLE: "idle", BUSY: "busy"}
 
 # flags a worker raises for the master
-WANTS_RECYCLE = 1
+WANTS_RECYCLE = 1          # near max_requests (or asked otherwise): start my replacement
+OVER_MEMORY_AT_BOOT = 2    # above max_worker_memory right after loading the app
 
 _OFF_STATE = 4
 _OFF_FLAGS = 5

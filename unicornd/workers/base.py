@@ -16,8 +16,8 @@ from unicornd.app_loading import AppImportError, load_app
 from unicornd.connection import ServerContext
 from unicornd.logging import reopen_log_files
 from unicornd.master.listeners import set_client_timeouts
-from unicornd.master.process import set_owner
-from unicornd.master.scoreboard import WANTS_RECYCLE
+from unicornd.master.process import rss, set_owner
+from unicornd.master.scoreboard import OVER_MEMORY_AT_BOOT, WANTS_RECYCLE
 from unicornd.metrics.statsd import from_config as statsd_from_config
 from unicornd.reloader import broken_app
 from unicornd.stacks import format_all_stacks
@@ -136,6 +136,9 @@ class Worker:
         self.cfg.post_worker_init(self)
         self.booted = True
         if self.slot is not None:
+            if self.cfg.max_worker_memory and rss(self.pid) > self.cfg.max_worker_memory:
+                # Recycling for memory cannot help when a fresh worker is already above it.
+                self.slot.raise_flag(OVER_MEMORY_AT_BOOT)
             self.slot.idle(time.monotonic())
         if self.cfg.spew:
             from unicornd.spew import install
