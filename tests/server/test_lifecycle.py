@@ -145,7 +145,7 @@ def test_max_requests_is_a_hard_limit_under_load(tmp_path, worker_class):
             t.join(120)
         assert failures == [], failures[:5]
         # At most the limit plus what was in flight when it was reached (sync: nothing else).
-        in_flight = 0 if worker_class == "sync" else CLIENTS - 1
+        in_flight = 0 if worker_class == "sync" else CLIENTS  # (one may be mid-accept)
         assert max(counts.values()) <= 20 + in_flight, counts.most_common(3)
         assert len(counts) >= 100 * CLIENTS // (20 + in_flight)  # so many workers took turns
 

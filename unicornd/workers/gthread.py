@@ -246,6 +246,8 @@ class ThreadWorker(ConcurrentRequests, Worker):
                     pass
 
     def _accept(self, listener) -> None:
+        if not self.alive:
+            return  # stopping (or at max_requests): what is accepted already is all it serves
         clients = self._clients
         if len(clients) >= self.max_conns:
             self._set_accepting(False)
