@@ -223,10 +223,23 @@ def nginx_factory():
 
 # -- the fixed address and socket of the examples ----------------------------------------------
 
+def _open_lock_file() -> int:
+    """The lock file, shared by every user's test runs: read-only is enough for ``flock``, and
+    opening another user's file in /tmp with O_CREAT fails where ``fs.protected_regular`` is on."""
+    try:
+        return os.open(LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        pass
+    try:
+        return os.open(LOCK_FILE, os.O_CREAT | os.O_EXCL | os.O_RDONLY, 0o644)
+    except FileExistsError:  # another run made it in between
+        return os.open(LOCK_FILE, os.O_RDONLY)
+
+
 @pytest.fixture
 def fixed_addresses():
-    """Hold the lock on the examples' fixed port and socket path for the whole test."""
-    fd = os.open(LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o666)
+    """Hold the lock on the examples' fixed address for the whole test."""
+    fd = _open_lock_file()
 
     def take():
         try:
