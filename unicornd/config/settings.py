@@ -3,7 +3,12 @@
 argparse (``unicornd -h``), config files, ``UNICORND_CMD_ARGS``, ``--print-config``,
 ``--check-config`` and the docs site's settings page all read ``SETTINGS``. Names, flags, defaults and
 sections are gunicorn 27's, so that every gunicorn flag and config-file name is known here;
-``supported=False`` marks the ones unicornd refuses when given a value other than the default.
+``supported=False`` marks the ones unicornd refuses when given a value other than the default:
+those that would change what the server does if it honoured them (HTTP/2, the uWSGI protocol,
+dirty arbiters). A setting that only tunes something unicornd refuses, or that gunicorn itself
+only uses in its ASGI worker, is accepted with a warning saying it has no effect (``ignored``);
+one accepted with another effect than gunicorn's says so too (``differs``). Both warnings are
+logged at startup and by ``--check-config``.
 
 Docs are Markdown, one paragraph, written for users; the first sentence is also the
 ``-h`` text. The reference page is rendered at every docs build (``mkdocs build``; the
@@ -38,6 +43,12 @@ class Setting(NamedTuple):
     # the variable), or (None, value) for a value computed at load time (cwd, euid, ...).
     default_from: Callable[[Mapping[str, str]], tuple[str | None, Any] | None] | None = None
     default_doc: str | None = None  # how the docs show such a default
+    # Accepted, but a value other than the default does nothing in unicornd: why (a warning
+    # at startup and in --check-config, and the reference, say so).
+    ignored: str | None = None
+    # Accepted with another effect than gunicorn's: value -> what differs, or None when that
+    # value behaves as in gunicorn (a warning at startup and in --check-config).
+    differs: Callable[[Any], str | None] | None = None
 
 
 def _s(section, name, cli, validate, default, doc, **kw):
@@ -52,10 +63,10 @@ def _int(section, name, cli, default, doc, validate=v.non_negative_int, meta="IN
     return _s(section, name, cli, validate, default, doc, meta=meta, **kw)
 
 
-def _hook(section, fn, doc, supported=True, post_request=False):
+def _hook(section, fn, doc, post_request=False, **kw):
     params = tuple(fn.__code__.co_varnames[: fn.__code__.co_argcount])
     validate = v.hook(params, post_request=post_request)
-    return _s(section, fn.__name__, "", validate, fn, doc, supported=supported)
+    return _s(section, fn.__name__, "", validate, fn, doc, **kw)
 
 
 def _env(variable, make=lambda raw: raw):
@@ -86,6 +97,12 @@ MECH, LOG, PN, DBG = "Server Mechanics", "Logging", "Process Naming", "Debugging
 HOOKS, SSL, H2, CTL = "Server Hooks", "SSL", "HTTP/2", "Control"
 DIRTY, DHOOKS = "Dirty Arbiters", "Dirty Arbiter Hooks"
 NO = {"supported": False}
+ASGI_ONLY = {"ignored": "gunicorn uses it only in its ASGI worker; unicornd serves WSGI"}
+HTTP2_ONLY = {"ignored": "it tunes HTTP/2, which unicornd does not speak (http_protocols = 'h1')"}
+DIRTY_ONLY = {"ignored": "it is for gunicorn's dirty arbiter, which runs only with dirty_apps "
+                         "and dirty_workers, refused by unicornd"}
+CONTROL = {"ignored": "unicornd has no control socket; use `unicornd status` (with "
+                      "metrics_bind) to see the workers, and signals to drive the master"}
 
 SETTINGS: tuple[Setting, ...] = (
     # -- Config File --------------------------------------------------------------------------
@@ -119,20 +136,25 @@ SETTINGS: tuple[Setting, ...] = (
          default_from=_env("WEB_CONCURRENCY"),
          default_doc="`$WEB_CONCURRENCY`, or `1` when it is not set"),
     _s(WP, "worker_class", "-k --worker-class", v.worker_class, "sync", """
-        How workers accept and schedule connections: the name of a built-in class (`sync`: one
-        request at a time per process; `gthread`: a pool of `threads` threads per process with
-        keep-alive), one of gunicorn's names for them (`gunicorn.workers.sync.SyncWorker`,
-        `egg:gunicorn#gthread`, ...), or the dotted path of your own worker class. gunicorn's
-        other classes (`gevent`, `eventlet`, `tornado`) are refused until unicornd has them. See
-        the worker classes page for how to choose.""", meta="STRING"),
+        How workers accept and schedule connections: `sync`, `gthread`, `gevent` or `eventlet`.
+        `sync` serves one request at a time per process; `gthread` runs requests on a pool of
+        threads per process (see `threads`) with keep-alive; `gevent` and `eventlet` run a
+        greenlet per connection and need their library (`pip install 'unicornd[gevent]'`).
+        gunicorn's names for them (`gunicorn.workers.sync.SyncWorker`, `egg:gunicorn#gthread`,
+        ...) work too, as does the dotted path of your own class derived from a unicornd worker
+        class. The class and its library are loaded with the settings, so `--check-config`
+        reports a missing library or a class written for gunicorn's worker API; gunicorn's
+        `tornado` class is refused. See the worker classes page for how to choose.""",
+       meta="STRING"),
     _int(WP, "threads", "--threads", 1, """
         Threads per worker process for the `gthread` worker class: how many requests one worker
         runs at once. As with gunicorn, more than 1 with the `sync` worker class (the default)
         selects `gthread`. Idle keep-alive connections do not hold a thread; `worker_connections`
         bounds how many connections a worker holds."""),
     _int(WP, "worker_connections", "--worker-connections", 1000, """
-        The most clients one worker serves at once, for the threaded and event-loop worker
-        classes. The `sync` worker serves one connection at a time and ignores it."""),
+        The most clients one worker holds at once. For `gthread`, `gevent` and `eventlet`, the
+        connections it serves or keeps alive; for `sync`, which serves one request at a time,
+        the connections whose request head it reads while waiting for them to be complete."""),
     _int(WP, "max_requests", "--max-requests", 0, """
         Recycle a worker after it has served this many requests, a simple guard against memory
         leaks; 0 never recycles. The master starts the replacement and waits until it has loaded
@@ -162,18 +184,21 @@ SETTINGS: tuple[Setting, ...] = (
         servers facing clients directly; behind a load balancer a longer value is common. The
         `sync` worker closes the connection after each response and ignores it."""),
     _s(WP, "asgi_loop", "--asgi-loop", v.choice("auto", "asyncio", "uvloop"), "auto", """
-        The event loop for gunicorn's ASGI worker. unicornd serves WSGI only.""",
-       meta="STRING", **NO),
+        The event loop for gunicorn's ASGI worker. Accepted with a warning and unused: unicornd
+        serves WSGI only.""", meta="STRING", **ASGI_ONLY),
     _s(WP, "asgi_lifespan", "--asgi-lifespan", v.choice("auto", "on", "off"), "auto", """
-        Whether gunicorn's ASGI worker runs the ASGI lifespan protocol. unicornd serves WSGI
-        only.""", meta="STRING", **NO),
+        Whether gunicorn's ASGI worker runs the ASGI lifespan protocol. Accepted with a warning
+        and unused: unicornd serves WSGI only.""", meta="STRING", **ASGI_ONLY),
     _int(WP, "asgi_disconnect_grace_period", "--asgi-disconnect-grace-period", 3, """
-        Seconds gunicorn's ASGI worker lets an application react to a client disconnect.""", **NO),
+        Seconds gunicorn's ASGI worker lets an application react to a client disconnect.
+        Accepted with a warning and unused: unicornd serves WSGI only.""", **ASGI_ONLY),
     _int(WP, "websocket_max_message_size", "--websocket-max-message-size", 16777216, """
-        The largest WebSocket message, in bytes, gunicorn's ASGI worker accepts.""", **NO),
+        The largest WebSocket message, in bytes, gunicorn's ASGI worker accepts. Accepted with a
+        warning and unused: WebSocket libraries for WSGI set their own limits.""", **ASGI_ONLY),
     _s(WP, "http_parser", "--http-parser", v.choice("auto", "fast", "python"), "auto", """
-        Which HTTP parser gunicorn uses. unicornd has a single strict parser.""",
-       meta="STRING", **NO),
+        Which of its HTTP parsers gunicorn uses (the choice does not change what is accepted).
+        Accepted with a warning and unused: unicornd has a single strict parser.""",
+       meta="STRING", ignored="unicornd has a single HTTP parser, the strict one"),
     # -- Security -----------------------------------------------------------------------------
     _int(SEC, "limit_request_line", "--limit-request-line", 4094, """
         The longest request line (method, target and version) accepted, in bytes; longer ones are
@@ -210,8 +235,12 @@ SETTINGS: tuple[Setting, ...] = (
         Whether file responses (`wsgi.file_wrapper` on a real file) are sent with `sendfile()`.
         `--no-sendfile` turns it off. When it is not set, the `SENDFILE` environment variable
         decides (`1`, `y`, `yes` or `true` turn it on, anything else off), and without that
-        variable it is on. The loaded configuration holds the resulting true or false.""",
-       action="store_const", const=False),
+        variable it is on. The loaded configuration holds the resulting true or false.
+        `sendfile = True` in a config file means on (gunicorn turns sendfile off for any value
+        given there).""",
+       action="store_const", const=False,
+       differs=lambda value: ("gunicorn turns sendfile off for any value in a config file; "
+                              "unicornd honours True") if value is True else None),
     _flag(MECH, "reuse_port", "--reuse-port", """
         Set `SO_REUSEPORT` on the listening sockets, so that several servers may listen on the
         same port."""),
@@ -234,7 +263,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s(MECH, "worker_tmp_dir", "--worker-tmp-dir", v.optional_string, None, """
         Where gunicorn keeps its per-worker heartbeat files. Accepted for compatibility and
         unused: unicornd workers report through shared memory and need no such files.""",
-       meta="DIR"),
+       meta="DIR", ignored="workers report through shared memory, with no heartbeat files"),
     _s(MECH, "user", "-u --user", v.user, None, """
         Run workers as this user (a name or a uid). The master keeps its own user, so it can
         still bind and read what the new settings need on `HUP`.""", meta="USER",
@@ -249,7 +278,9 @@ SETTINGS: tuple[Setting, ...] = (
     _flag(MECH, "initgroups", "--initgroups", """
         Give workers all the supplementary groups of `user`."""),
     _s(MECH, "tmp_upload_dir", "", v.optional_string, None, """
-        Where request bodies are spooled while they are read.""", meta="DIR", **NO),
+        Accepted for compatibility and unused, as in gunicorn, which declares it and never
+        reads it: request bodies reach the application through `wsgi.input` as they arrive,
+        never spooled to disk by the server.""", meta="DIR"),
     _s(MECH, "secure_scheme_headers", "", v.header_dict,
        {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}, """
         Request headers, with the exact values, by which a trusted proxy (see
@@ -285,7 +316,9 @@ SETTINGS: tuple[Setting, ...] = (
         The wire protocol of incoming connections; gunicorn can also speak uWSGI's binary
         protocol behind nginx's `uwsgi_pass`.""", meta="STRING", **NO),
     _s(MECH, "uwsgi_allow_ips", "--uwsgi-allow-from", v.address_list, "127.0.0.1,::1", """
-        The peers allowed to speak the uWSGI protocol.""", **NO),
+        The peers allowed to speak the uWSGI protocol. Accepted with a warning and unused:
+        `protocol = 'uwsgi'` is refused.""",
+       ignored="it is used only with protocol = 'uwsgi', which unicornd refuses"),
     _s(MECH, "raw_paste_global_conf", "--paste-global", v.string_list, [], """
         Global `KEY=VALUE` variables passed to a PasteDeploy application (its `global_conf`,
         which the ini file can use as `%(KEY)s`). Repeat the flag for several.""", meta="CONF",
@@ -315,7 +348,9 @@ SETTINGS: tuple[Setting, ...] = (
         `refuse` answers the request with an error, `dangerous` passes them on as older servers
         did. Headers listed in `forwarder_headers` from a trusted proxy are always passed."""),
     _s(MECH, "root_path", "--root-path", v.string, "", """
-        The mount path given to ASGI applications as `root_path`.""", meta="STRING", **NO),
+        The mount path gunicorn's ASGI worker gives applications as `root_path`. Accepted with a
+        warning and unused: a WSGI application is mounted with `SCRIPT_NAME` (see
+        `forwarder_headers`).""", meta="STRING", **ASGI_ONLY),
     # -- Logging ------------------------------------------------------------------------------
     _s(LOG, "accesslog", "--access-logfile", v.optional_string, None, """
         Where to write the access log, one line per request: a file, or `-` for standard
@@ -374,7 +409,8 @@ SETTINGS: tuple[Setting, ...] = (
         The program name used in syslog entries (default: the logger's name).""",
        meta="SYSLOG_PREFIX"),
     _s(LOG, "syslog_facility", "--log-syslog-facility", v.string, "user", """
-        The syslog facility (`user`, `daemon`, `local0` ... `local7`, ...).""",
+        The syslog facility: `user`, `daemon`, `local0` to `local7`, or another name of the
+        `syslog` module's facilities.""",
        meta="SYSLOG_FACILITY"),
     _flag(LOG, "enable_stdio_inheritance", "-R --enable-stdio-inheritance", """
         In daemon mode, keep standard output and error instead of sending them to
@@ -459,8 +495,9 @@ SETTINGS: tuple[Setting, ...] = (
         Called in a worker that received `SIGABRT`, which is how the master ends a worker that
         exceeded `timeout` (`worker_abort(worker)`)."""),
     _hook(HOOKS, H.pre_exec, """
-        Called in the master just before it executes a new copy of itself on `SIGUSR2`
-        (`pre_exec(server)`)."""),
+        Called on `SIGUSR2` in the child the master forks to become the new master, just
+        before it executes the new binary (`pre_exec(server)`, the old master's server object
+        as the child inherited it)."""),
     _hook(HOOKS, H.pre_request, """
         Called in a worker before it hands a request to the application
         (`pre_request(worker, req)`). The default does nothing."""),
@@ -493,7 +530,8 @@ SETTINGS: tuple[Setting, ...] = (
         The oldest TLS version accepted: `TLSv1_2` or `TLSv1_3` (the `ssl.PROTOCOL_TLSv1_2`
         style names and numbers gunicorn knew are read the same way; `TLS`, the default, keeps
         Python's own minimum). gunicorn ignores this setting; unicornd honours it.""",
-       default_doc="`ssl.PROTOCOL_TLS`"),
+       default_doc="`ssl.PROTOCOL_TLS`",
+       differs=lambda value: "gunicorn ignores it; unicornd refuses TLS versions older than it"),
     _s(SSL, "cert_reqs", "--cert-reqs", v.non_negative_int, 0, """
         Whether clients must show a certificate signed by `ca_certs`: 0 no, 1 optional (checked
         when given), 2 required."""),
@@ -519,48 +557,62 @@ SETTINGS: tuple[Setting, ...] = (
        "off", """
         Whether HTTP/2 is accepted without TLS, and how.""", meta="STRING", **NO),
     _int(H2, "http2_max_concurrent_streams", "--http2-max-concurrent-streams", 100, """
-        The most HTTP/2 streams open at once on a connection.""", **NO),
+        The most HTTP/2 streams open at once on a connection. Accepted with a warning
+        and unused: unicornd does not speak HTTP/2.""", **HTTP2_ONLY),
     _int(H2, "http2_initial_window_size", "--http2-initial-window-size", 65535, """
-        The initial HTTP/2 flow control window, in bytes.""", **NO),
+        The initial HTTP/2 flow control window, in bytes. Accepted with a warning
+        and unused: unicornd does not speak HTTP/2.""", **HTTP2_ONLY),
     _int(H2, "http2_max_frame_size", "--http2-max-frame-size", 16384, """
-        The largest HTTP/2 frame payload, in bytes.""", **NO),
+        The largest HTTP/2 frame payload, in bytes. Accepted with a warning
+        and unused: unicornd does not speak HTTP/2.""", **HTTP2_ONLY),
     _int(H2, "http2_max_header_list_size", "--http2-max-header-list-size", 65536, """
-        The largest HTTP/2 header list, in bytes.""", **NO),
+        The largest HTTP/2 header list, in bytes. Accepted with a warning
+        and unused: unicornd does not speak HTTP/2.""", **HTTP2_ONLY),
     # -- Control ------------------------------------------------------------------------------
     _s(CTL, "control_socket", "--control-socket", v.string, None, """
-        The Unix socket of gunicorn's control interface. unicornd has no control socket; it is
-        driven by signals.""", meta="PATH", default_from=_computed(_control_socket),
-       default_doc="`$XDG_RUNTIME_DIR/gunicorn.ctl` or `~/.gunicorn/gunicorn.ctl`", **NO),
+        The Unix socket of gunicorn's control interface (`gunicornc`). Accepted with a warning
+        and unused: unicornd has no control socket; `unicornd status` shows the workers (with
+        `metrics_bind`) and signals drive the master.""", meta="PATH",
+       default_from=_computed(_control_socket),
+       default_doc="`$XDG_RUNTIME_DIR/gunicorn.ctl` or `~/.gunicorn/gunicorn.ctl`", **CONTROL),
     _int(CTL, "control_socket_mode", "--control-socket-mode", 0o600, """
-        The permissions of the control socket.""", validate=v.octal_int, default_doc="`0o600`",
-         **NO),
+        The permissions of gunicorn's control socket. Accepted with a warning and unused:
+        unicornd has no control socket.""", validate=v.octal_int, default_doc="`0o600`",
+         **CONTROL),
     _flag(CTL, "control_socket_disable", "--no-control-socket", """
         Do not open the control socket. unicornd has no control socket, so this holds already;
         the flag is accepted so that gunicorn command lines that pass it keep working."""),
     # -- Dirty Arbiters -----------------------------------------------------------------------
     _s(DIRTY, "dirty_apps", "--dirty-app", v.string_list, [], """
-        Applications run in gunicorn's separate pool for long-running tasks.""", meta="STRING",
-       action="append", **NO),
+        Applications run in gunicorn's separate pool for long-running tasks. gunicorn starts
+        that pool only when `dirty_workers` is above 0 too; unicornd refuses the two together
+        and accepts either alone, which does nothing in gunicorn either.""", meta="STRING",
+       action="append", ignored="alone it does nothing in gunicorn either: its dirty arbiter (refused "
+               "by unicornd) runs only when dirty_workers is above 0 too"),
     _int(DIRTY, "dirty_workers", "--dirty-workers", 0, """
-        The number of dirty worker processes.""", **NO),
+        The number of dirty worker processes; with `dirty_apps`, refused (see there).""",
+         ignored="alone it does nothing in gunicorn either: its dirty arbiter (refused "
+                 "by unicornd) runs only when dirty_apps is set too"),
     _int(DIRTY, "dirty_timeout", "--dirty-timeout", 300, """
-        Seconds a dirty task may run.""", **NO),
+        Seconds a dirty task may run. Accepted with a warning and unused.""", **DIRTY_ONLY),
     _int(DIRTY, "dirty_threads", "--dirty-threads", 1, """
-        Threads per dirty worker.""", **NO),
+        Threads per dirty worker. Accepted with a warning and unused.""", **DIRTY_ONLY),
     _int(DIRTY, "dirty_graceful_timeout", "--dirty-graceful-timeout", 30, """
-        Seconds dirty workers get to finish when stopping.""", **NO),
+        Seconds dirty workers get to finish when stopping. Accepted with a warning and
+        unused.""", **DIRTY_ONLY),
     # -- Dirty Arbiter Hooks ------------------------------------------------------------------
     _hook(DHOOKS, H.on_dirty_starting, """
-        Called before the dirty arbiter starts (`on_dirty_starting(arbiter)`).""", supported=False),
+        Called before the dirty arbiter starts (`on_dirty_starting(arbiter)`). Accepted with a
+        warning and never called.""", ignored=DIRTY_ONLY["ignored"]),
     _hook(DHOOKS, H.dirty_post_fork, """
-        Called after a dirty worker is forked (`dirty_post_fork(arbiter, worker)`).""",
-          supported=False),
+        Called after a dirty worker is forked (`dirty_post_fork(arbiter, worker)`). Accepted
+        with a warning and never called.""", ignored=DIRTY_ONLY["ignored"]),
     _hook(DHOOKS, H.dirty_worker_init, """
-        Called once a dirty worker has loaded its applications (`dirty_worker_init(worker)`).""",
-          supported=False),
+        Called once a dirty worker has loaded its applications (`dirty_worker_init(worker)`).
+        Accepted with a warning and never called.""", ignored=DIRTY_ONLY["ignored"]),
     _hook(DHOOKS, H.dirty_worker_exit, """
-        Called when a dirty worker exits (`dirty_worker_exit(arbiter, worker)`).""",
-          supported=False),
+        Called when a dirty worker exits (`dirty_worker_exit(arbiter, worker)`). Accepted with
+        a warning and never called.""", ignored=DIRTY_ONLY["ignored"]),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
