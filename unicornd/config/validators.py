@@ -427,7 +427,7 @@ def _resolve_worker_class(spec):
         workers.load_worker_class(spec)
     except ValueError as exc:
         msg = str(exc)
-        if spec not in workers.BUILTIN and "built-in classes" not in msg and "available:" not in msg:
+        if spec not in workers.BUILTIN and "built-in class" not in msg and "available:" not in msg:
             msg += f" (built-in classes: {', '.join(workers.BUILTIN)})"
         raise Invalid(msg) from None
     return resolved
