@@ -57,7 +57,7 @@ def _check_app(cfg) -> int:
         traceback.print_exc()
         print(f"Error: the application {what} failed to load (traceback above).", file=sys.stderr)
         return 1
-    print(f"Configuration OK: {what} loads, worker class {cfg.worker_class}.")
+    print(f"Configuration OK: {what} loads.")
     return 0
 
 

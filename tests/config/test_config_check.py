@@ -97,7 +97,7 @@ def test_check_config_loads_a_builtin_class_and_its_library(library, tmp_path):
 def test_check_config_passes_with_each_builtin_class(kind):
     proc = run_cli("--check-config", "-k", kind, "testapp:app")
     assert proc.returncode == 0, proc.stderr
-    assert f"Configuration OK: testapp:app loads, worker class {kind}." in proc.stdout
+    assert proc.stdout.strip() == "Configuration OK: testapp:app loads."
 
 
 def test_check_config_names_the_settings_that_do_nothing_here(tmp_path):
@@ -109,7 +109,8 @@ def test_check_config_names_the_settings_that_do_nothing_here(tmp_path):
     assert "Loaded configuration from ./gunicorn.conf.py" in proc.stderr
     assert "[WARNING] Setting 'control_socket' (--control-socket) (set in ./gunicorn.conf.py) " \
            "has no effect in unicornd" in proc.stderr
-    assert "tmp_upload_dir" not in proc.stderr  # gunicorn does not use it either: nothing to say
+    assert "[WARNING] Setting 'tmp_upload_dir' (set in ./gunicorn.conf.py) has no effect in " \
+           "unicornd: gunicorn never reads it either" in proc.stderr
 
 
 def test_the_config_file_read_is_named_in_the_log_and_by_print_config(tmp_path):

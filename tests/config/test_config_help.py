@@ -54,7 +54,7 @@ def test_help_lists_every_working_option_and_nothing_refused_or_ignored(help_out
         for flag in s.cli:
             listed = re.search(rf"(^|[\s,]){re.escape(flag)}(\s|,|$)", help_out, re.M) is not None
             assert listed == in_help(s), (s.name, flag)
-    assert all(in_help(s) == (bool(s.cli) and s.supported and not s.ignored) for s in SETTINGS)
+    assert all(in_help(s) == (bool(s.cli) and s.supported) for s in SETTINGS)
     for flag in ("--http-protocols", "--protocol", "--dirty-workers", "--control-socket ",
                  "--asgi-loop", "--worker-tmp-dir"):
         assert flag not in help_out

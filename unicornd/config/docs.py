@@ -83,15 +83,15 @@ def _anchor(title: str) -> str:
 
 
 def _status(s: Setting) -> str:
-    if not s.supported:
-        return "**not supported yet**: refused unless left at the default"
     if s.ignored:
         return f"**accepted, no effect**: {s.ignored}"
+    if not s.supported:
+        return "**not supported yet**: refused unless left at the default"
     return "supported"
 
 
 def render() -> str:
-    refused = sum(not s.supported for s in SETTINGS)
+    refused = sum(not s.supported and not s.ignored for s in SETTINGS)
     ignored = sum(bool(s.ignored) for s in SETTINGS)
     out = [INTRO]
     out.append(

@@ -146,7 +146,7 @@ def help_text(setting: Setting) -> str:
 def in_help(setting: Setting) -> bool:
     """Whether ``--help`` lists the setting: not when it is refused or does nothing here (it is
     still parsed, and refused or warned about, when given)."""
-    return bool(setting.cli) and setting.supported and not setting.ignored
+    return bool(setting.cli) and setting.supported
 
 
 def build_parser(parser_class=_Parser) -> argparse.ArgumentParser:
@@ -262,10 +262,10 @@ class _Loader:
         try:
             value = s.validate(raw)
         except Invalid as exc:
-            if not s.supported:
+            if not s.supported and not s.ignored:
                 raise _refused(s, source) from None
             raise _invalid(s, raw, exc, source) from None
-        if not s.supported and value != self.defaults[name]:
+        if not s.supported and not s.ignored and value != self.defaults[name]:
             raise _refused(s, source)
         self.values[name] = value
         # A value equal to the default is as good as none: no warning about it.

@@ -3,12 +3,13 @@
 argparse (``unicornd -h``), config files, ``UNICORND_CMD_ARGS``, ``--print-config``,
 ``--check-config`` and the docs site's settings page all read ``SETTINGS``. Names, flags, defaults and
 sections are gunicorn 27's, so that every gunicorn flag and config-file name is known here;
-``supported=False`` marks the ones unicornd refuses when given a value other than the default:
-those that would change what the server does if it honoured them (HTTP/2, the uWSGI protocol,
-dirty arbiters). A setting that only tunes something unicornd refuses, or that gunicorn itself
-only uses in its ASGI worker, is accepted with a warning saying it has no effect (``ignored``);
-one accepted with another effect than gunicorn's says so too (``differs``). Both warnings are
-logged at startup and by ``--check-config``.
+``supported=False`` marks the ones unicornd does not honour. Those are refused when given a
+value other than the default if honouring them would change what the server does (HTTP/2, the
+uWSGI protocol, dirty arbiters); the ones that only tune something unicornd refuses, that
+gunicorn uses only in its ASGI worker, or that gunicorn does not read either, carry ``ignored``
+(why they do nothing) and are accepted with a warning saying so. A supported setting with
+another effect than gunicorn's carries ``differs``, which warns too. The warnings are logged at
+startup and by ``--check-config``.
 
 Docs are Markdown, one paragraph, written for users; the first sentence is also the
 ``-h`` text. The reference page is rendered at every docs build (``mkdocs build``; the
@@ -43,8 +44,9 @@ class Setting(NamedTuple):
     # the variable), or (None, value) for a value computed at load time (cwd, euid, ...).
     default_from: Callable[[Mapping[str, str]], tuple[str | None, Any] | None] | None = None
     default_doc: str | None = None  # how the docs show such a default
-    # Accepted, but a value other than the default does nothing in unicornd: why (a warning
-    # at startup and in --check-config, and the reference, say so).
+    # For a setting not supported: accepted anyway, since a value other than the default would
+    # do nothing in gunicorn either, or only in what unicornd refuses: why (a warning at
+    # startup and in --check-config, and the reference, say so).
     ignored: str | None = None
     # Accepted with another effect than gunicorn's: value -> what differs, or None when that
     # value behaves as in gunicorn (a warning at startup and in --check-config).
@@ -97,12 +99,18 @@ MECH, LOG, PN, DBG = "Server Mechanics", "Logging", "Process Naming", "Debugging
 HOOKS, SSL, H2, CTL = "Server Hooks", "SSL", "HTTP/2", "Control"
 DIRTY, DHOOKS = "Dirty Arbiters", "Dirty Arbiter Hooks"
 NO = {"supported": False}
-ASGI_ONLY = {"ignored": "gunicorn uses it only in its ASGI worker; unicornd serves WSGI"}
-HTTP2_ONLY = {"ignored": "it tunes HTTP/2, which unicornd does not speak (http_protocols = 'h1')"}
-DIRTY_ONLY = {"ignored": "it is for gunicorn's dirty arbiter, which runs only with dirty_apps "
-                         "and dirty_workers, refused by unicornd"}
-CONTROL = {"ignored": "unicornd has no control socket; use `unicornd status` (with "
-                      "metrics_bind) to see the workers, and signals to drive the master"}
+
+
+def _ignored(why):
+    return {"supported": False, "ignored": why}
+
+
+ASGI_ONLY = _ignored("gunicorn uses it only in its ASGI worker; unicornd serves WSGI")
+HTTP2_ONLY = _ignored("it tunes HTTP/2, which unicornd does not speak (http_protocols = 'h1')")
+DIRTY_ONLY = _ignored("it is for gunicorn's dirty arbiter, which runs only with dirty_apps and "
+                      "dirty_workers, refused by unicornd")
+CONTROL = _ignored("unicornd has no control socket; use `unicornd status` (with metrics_bind) "
+                   "to see the workers, and signals to drive the master")
 
 SETTINGS: tuple[Setting, ...] = (
     # -- Config File --------------------------------------------------------------------------
@@ -198,7 +206,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s(WP, "http_parser", "--http-parser", v.choice("auto", "fast", "python"), "auto", """
         Which of its HTTP parsers gunicorn uses (the choice does not change what is accepted).
         Accepted with a warning and unused: unicornd has a single strict parser.""",
-       meta="STRING", ignored="unicornd has a single HTTP parser, the strict one"),
+       meta="STRING", **_ignored("unicornd has a single HTTP parser, the strict one")),
     # -- Security -----------------------------------------------------------------------------
     _int(SEC, "limit_request_line", "--limit-request-line", 4094, """
         The longest request line (method, target and version) accepted, in bytes; longer ones are
@@ -263,7 +271,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s(MECH, "worker_tmp_dir", "--worker-tmp-dir", v.optional_string, None, """
         Where gunicorn keeps its per-worker heartbeat files. Accepted for compatibility and
         unused: unicornd workers report through shared memory and need no such files.""",
-       meta="DIR", ignored="workers report through shared memory, with no heartbeat files"),
+       meta="DIR", **_ignored("workers report through shared memory, with no heartbeat files")),
     _s(MECH, "user", "-u --user", v.user, None, """
         Run workers as this user (a name or a uid). The master keeps its own user, so it can
         still bind and read what the new settings need on `HUP`.""", meta="USER",
@@ -280,7 +288,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s(MECH, "tmp_upload_dir", "", v.optional_string, None, """
         Accepted for compatibility and unused, as in gunicorn, which declares it and never
         reads it: request bodies reach the application through `wsgi.input` as they arrive,
-        never spooled to disk by the server.""", meta="DIR"),
+        never spooled to disk by the server.""", meta="DIR",
+       **_ignored("gunicorn never reads it either; request bodies reach the application "
+                  "through wsgi.input as they arrive")),
     _s(MECH, "secure_scheme_headers", "", v.header_dict,
        {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}, """
         Request headers, with the exact values, by which a trusted proxy (see
@@ -318,7 +328,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s(MECH, "uwsgi_allow_ips", "--uwsgi-allow-from", v.address_list, "127.0.0.1,::1", """
         The peers allowed to speak the uWSGI protocol. Accepted with a warning and unused:
         `protocol = 'uwsgi'` is refused.""",
-       ignored="it is used only with protocol = 'uwsgi', which unicornd refuses"),
+       **_ignored("it is used only with protocol = 'uwsgi', which unicornd refuses")),
     _s(MECH, "raw_paste_global_conf", "--paste-global", v.string_list, [], """
         Global `KEY=VALUE` variables passed to a PasteDeploy application (its `global_conf`,
         which the ini file can use as `%(KEY)s`). Repeat the flag for several.""", meta="CONF",
@@ -587,12 +597,13 @@ SETTINGS: tuple[Setting, ...] = (
         Applications run in gunicorn's separate pool for long-running tasks. gunicorn starts
         that pool only when `dirty_workers` is above 0 too; unicornd refuses the two together
         and accepts either alone, which does nothing in gunicorn either.""", meta="STRING",
-       action="append", ignored="alone it does nothing in gunicorn either: its dirty arbiter (refused "
-               "by unicornd) runs only when dirty_workers is above 0 too"),
+       action="append", **_ignored("alone it does nothing in gunicorn either: its dirty arbiter "
+                                   "(refused by unicornd) runs only when dirty_workers is above "
+                                   "0 too")),
     _int(DIRTY, "dirty_workers", "--dirty-workers", 0, """
         The number of dirty worker processes; with `dirty_apps`, refused (see there).""",
-         ignored="alone it does nothing in gunicorn either: its dirty arbiter (refused "
-                 "by unicornd) runs only when dirty_apps is set too"),
+         **_ignored("alone it does nothing in gunicorn either: its dirty arbiter (refused by "
+                    "unicornd) runs only when dirty_apps is set too")),
     _int(DIRTY, "dirty_timeout", "--dirty-timeout", 300, """
         Seconds a dirty task may run. Accepted with a warning and unused.""", **DIRTY_ONLY),
     _int(DIRTY, "dirty_threads", "--dirty-threads", 1, """
@@ -603,16 +614,16 @@ SETTINGS: tuple[Setting, ...] = (
     # -- Dirty Arbiter Hooks ------------------------------------------------------------------
     _hook(DHOOKS, H.on_dirty_starting, """
         Called before the dirty arbiter starts (`on_dirty_starting(arbiter)`). Accepted with a
-        warning and never called.""", ignored=DIRTY_ONLY["ignored"]),
+        warning and never called.""", **DIRTY_ONLY),
     _hook(DHOOKS, H.dirty_post_fork, """
         Called after a dirty worker is forked (`dirty_post_fork(arbiter, worker)`). Accepted
-        with a warning and never called.""", ignored=DIRTY_ONLY["ignored"]),
+        with a warning and never called.""", **DIRTY_ONLY),
     _hook(DHOOKS, H.dirty_worker_init, """
         Called once a dirty worker has loaded its applications (`dirty_worker_init(worker)`).
-        Accepted with a warning and never called.""", ignored=DIRTY_ONLY["ignored"]),
+        Accepted with a warning and never called.""", **DIRTY_ONLY),
     _hook(DHOOKS, H.dirty_worker_exit, """
         Called when a dirty worker exits (`dirty_worker_exit(arbiter, worker)`). Accepted with
-        a warning and never called.""", ignored=DIRTY_ONLY["ignored"]),
+        a warning and never called.""", **DIRTY_ONLY),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
