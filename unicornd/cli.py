@@ -114,7 +114,9 @@ def main(argv=None) -> None:
     from unicornd.master.master import Master
     from unicornd.workers.base import APP_LOAD_ERROR
 
-    if cfg.daemon:
+    # A master re-executed by USR2 is already detached: it must stay its old master's child
+    # (that is how each of the two knows whether the other still runs), as in gunicorn.
+    if cfg.daemon and "UNICORND_FD" not in os.environ:
         from unicornd.master.process import daemonize
         daemonize(keep_stdio=cfg.enable_stdio_inheritance)
 

@@ -165,8 +165,9 @@ SETTINGS: tuple[Setting, ...] = (
         the connections whose request head it reads while waiting for them to be complete."""),
     _int(WP, "max_requests", "--max-requests", 0, """
         Recycle a worker after it has served this many requests, a simple guard against memory
-        leaks; 0 never recycles. The master starts the replacement and waits until it has loaded
-        the app before it stops the old worker, one worker at a time, so capacity never drops."""),
+        leaks; 0 never recycles. A hard limit: at the limit the worker takes no new request and
+        exits after the ones in flight. Its replacement was started earlier, at three quarters of
+        the limit, so capacity does not drop."""),
     _int(WP, "max_requests_jitter", "--max-requests-jitter", 0, """
         Add a random number of requests, up to this many, to `max_requests` for each worker so
         that workers do not all recycle at once."""),
@@ -183,7 +184,9 @@ SETTINGS: tuple[Setting, ...] = (
     _int(WP, "boot_timeout", "--boot-timeout", 120, """
         Seconds a worker may take to start (importing the application) before the master kills
         it. Booting is judged by this allowance, not by `timeout`, so a slow import does not
-        need a long request timeout. 0 disables the check. unicornd's own setting."""),
+        need a long request timeout. 0 disables the check. At the first boot a worker that runs
+        out of it stops the server (exit status 3); a later replacement is retried with back-off
+        while the other workers serve on. unicornd's own setting."""),
     _int(WP, "graceful_timeout", "--graceful-timeout", 30, """
         Seconds workers get to finish the requests in hand after being told to stop or restart;
         those still running when it expires are killed."""),

@@ -145,7 +145,6 @@ class MasterMetrics:
         self.log = master.log
         self.pid = os.getpid()
         self.restarts = {reason: 0 for reason in prometheus.RESTART_REASONS}
-        self._pending = {}  # pid -> the reason it is being replaced
         self.servers = []
         self.clients = {}  # fd -> _Client
         self._cfg = None
@@ -360,18 +359,10 @@ class MasterMetrics:
 
     # -- restarts --------------------------------------------------------------------------
 
-    def replacing(self, pids, reason: str) -> None:
-        """The master decided to replace these workers, for ``reason`` (counted when reaped)."""
-        for pid in pids:
-            self._pending[pid] = reason
-
     def worker_ended(self, rec) -> None:
         """A worker is gone (reaped): count it as a restart if it was one."""
-        reason = self._pending.pop(rec.pid, None)
-        if reason is None and not rec.retiring and not self.master.stopping:
-            reason = "crashed"
-        elif not rec.retiring and reason is not None:
-            reason = "crashed"  # e.g. a cancelled reload kept it, then it died
+        from unicornd.master.lifecycle import restart_reason
+        reason = restart_reason(rec, self.master.stopping)
         if reason is not None:
             self.restarts[reason] = self.restarts.get(reason, 0) + 1
 

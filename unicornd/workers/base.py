@@ -98,8 +98,12 @@ class Worker:
         self.statsd = statsd_from_config(cfg)  # per-request statsd (its socket made on first use)
         self.nr = 0
         self.max_requests = sys.maxsize
+        self.recycle_soon_at = sys.maxsize
         if cfg.max_requests > 0:
             self.max_requests = cfg.max_requests + random.randint(0, max(0, cfg.max_requests_jitter))
+            # The master starts the replacement a little before the limit (surge), so that
+            # capacity holds when this worker stops at the limit itself.
+            self.recycle_soon_at = max(1, self.max_requests * 3 // 4)
         self.recycle_asked = False
         self.reopen_logs = False
         self._wakeup_r = self._wakeup_w = -1
@@ -227,11 +231,17 @@ class Worker:
             self.slot.finished(now, status, duration)
         if self.statsd is not None and duration is not None:
             self.statsd.request(status, duration)
-        if self.nr >= self.max_requests and not self.recycle_asked:
-            self.ask_recycle(f"served {self.nr} requests (max_requests)")
+        if self.nr >= self.recycle_soon_at and not self.recycle_asked:
+            self.ask_recycle(f"served {self.nr} of its {self.max_requests} requests (max_requests)")
+        if self.nr >= self.max_requests and self.alive:
+            # The limit bounds a per-request leak: no new request is taken from here on; what
+            # is in flight finishes, then the worker exits (its replacement is already up).
+            self.log.info("Autorestarting worker after current request.")
+            self.alive = False
 
     def ask_recycle(self, why: str) -> None:
-        """Ask the master for a replacement; this worker serves on until the master stops it."""
+        """Ask the master for a replacement; this worker serves on until the master stops it
+        (or, for max_requests, until it reaches the limit)."""
         self.recycle_asked = True
         self.log.info("Worker %s asks to be recycled: %s", self.pid, why)
         if self.slot is not None:
