@@ -126,13 +126,14 @@ SETTINGS: tuple[Setting, ...] = (
        meta="STRING"),
     # -- Server Socket ------------------------------------------------------------------------
     _s(SOCK, "bind", "-b --bind", v.bind_list, ["127.0.0.1:8000"], """
-        The addresses to listen on: `HOST:PORT`, `HOST` (port 8000), `[IPv6]:PORT`, `unix:PATH`
-        for a Unix socket, or `fd://N` for a socket already open on file descriptor N. Repeat the
+        The addresses to listen on: `HOST:PORT`, `[IPv6]:PORT`, `unix:PATH` or `fd://N`. `HOST`
+        alone means port 8000, `unix:PATH` a Unix socket, and `fd://N` a socket already open on
+        file descriptor N. Repeat the
         option to listen on several addresses; the ones given on the command line replace those of
         the config file. When the `PORT` environment variable is set, the default is
         `0.0.0.0:$PORT`.""", meta="ADDRESS", action="append",
        default_from=_env("PORT", lambda port: [f"0.0.0.0:{port}"]),
-       default_doc="`['127.0.0.1:8000']`, or `['0.0.0.0:$PORT']` when `PORT` is set"),
+       default_doc="`127.0.0.1:8000`, or `0.0.0.0:$PORT` when `PORT` is set"),
     _int(SOCK, "backlog", "--backlog", 2048, """
         How many connections the kernel may queue before unicornd accepts them. Clients beyond
         this get refused while the server is saturated; values between 64 and 2048 are usual."""),
@@ -283,9 +284,9 @@ SETTINGS: tuple[Setting, ...] = (
         Run workers as this group (a name or a gid).""", meta="GROUP",
        default_from=_computed(lambda environ: os.getegid()), default_doc="the current group"),
     _int(MECH, "umask", "-m --umask", 0, """
-        The file mode mask applied while creating Unix sockets, as in gunicorn (so the default
-        of 0 leaves them open to all local users; `0o007` keeps them to user and group);
-        octal such as `0022` is accepted.""", validate=v.octal_int),
+        The file mode mask applied while creating Unix sockets, as in gunicorn. The default of 0
+        leaves them open to all local users; `0o007` keeps them to user and group; octal such
+        as `0022` is accepted.""", validate=v.octal_int),
     _flag(MECH, "initgroups", "--initgroups", """
         Give workers all the supplementary groups of `user`."""),
     _s(MECH, "tmp_upload_dir", "", v.optional_string, None, """
@@ -302,7 +303,7 @@ SETTINGS: tuple[Setting, ...] = (
         several of these headers are present and disagree, the request is refused. Make sure your
         proxy strips these headers from what clients send."""),
     _s(MECH, "forwarded_allow_ips", "--forwarded-allow-ips", v.address_list, "127.0.0.1,::1", """
-        The proxies whose `secure_scheme_headers` and `forwarder_headers` are believed: a
+        The proxies whose `secure_scheme_headers` and `forwarder_headers` are believed. A
         comma-separated list of IP addresses and networks (such as `10.0.0.0/8`), or `*` to trust
         every peer, only safe when nothing else can reach the server. Connections over Unix
         sockets are always trusted. The default comes from the `FORWARDED_ALLOW_IPS` environment
@@ -318,9 +319,9 @@ SETTINGS: tuple[Setting, ...] = (
         `APP_MODULE` is then not needed; the file's path is relative to `chdir`.""",
        meta="STRING"),
     _s(MECH, "proxy_protocol", "--proxy-protocol", v.proxy_protocol, "off", """
-        Expect a PROXY protocol header (as sent by HAProxy, stunnel or cloud load balancers) at the
-        start of each connection from `proxy_allow_ips`: `v1` (text), `v2` (binary), `auto`
-        (either) or `off`. The flag without a value means `auto`; `true` and `false` are accepted
+        Expect a PROXY protocol header at the start of each connection from `proxy_allow_ips`:
+        `v1`, `v2`, `auto` or `off`. HAProxy, stunnel and cloud load balancers send it: `v1` is
+        text, `v2` binary, `auto` accepts either. The flag without a value means `auto`; `true` and `false` are accepted
         as in gunicorn.""", meta="MODE", nargs="?", const="auto"),
     _s(MECH, "proxy_allow_ips", "--proxy-allow-from", v.address_list, "127.0.0.1,::1", """
         The peers allowed to send a PROXY protocol header: comma-separated IP addresses and
@@ -352,12 +353,13 @@ SETTINGS: tuple[Setting, ...] = (
         Upper-case request methods before handing them to the application, as very old gunicorn
         versions did. Methods are case-sensitive; use only if a client needs it."""),
     _s(MECH, "forwarder_headers", "--forwarder-headers", v.comma_list, "SCRIPT_NAME,PATH_INFO", """
-        Environ variables a trusted proxy (see `forwarded_allow_ips`) may set through headers of the
-        same name, comma-separated, such as `SCRIPT_NAME,PATH_INFO,REMOTE_USER`. Headers absent
+        The environ variables a trusted proxy may set through headers of the same name. A
+        comma-separated list such as `SCRIPT_NAME,PATH_INFO,REMOTE_USER`; which proxies are
+        trusted is `forwarded_allow_ips`. Headers absent
         from a request change nothing."""),
     _s(MECH, "header_map", "--header-map", v.header_map, "drop", """
-        What to do with a header whose name could be confused with another once it becomes an
-        environ key (`X-Foo` and `X_Foo` are both `HTTP_X_FOO`): `drop` ignores such headers,
+        What to do with headers whose names become the same environ key: `drop`, `refuse` or
+        `dangerous`. `X-Foo` and `X_Foo` are both `HTTP_X_FOO`: `drop` ignores such headers,
         `refuse` answers the request with an error, `dangerous` passes them on as older servers
         did. Headers listed in `forwarder_headers` from a trusted proxy are always passed."""),
     _s(MECH, "root_path", "--root-path", v.string, "", """
@@ -373,15 +375,15 @@ SETTINGS: tuple[Setting, ...] = (
         Keep access log lines out of syslog when `syslog` is on."""),
     _s(LOG, "access_log_format", "--access-logformat", v.string,
        '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"', """
-        The format of access log lines, with gunicorn's atoms: `h` remote address, `l` `-`,
+        The format of access log lines, with gunicorn's atoms. They are: `h` remote address, `l` `-`,
         `u` user (HTTP basic auth), `t` date, `r` request line, `m` method, `U` path, `q`
         query, `H` protocol, `s` status, `B` and `b` body bytes sent, `f` referer, `a` user
         agent, `T`/`M`/`D`/`L` duration in seconds/milliseconds/microseconds/decimal seconds,
         `p` worker pid, `{header}i` a request header, `{header}o` a response header,
         `{variable}e` an environ value.""", meta="STRING"),
     _flag(LOG, "access_log_json", "--access-log-json", """
-        Write the access log as one JSON object per line, with the atoms of
-        `access_log_format` under readable names (`remote_addr`, `request`, `status`,
+        Write the access log as one JSON object per line. The atoms of `access_log_format`
+        appear under readable names (`remote_addr`, `request`, `status`,
         `request_header.user-agent`, ...), escaped as JSON. unicornd's own setting."""),
     _s(LOG, "errorlog", "--error-logfile --log-file", v.string, "-", """
         Where to write the error log (server messages, tracebacks); `-` is standard error.""",
@@ -443,14 +445,15 @@ SETTINGS: tuple[Setting, ...] = (
         A prefix for statsd metric names; a dot is added after it (`web` gives
         `web.gunicorn.requests`).""", meta="STATSD_PREFIX"),
     _flag(LOG, "enable_backlog_metric", "--enable-backlog-metric", """
-        Send the listen backlog (connections waiting to be accepted, summed over the TCP
-        listeners; Linux only) to statsd as the `gunicorn.backlog` histogram, once a second.
+        Send the listen backlog to statsd as the `gunicorn.backlog` histogram, once a second. The
+        backlog is the connections waiting to be accepted, summed over the TCP listeners (Linux
+        only).
         The Prometheus endpoint (`metrics_bind`) always reports it, per listener."""),
     _s(LOG, "metrics_bind", "--metrics-bind", metrics_addr.metrics_address, None, """
-        Where the master serves `GET /metrics` (Prometheus text format, counters added up over
-        all workers, past and present) and `GET /status` (JSON, what `unicornd status` shows):
-        `HOST:PORT`, `[IPV6]:PORT` or `unix:PATH` (created mode 0600). Unset, there is no
-        endpoint. Keep it on loopback or a private network. unicornd's own setting.""",
+        Where the master serves `GET /metrics` (Prometheus) and `GET /status` (JSON):
+        `HOST:PORT`, `[IPV6]:PORT` or `unix:PATH`. The metrics are counters added up over all
+        workers, past and present; `/status` is what `unicornd status` shows; a Unix socket is
+        created mode 0600. Unset, there is no endpoint. Keep it on loopback or a private network. unicornd's own setting.""",
        meta="ADDRESS"),
     # -- Process Naming -----------------------------------------------------------------------
     _s(PN, "proc_name", "-n --name", v.optional_string, None, """
@@ -468,7 +471,8 @@ SETTINGS: tuple[Setting, ...] = (
         If the new code fails to load, the worker serves 500 and keeps watching until the file is
         fixed. For development only: it costs a thread per worker."""),
     _s(DBG, "reload_engine", "--reload-engine", v.choice("auto", "poll", "inotify"), "auto", """
-        How `reload` watches files: `inotify` (Linux, through the C library, no extra package),
+        How `reload` watches files: `auto`, `inotify` or `poll`. `inotify` (Linux, through the C
+        library, no extra package),
         `poll` (compare modification times once a second, works everywhere), or `auto` for
         inotify when available and polling otherwise.""", meta="STRING"),
     _s(DBG, "reload_extra_files", "--reload-extra-file", v.string_list, [], """
@@ -480,9 +484,10 @@ SETTINGS: tuple[Setting, ...] = (
         `pid file:line: source`, through `sys.settrace`. For debugging only: it is very slow
         and very verbose."""),
     _flag(DBG, "check_config", "--check-config", """
-        Check the configuration and that the application can be imported, then exit: status 0
-        when both are fine, 2 with a message naming the setting when the configuration is wrong
-        (gunicorn exits 1), 1 when the application cannot be loaded."""),
+        Check the settings, the worker class and the application, then exit. Status 0 when all
+        load, 2 with a message naming the setting when a setting is wrong or the worker class
+        cannot run (gunicorn exits 1), 1 when the application cannot be loaded. Settings that
+        do nothing in unicornd, or something else than in gunicorn, are logged as warnings."""),
     _flag(DBG, "print_config", "--print-config", """
         Print every setting as finally resolved, one `name = value` line each, sorted by name,
         and exit."""),
@@ -540,9 +545,9 @@ SETTINGS: tuple[Setting, ...] = (
         The TLS certificate file (PEM, the chain after the certificate). Setting it turns on
         TLS on every listener, and `wsgi.url_scheme` becomes `https`.""", meta="FILE"),
     _s(SSL, "ssl_version", "--ssl-version", v.ssl_version, 2, """
-        The oldest TLS version accepted: `TLSv1_2` or `TLSv1_3` (the `ssl.PROTOCOL_TLSv1_2`
+        The oldest TLS version accepted: `TLSv1_2` or `TLSv1_3`. The `ssl.PROTOCOL_TLSv1_2`
         style names and numbers gunicorn knew are read the same way; `TLS`, the default, keeps
-        Python's own minimum). gunicorn ignores this setting; unicornd honours it.""",
+        Python's own minimum. gunicorn ignores this setting; unicornd honours it.""",
        default_doc="`ssl.PROTOCOL_TLS`",
        differs=lambda value: "gunicorn ignores it; unicornd refuses TLS versions older than it"),
     _s(SSL, "cert_reqs", "--cert-reqs", v.non_negative_int, 0, """
