@@ -82,9 +82,10 @@ class _Parser(argparse.ArgumentParser):
     take ``3`` for the app and report ``app:app`` as the unrecognized argument)."""
 
     def parse_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
         ns, extras = self.parse_known_args(args, namespace)
         if extras:
-            unknown = next((a for a in args or () if a.startswith("-") and a != "-"
+            unknown = next((a for a in args if a.startswith("-") and a != "-"
                             and a.split("=", 1)[0] in [e.split("=", 1)[0] for e in extras]), None)
             if unknown is not None:
                 flag = unknown.split("=", 1)[0]
