@@ -119,7 +119,8 @@ SETTINGS: tuple[Setting, ...] = (
         module. It is Python: every module-level name that is a setting becomes its value. Without
         this option unicornd reads `./unicornd.conf.py`, or else `./gunicorn.conf.py`, from the
         directory it is started in, if one exists. Only meaningful on the command line or in
-        `UNICORND_CMD_ARGS`.""", meta="CONFIG"),
+        `UNICORND_CMD_ARGS`.""", meta="CONFIG",
+       default_doc="`./unicornd.conf.py`, else `./gunicorn.conf.py`, if one exists"),
     _s(CF, "wsgi_app", "", v.optional_nonempty_string, None, """
         The WSGI application to serve, as `MODULE:VARIABLE` (such as `myproject.wsgi:application`).
         The `APP_MODULE` argument on the command line takes precedence over this setting.""",
