@@ -12,6 +12,7 @@ import traceback
 
 from unicornd.app_loading import AppImportError, add_pythonpath, load_app
 from unicornd.config import ConfigError, format_config, load_config
+from unicornd.config.loader import format_config_for_log
 from unicornd.logging import LogConfigError, make_logger, setup_logging
 from unicornd.tls import make_ssl_context
 
@@ -34,6 +35,14 @@ def apply_process_settings(cfg) -> None:
         except OSError as exc:
             raise ConfigError(f"Invalid value for chdir: {cfg.chdir!r}: {exc.strerror}") from None
     add_pythonpath(cfg)
+
+
+def _loaded_from(cfg) -> str:
+    """The config file as given (or found), and where it is when that is not plain."""
+    path = cfg.config_path
+    if path and os.path.abspath(cfg.config.removeprefix("file:")) != path:
+        return f"{cfg.config} ({path})"
+    return cfg.config
 
 
 def _check_app(cfg) -> int:
@@ -68,6 +77,9 @@ def main(argv=None) -> None:
         log = make_logger(cfg, setup_logging(cfg))
     except LogConfigError as exc:
         _fail(str(exc))
+    if cfg.config is not None:
+        log.info("Loaded configuration from %s", _loaded_from(cfg))
+    log.debug("%s", format_config_for_log(cfg))
     for warning in cfg.warnings:
         log.warning("%s", warning)
     if cfg.reload and cfg.preload_app:
@@ -88,17 +100,19 @@ def main(argv=None) -> None:
     except ConfigError as exc:
         _fail(str(exc))
 
+    from unicornd.workers import load_worker_class
+
+    try:
+        # Loaded (and checked) with the settings already; this is the class itself.
+        worker_class = load_worker_class(cfg.worker_class)
+    except ValueError as exc:
+        _fail(f"Invalid value for worker_class: {cfg.worker_class!r}: {exc}")
+
     if cfg.check_config:
         sys.exit(_check_app(cfg))
 
     from unicornd.master.master import Master
-    from unicornd.workers import load_worker_class
     from unicornd.workers.base import APP_LOAD_ERROR
-
-    try:
-        worker_class = load_worker_class(cfg.worker_class)
-    except ValueError as exc:
-        _fail(f"Invalid value for worker_class: {cfg.worker_class!r}: {exc}")
 
     # A master re-executed by USR2 is already detached: it must stay its old master's child
     # (that is how each of the two knows whether the other still runs), as in gunicorn.

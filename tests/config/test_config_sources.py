@@ -86,7 +86,7 @@ def test_errors_in_cmd_args_name_the_variable(load, variable):
         f"Invalid value for workers: 'none': expected a positive integer (set in {variable})")
     with pytest.raises(ConfigError) as err:
         load(env={variable: "--bogus"})
-    assert str(err.value) == f"Invalid value for {variable}: unrecognized arguments: --bogus"
+    assert str(err.value) == f"Invalid value for {variable}: unrecognized option: --bogus"
     with pytest.raises(ConfigError) as err:
         load(env={variable: "-n 'unclosed"})
     assert str(err.value) == (

@@ -33,7 +33,7 @@ SUPPORTED = {
     "on_starting", "on_reload", "when_ready", "pre_fork", "post_fork", "post_worker_init",
     "worker_int", "worker_abort", "pre_exec", "pre_request", "post_request", "child_exit",
     "worker_exit", "nworkers_changed", "on_exit",
-    "max_requests", "max_requests_jitter", "preload_app", "daemon", "pidfile", "worker_tmp_dir",
+    "max_requests", "max_requests_jitter", "preload_app", "daemon", "pidfile",
     "user", "group", "umask", "initgroups",
     "keyfile", "certfile", "ssl_version", "cert_reqs", "ca_certs", "suppress_ragged_eofs",
     "do_handshake_on_connect", "ciphers", "ssl_context",
@@ -43,6 +43,19 @@ SUPPORTED = {
     "syslog_prefix", "syslog_facility", "enable_stdio_inheritance",
     "reload", "reload_engine", "reload_extra_files", "spew", "paste", "raw_paste_global_conf",
 } | OWN_SETTINGS
+
+# Accepted with a warning that they do nothing here (tests/config/test_config_unsupported.py).
+IGNORED = {
+    "asgi_loop", "asgi_lifespan", "asgi_disconnect_grace_period", "websocket_max_message_size",
+    "root_path", "http_parser", "worker_tmp_dir", "tmp_upload_dir", "uwsgi_allow_ips",
+    "http2_max_concurrent_streams", "http2_initial_window_size", "http2_max_frame_size",
+    "http2_max_header_list_size", "control_socket", "control_socket_mode",
+    "dirty_apps", "dirty_workers", "dirty_timeout", "dirty_threads", "dirty_graceful_timeout",
+    "on_dirty_starting", "dirty_post_fork", "dirty_worker_init", "dirty_worker_exit",
+}
+
+# Refused unless at their default: they would change what the server does.
+REFUSED = {"protocol", "http_protocols", "http2_cleartext"}
 
 
 def test_every_gunicorn_setting_is_known_and_nothing_else():
@@ -61,6 +74,9 @@ def test_setting_matches_gunicorn(row):
 
 def test_supported_set_is_the_agreed_one():
     assert {s.name for s in SETTINGS if s.supported} == SUPPORTED
+    assert {s.name for s in SETTINGS if s.ignored} == IGNORED
+    assert {s.name for s in SETTINGS if not s.supported and not s.ignored} == REFUSED
+    assert not any(s.supported for s in SETTINGS if s.ignored)
 
 
 def test_own_defaults():
@@ -86,10 +102,15 @@ def test_help_is_grouped_by_section(capsys):
     assert exit.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: unicornd [OPTIONS] [APP_MODULE]")
-    positions = [out.index(f"\n{section}:\n") for section in SECTIONS if section not in
-                 ("Server Hooks", "Dirty Arbiter Hooks")]
+    # Sections with an option --help shows (hooks have no flags; HTTP/2 and dirty arbiters
+    # hold only refused or ignored ones).
+    shown = [section for section in SECTIONS if section not in
+             ("Server Hooks", "Dirty Arbiter Hooks", "HTTP/2", "Dirty Arbiters")]
+    positions = [out.index(f"\n{section}:\n") for section in shown]
     assert positions == sorted(positions)
-    assert "--access-logfile FILE" in out and "(not supported yet)" in out
+    for section in ("HTTP/2", "Dirty Arbiters"):
+        assert f"\n{section}:\n" not in out
+    assert "--access-logfile FILE" in out
     assert "--limit-request-field_size INT" in out
 
 

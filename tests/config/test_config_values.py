@@ -157,8 +157,8 @@ def test_threads_above_one_switch_the_sync_class_to_gthread(load, write):
 
 
 def test_custom_worker_class_found_through_chdir_and_pythonpath(load, write, tmp_path):
-    write("site/mywork.py", "class Worker:\n    pass\n")
-    write("lib/otherwork.py", "class Worker:\n    pass\n")
+    write("site/mywork.py", "from unicornd.workers.sync import SyncWorker\nclass Worker(SyncWorker):\n    pass\n")
+    write("lib/otherwork.py", "from unicornd.workers.sync import SyncWorker\nclass Worker(SyncWorker):\n    pass\n")
     cfg = load("-k", "mywork.Worker", "--chdir", "site")
     assert cfg.worker_class == "mywork.Worker"
     cfg = load("-k", "otherwork:Worker", "--pythonpath", str(tmp_path / "lib"), "--threads", "8")
@@ -247,7 +247,8 @@ def test_bad_config_file_values(load, write, line, message):
 
 def test_worker_class_given_as_a_class_in_the_config_file(load, write):
     write("conf.py", """
-        class MyWorker:
+        from unicornd.workers.sync import SyncWorker
+        class MyWorker(SyncWorker):
             pass
         worker_class = MyWorker
     """)
@@ -255,7 +256,7 @@ def test_worker_class_given_as_a_class_in_the_config_file(load, write):
 
 
 def test_worker_class_given_as_a_function_returning_a_class(load, write):
-    write("workmod.py", "class W:\n    pass\n")
+    write("workmod.py", "from unicornd.workers.sync import SyncWorker\nclass W(SyncWorker):\n    pass\n")
     write("conf.py", """
         def worker_class():
             import workmod

@@ -4,9 +4,11 @@ nginx runs in the foreground (``daemon off``) with a configuration the test writ
 pid file, logs and temp paths in a fresh directory, and ``include`` of the example from
 examples/nginx/ exactly as it is in the repository. A missing nginx is a failure, not a skip.
 
-The examples listen on a fixed address and proxy to a fixed socket path, as a real deployment
-does; tests that use them take a lock (``fixed_addresses``) so that two test runs on one machine
-never share them.
+The examples listen on a fixed loopback address and proxy to a fixed socket path, as a real
+deployment does. The tests include them as written, except that the socket path
+(``/run/unicornd.sock``) becomes one in a fresh temporary directory (``example_sock``,
+``example_copy``), so that they run as any user; tests that listen on the examples' fixed address
+take a lock (``fixed_addresses``) so that two test runs on one machine never share it.
 """
 
 import fcntl
@@ -48,6 +50,31 @@ def example_socket() -> Path:
     m = re.search(r"^\s*server\s+unix:(\S+?)[\s;]", example_text("unicornd.conf"), re.M)
     assert m, "unicornd.conf has no unix socket upstream"
     return Path(m.group(1))
+
+
+def example_copy(name, directory, sock) -> Path:
+    """examples/nginx/NAME written into ``directory``, as it is but for its unix socket: ``sock``."""
+    text = example_text(name)
+    fixed = f"unix:{example_socket()}"
+    assert fixed in text, f"examples/nginx/{name} no longer proxies to {fixed}"
+    path = Path(directory) / name
+    path.write_text(text.replace(fixed, f"unix:{sock}"))
+    return path
+
+
+@pytest.fixture
+def example_sock():
+    """The socket the test's unicornd listens on in place of the example's ``/run/unicornd.sock``.
+
+    In a fresh short temporary directory (a unix socket path is limited to 107 bytes), open to
+    nginx's workers, which run as www-data when the tests run as root.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="unicornd-sock-"))
+    directory.chmod(0o755)
+    try:
+        yield directory / "unicornd.sock"
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def example_upstreams():
@@ -196,10 +223,23 @@ def nginx_factory():
 
 # -- the fixed address and socket of the examples ----------------------------------------------
 
+def _open_lock_file() -> int:
+    """The lock file, shared by every user's test runs: read-only is enough for ``flock``, and
+    opening another user's file in /tmp with O_CREAT fails where ``fs.protected_regular`` is on."""
+    try:
+        return os.open(LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        pass
+    try:
+        return os.open(LOCK_FILE, os.O_CREAT | os.O_EXCL | os.O_RDONLY, 0o644)
+    except FileExistsError:  # another run made it in between
+        return os.open(LOCK_FILE, os.O_RDONLY)
+
+
 @pytest.fixture
 def fixed_addresses():
-    """Hold the lock on the examples' fixed port and socket path for the whole test."""
-    fd = os.open(LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o666)
+    """Hold the lock on the examples' fixed address for the whole test."""
+    fd = _open_lock_file()
 
     def take():
         try:
@@ -306,5 +346,6 @@ class HostLoad(Load):
 # The test modules import these helpers as ``deploy_support`` (every conftest.py is "conftest").
 sys.modules["deploy_support"] = sys.modules[__name__]
 
-__all__ = ["EXAMPLES", "HostLoad", "Nginx", "alive", "connectable", "example_listen", "example_socket",
+__all__ = ["EXAMPLES", "HostLoad", "Nginx", "alive", "connectable", "example_copy", "example_listen",
+           "example_socket",
            "example_upstreams", "free_port", "http_get", "start_unicornd_unix", "unix_request"]

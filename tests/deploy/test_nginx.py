@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy_support import (EXAMPLES, HostLoad, alive, example_listen, example_socket,
+from deploy_support import (EXAMPLES, HostLoad, alive, example_copy, example_listen, example_socket,
                             example_upstreams, free_port, http_get, unix_request)
 from support import APPS, REPO, children, parse_response, raw_request, wait_for
 
@@ -58,16 +58,18 @@ def test_nginx_proxies_to_the_socket_of_the_systemd_example():
 # -- through unicornd.conf, over the unix socket ---------------------------------------------------
 
 @pytest.fixture
-def behind_nginx(fixed_addresses, nginx_factory, unicornd_factory, tmp_path):
-    """unicornd on the example's socket, nginx with the example (plus optional test-only servers).
+def behind_nginx(fixed_addresses, nginx_factory, unicornd_factory, tmp_path, example_sock):
+    """unicornd on ``example_sock``, nginx with the example proxying to it (plus optional test-only
+    servers).
 
     Returns start(*unicornd_args, http="", extra_addresses=(), unicornd=True) -> (server, nginx);
     the app records its calls in ``tmp_path / "calls"``.
     """
     def start(*args, http="", extra_addresses=(), unicornd=True):
-        srv = unicornd_factory("-w", "2", *args, unix=example_socket(),
+        srv = unicornd_factory("-w", "2", *args, unix=example_sock,
                                env={"TESTAPP_CALLS": str(tmp_path / "calls")}) if unicornd else None
-        nginx = nginx_factory(include=EXAMPLES / "unicornd.conf", http=http)
+        nginx = nginx_factory(include=example_copy("unicornd.conf", example_sock.parent, example_sock),
+                              http=http)
         nginx.start(NGINX_ADDRESS, *extra_addresses)
         return srv, nginx
     return start
@@ -491,10 +493,10 @@ def test_rolling_upgrade_of_two_instances_behind_nginx_fails_no_request(fixed_ad
             stop_masters(promoted)
 
 
-def test_binary_upgrade_behind_nginx_over_the_unix_socket(behind_nginx, tmp_path):
+def test_binary_upgrade_behind_nginx_over_the_unix_socket(behind_nginx, tmp_path, example_sock):
     pidfile = tmp_path / "unicornd.pid"
     srv, nginx = behind_nginx("-p", str(pidfile))
-    sock = example_socket()
+    sock = example_sock
     load = HostLoad(NGINX_ADDRESS, "/sleep?ms=10", host=HOST, clients=4, max_seconds=100)
     promoted = []
     try:
@@ -539,10 +541,36 @@ def test_a_host_that_dies_is_retried_on_the_other(fixed_addresses, nginx_factory
 
 # -- containers: unicornd as PID 1, SIGTERM drains ----------------------------------------------
 
+_UNSHARE = []
+
+
+def unshare_pid_namespace() -> list:
+    """The ``unshare`` command line that gives a PID namespace: as root, directly; as any other
+    user, inside a user namespace of its own (as rootless containers do), where the kernel allows
+    one. A machine that allows neither cannot run these tests, which skip saying why."""
+    if not _UNSHARE:
+        candidates = [["unshare", "--pid", "--fork", "--kill-child"]]
+        if os.geteuid() != 0:
+            candidates = [["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child"]]
+        for cmd in candidates:
+            probe = subprocess.run([*cmd, "true"], capture_output=True, text=True, timeout=30)
+            if probe.returncode == 0:
+                _UNSHARE.append(cmd)
+                break
+        else:
+            _UNSHARE.append(None)
+            _UNSHARE.append(probe.stderr.strip())
+    if _UNSHARE[0] is None:
+        pytest.skip(f"a PID namespace needs root, or unprivileged user namespaces for uid "
+                    f"{os.geteuid()}: {_UNSHARE[1]}")
+    return _UNSHARE[0]
+
+
 class Pid1:
     """unicornd as PID 1 of a PID namespace of its own (unshare), as a container's entry point."""
 
     def __init__(self, tmp_path, sock, *args):
+        unshare = unshare_pid_namespace()
         self.out = tmp_path / "unicornd.out"
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(APPS), str(REPO)]), PYTHONUNBUFFERED="1",
                    TESTAPP_CALLS=str(tmp_path / "calls"))
@@ -550,7 +578,7 @@ class Pid1:
             env.pop(key, None)
         with open(self.out, "w") as log:
             self.proc = subprocess.Popen(
-                ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "unicornd",
+                [*unshare, sys.executable, "-m", "unicornd",
                  "-w", "2", "-b", f"unix:{sock}", *args, "testapp:app"],
                 cwd=APPS, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
@@ -588,12 +616,12 @@ def all_children(pid):
     return found
 
 
-def test_as_pid_1_sigterm_drains_the_request_in_flight_through_nginx(behind_nginx, tmp_path):
+def test_as_pid_1_sigterm_drains_the_request_in_flight_through_nginx(behind_nginx, tmp_path, example_sock):
     """A container's entry point: unicornd is PID 1 of its own PID namespace, and the SIGTERM
     that `docker stop` or the kubelet sends lets the request in hand finish."""
     import threading
     _, nginx = behind_nginx(unicornd=False)
-    sock = example_socket()
+    sock = example_sock
     pid1 = Pid1(tmp_path, sock, "--graceful-timeout", "20")
     try:
         assert http_get(NGINX_ADDRESS, "/hello", host=HOST)[0] == 200

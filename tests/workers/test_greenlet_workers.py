@@ -8,7 +8,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -56,44 +55,55 @@ def test_200_concurrent_sleeps_overlap_on_one_worker(kind):
     assert_all_overlap(results)
 
 
-class _SlowHandler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        time.sleep(0.5)
-        body = b"slow\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-class _SlowServer(ThreadingHTTPServer):
+class _UpstreamServer(ThreadingHTTPServer):
     request_queue_size = 512
     daemon_threads = True
 
 
-@pytest.fixture(scope="module")
-def slow_server():
-    srv = _SlowServer(("127.0.0.1", 0), _SlowHandler)
+CALLS = 200
+
+
+@pytest.fixture
+def all_at_once_upstream():
+    """An upstream that answers no call until all CALLS are in progress at once (then 200 to
+    each), or 504 to every call once one has waited 20 s without that happening. Overlap is
+    proven by the upstream itself, not by timing, so a slow machine only makes it take longer."""
+    barrier = threading.Barrier(CALLS, timeout=20)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            try:
+                barrier.wait()
+                status = 200
+            except threading.BrokenBarrierError:
+                status = 504
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = _UpstreamServer(("127.0.0.1", 0), Handler)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     yield f"http://127.0.0.1:{srv.server_address[1]}/"
+    barrier.abort()
     srv.shutdown()
     srv.server_close()
 
 
 @pytest.mark.parametrize("preload", [False, True], ids=["", "preload"])
-def test_requests_calls_overlap_because_patching_came_first(kind, preload, slow_server):
+def test_requests_calls_overlap_because_patching_came_first(kind, preload, all_at_once_upstream):
     # requests/urllib3 are imported by the app (in the master with --preload): patched first,
-    # 200 calls to a 0.5 s upstream run at once in one worker.
+    # 200 calls run at once in one worker. The upstream answers 200 only once all of them are
+    # waiting on it together; an unpatched (serial) worker gets 504s.
     args = ["-k", kind, "-w", "1", "-b", "127.0.0.1:0"] + (["--preload"] if preload else [])
     with Server(*args, "greenapp:app") as srv:
         assert get_json(srv.address, "/patched")["patched_at_import"] is True
-        results = concurrently(200, lambda: get_json(srv.address, f"/fetch?url={slow_server}"))
+        results = concurrently(CALLS, lambda: get_json(srv.address, f"/fetch?url={all_at_once_upstream}"))
         assert "warning" not in srv.log.lower(), srv.log
-    assert {r["status"] for r in results} == {200}
+    assert [r["status"] for r in results] == [200] * CALLS
     assert_all_overlap(results)
 
 

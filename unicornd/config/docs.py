@@ -15,9 +15,12 @@ INTRO = """\
 <!-- Generated from unicornd/config/settings.py at every docs build (unicornd.config.docs). -->
 
 unicornd takes gunicorn's settings: the same names in config files, the same command-line
-flags, the same defaults. Every gunicorn 27 setting is listed here; the ones marked *not
-supported yet* are refused with an error when given any value other than their default, so
-that nothing you ask for is silently ignored.
+flags, the same defaults. Every gunicorn 27 setting is listed here. The ones marked *not
+supported yet* would change what the server does (HTTP/2, the uWSGI protocol, dirty arbiters):
+they are refused with an error when given any value other than their default. The ones marked
+*accepted, no effect* only tune something gunicorn uses in its ASGI worker or in a feature
+unicornd refuses: they are accepted, and a warning at startup and from `--check-config` says
+they do nothing. `unicornd --help` lists neither kind; they are still read from every source.
 
 ## Where settings come from
 
@@ -38,8 +41,11 @@ From lowest to highest precedence:
    the others; list options such as `--bind` replace the config file's list rather than add
    to it.
 
-`--check-config` validates all of this and exits; `--print-config` also prints every setting
-as finally resolved.
+`--check-config` validates all of this, loads the worker class and the application, logs the
+warnings (settings with no effect, or with another effect than in gunicorn) and exits;
+`--print-config` prints every setting as finally resolved, with `config` the file actually
+read (`None` when there was none). At startup the log names that file
+(`Loaded configuration from ./gunicorn.conf.py`), and at `--log-level debug` every setting.
 
 ## Where unicornd is stricter than gunicorn
 
@@ -76,12 +82,21 @@ def _anchor(title: str) -> str:
     return "".join(c for c in title.lower().replace(" ", "-") if c.isalnum() or c == "-")
 
 
+def _status(s: Setting) -> str:
+    if s.ignored:
+        return f"**accepted, no effect**: {s.ignored}"
+    if not s.supported:
+        return "**not supported yet**: refused unless left at the default"
+    return "supported"
+
+
 def render() -> str:
-    supported = sum(s.supported for s in SETTINGS)
+    refused = sum(not s.supported and not s.ignored for s in SETTINGS)
+    ignored = sum(bool(s.ignored) for s in SETTINGS)
     out = [INTRO]
     out.append(
-        f"{len(SETTINGS)} settings, {supported} supported, "
-        f"{len(SETTINGS) - supported} not supported yet.\n"
+        f"{len(SETTINGS)} settings: {len(SETTINGS) - refused - ignored} supported, "
+        f"{ignored} accepted with no effect, {refused} not supported yet.\n"
     )
     out.append("## Sections\n")
     for section in SECTIONS:
@@ -92,13 +107,11 @@ def render() -> str:
         for s in SETTINGS:
             if s.section != section:
                 continue
-            status = "supported" if s.supported else (
-                "**not supported yet**: refused unless left at the default")
             out.append(f"### `{s.name}`\n")
             out.append(f"- Command line: {_flags(s)}")
             out.append(f"- Default: {_default(s)}")
             out.append(f"- Type: {s.validate.kind}")
-            out.append(f"- Status: {status}")
+            out.append(f"- Status: {_status(s)}")
             out.append("")
             out.append(s.doc)
             out.append("")

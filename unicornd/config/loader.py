@@ -55,22 +55,49 @@ config file loaded, or None).
 """
 
 
+def _shown(value):
+    if callable(value):
+        return f"<{getattr(value, '__qualname__', type(value).__qualname__)}()>"
+    return value
+
+
 def format_config(cfg) -> str:
     """``--print-config``: ``name = value`` per setting, sorted, aligned as gunicorn does."""
     width = max(len(s.name) for s in SETTINGS)
-    lines = []
-    for name in sorted(BY_NAME):
-        value = getattr(cfg, name)
-        if callable(value):
-            value = f"<{getattr(value, '__qualname__', type(value).__qualname__)}()>"
-        lines.append(f"{name:{width}} = {value}")
-    return "\n".join(lines)
+    return "\n".join(f"{name:{width}} = {_shown(getattr(cfg, name))}" for name in sorted(BY_NAME))
+
+
+def format_config_for_log(cfg) -> str:
+    """What ``--log-level debug`` logs at startup, as gunicorn does: ``Current configuration:``
+    then ``  name: value`` per setting, in the table's order."""
+    return "Current configuration:\n" + "\n".join(
+        f"  {s.name}: {_shown(getattr(cfg, s.name))}" for s in SETTINGS)
 
 
 # -- argparse -------------------------------------------------------------------------------
 
 
-class _CmdArgsParser(argparse.ArgumentParser):
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistyped option named as such (``--wokers 3 app:app`` would otherwise
+    take ``3`` for the app and report ``app:app`` as the unrecognized argument)."""
+
+    def parse_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            unknown = next((a for a in args if a.startswith("-") and a != "-"
+                            and a.split("=", 1)[0] in [e.split("=", 1)[0] for e in extras]), None)
+            if unknown is not None:
+                flag = unknown.split("=", 1)[0]
+                close = difflib.get_close_matches(flag, list(self._option_string_actions), n=1,
+                                                    cutoff=0.8)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                self.error(f"unrecognized option: {flag}{hint}")
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns
+
+
+class _CmdArgsParser(_Parser):
     """Parses ``UNICORND_CMD_ARGS``: its mistakes are ConfigErrors naming the variable."""
 
     variable = "UNICORND_CMD_ARGS"
@@ -79,25 +106,58 @@ class _CmdArgsParser(argparse.ArgumentParser):
         raise ConfigError(f"Invalid value for {self.variable}: {message}", source=self.variable)
 
 
-def _short(setting: Setting) -> str:
-    text = setting.doc.replace("`", "")
-    m = re.match(r"(.+?\.)(\s|$)", text)
-    return m.group(1) if m else text
+def _plain(markdown: str) -> str:
+    """A doc's Markdown as terminal text: code spans and emphasis unmarked, links their text."""
+    parts = markdown.split("`")  # odd parts are code spans: shown as they are
+    for i in range(0, len(parts), 2):
+        parts[i] = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", parts[i]).replace("**", "")
+    return "".join(parts)
 
 
-def _default_text(setting: Setting) -> str:
+def first_sentence(doc: str) -> str:
+    """The doc's first sentence: up to the first full stop outside parentheses and code spans
+    that ends a sentence (not ``...``, ``e.g.``), as the ``--help`` text of the setting."""
+    depth, code = 0, False
+    for i, c in enumerate(doc):
+        if c == "`":
+            code = not code
+        elif code:
+            continue
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth = max(0, depth - 1)
+        elif (c == "." and depth == 0 and (i + 1 == len(doc) or doc[i + 1] == " ")
+              and doc[i - 1:i] != "." and not doc[:i].endswith(("e.g", "i.e", "etc"))):
+            return doc[:i + 1]
+    return doc
+
+
+def help_text(setting: Setting) -> str:
+    """One setting's ``--help`` line: its first sentence and a default worth showing."""
+    text = _plain(first_sentence(setting.doc))
     if setting.default_doc is not None:
-        return setting.default_doc.replace("`", "")
-    return str(setting.default)
+        return f"{text} [{_plain(setting.default_doc)}]"
+    default = setting.default
+    if default is None or default is False or default in ("", [], {}) or callable(default):
+        return text
+    return f"{text} [{setting.default}]"
 
 
-def build_parser(parser_class=argparse.ArgumentParser) -> argparse.ArgumentParser:
+def in_help(setting: Setting) -> bool:
+    """Whether ``--help`` lists the setting: not when it is refused or does nothing here (it is
+    still parsed, and refused or warned about, when given)."""
+    return bool(setting.cli) and setting.supported
+
+
+def build_parser(parser_class=_Parser) -> argparse.ArgumentParser:
     parser = parser_class(
         prog="unicornd",
         usage=USAGE,
         description="A pre-fork WSGI HTTP server for Unix, run with gunicorn's options.",
         epilog="Options are also read from UNICORND_CMD_ARGS (or GUNICORN_CMD_ARGS) and from a "
-        "config file; see docs/settings.md.",
+        "config file. Every setting, those gunicorn has and unicornd refuses or ignores too: "
+        "python -m unicornd.config.docs, or the Settings reference of the documentation.",
     )
     parser.add_argument(
         "-v", "--version", action="version", version=f"%(prog)s (version {__version__})",
@@ -112,11 +172,9 @@ def build_parser(parser_class=argparse.ArgumentParser) -> argparse.ArgumentParse
         for s in SETTINGS:
             if s.section != section or not s.cli:
                 continue
-            help_text = f"{_short(s)} [{_default_text(s)}]"
-            if not s.supported:
-                help_text += " (not supported yet)"
+            shown = help_text(s).replace("%", "%%") if in_help(s) else argparse.SUPPRESS
             kwargs = dict(dest=s.name, action=s.action or "store", default=argparse.SUPPRESS,
-                          help=help_text.replace("%", "%%"))
+                          help=shown)
             if s.meta is not None and kwargs["action"] in ("store", "append"):
                 kwargs["metavar"] = s.meta
             if s.nargs is not None:
@@ -140,13 +198,36 @@ def _where(source: str) -> str:
     return "" if source == COMMAND_LINE else f" (set in {source})"
 
 
-def _refused(setting: Setting, source: str) -> ConfigError:
+def _flags(setting: Setting) -> str:
     flags = "/".join(f for f in setting.cli if f.startswith("--")) or "/".join(setting.cli)
-    flags = f" ({flags})" if flags else ""
+    return f" ({flags})" if flags else ""
+
+
+def _refused(setting: Setting, source: str, why: str = "") -> ConfigError:
     return ConfigError(
-        f"Setting {setting.name!r}{flags} is not supported yet by unicornd{_where(source)}",
+        f"Setting {setting.name!r}{_flags(setting)} is not supported yet by unicornd"
+        f"{_where(source)}{why}",
         setting=setting.name, source=source,
     )
+
+
+def _differences(values, sources) -> list[str]:
+    """Warnings for settings given a value that does nothing here, or not what gunicorn does."""
+    found = []
+    for s in SETTINGS:
+        source = sources[s.name]
+        if source == "default":
+            continue
+        value = values[s.name]
+        where = f" (set in {source})" if source != COMMAND_LINE else " (set on the command line)"
+        if s.ignored:
+            found.append(f"Setting {s.name!r}{_flags(s)}{where} has no effect in unicornd: "
+                         f"{s.ignored}")
+        elif s.differs is not None:
+            what = s.differs(value)
+            if what:
+                found.append(f"Setting {s.name!r}{_flags(s)}{where} differs from gunicorn: {what}")
+    return found
 
 
 def _invalid(setting: Setting, raw, exc: Invalid, source: str) -> ConfigError:
@@ -182,13 +263,14 @@ class _Loader:
         try:
             value = s.validate(raw)
         except Invalid as exc:
-            if not s.supported:
+            if not s.supported and not s.ignored:
                 raise _refused(s, source) from None
             raise _invalid(s, raw, exc, source) from None
-        if not s.supported and value != self.defaults[name]:
+        if not s.supported and not s.ignored and value != self.defaults[name]:
             raise _refused(s, source)
         self.values[name] = value
-        self.sources[name] = source
+        # A value equal to the default is as good as none: no warning about it.
+        self.sources[name] = source if value != self.defaults[name] else "default"
         self.pending.pop(name, None)
 
     def apply_namespace(self, ns: argparse.Namespace, source: str) -> None:
@@ -233,6 +315,13 @@ class _Loader:
                     self.values[s.name] = resolve(raw)
                 except Invalid as exc:
                     raise _invalid(s, raw, exc, self.sources[s.name]) from None
+
+        if self.values["dirty_apps"] and self.values["dirty_workers"] > 0:
+            # gunicorn runs its dirty arbiter only with both; either alone does nothing there.
+            raise _refused(BY_NAME["dirty_apps"], self.sources["dirty_apps"],
+                           f" with dirty_workers = {self.values['dirty_workers']}: gunicorn's "
+                           f"dirty arbiter is not implemented")
+        self.warnings.extend(_differences(self.values, self.sources))
 
         if self.values["threads"] > 1 and self.values["worker_class"] == "sync":
             # As gunicorn: more than one thread with the sync class means the threaded worker.
@@ -374,5 +463,7 @@ def load_config(argv: list[str], environ: Mapping[str, str]) -> Config:
     loader.apply_namespace(cli, COMMAND_LINE)
     if app is not None:
         loader.set("wsgi_app", app, app_source)
+    # The file actually read (./gunicorn.conf.py when that one was found), or None.
+    loader.values["config"] = location
     loader.finish()
     return Config(**loader.values, warnings=tuple(loader.warnings), config_path=config_path)

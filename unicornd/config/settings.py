@@ -3,7 +3,13 @@
 argparse (``unicornd -h``), config files, ``UNICORND_CMD_ARGS``, ``--print-config``,
 ``--check-config`` and the docs site's settings page all read ``SETTINGS``. Names, flags, defaults and
 sections are gunicorn 27's, so that every gunicorn flag and config-file name is known here;
-``supported=False`` marks the ones unicornd refuses when given a value other than the default.
+``supported=False`` marks the ones unicornd does not honour. Those are refused when given a
+value other than the default if honouring them would change what the server does (HTTP/2, the
+uWSGI protocol, dirty arbiters); the ones that only tune something unicornd refuses, that
+gunicorn uses only in its ASGI worker, or that gunicorn does not read either, carry ``ignored``
+(why they do nothing) and are accepted with a warning saying so. A supported setting with
+another effect than gunicorn's carries ``differs``, which warns too. The warnings are logged at
+startup and by ``--check-config``.
 
 Docs are Markdown, one paragraph, written for users; the first sentence is also the
 ``-h`` text. The reference page is rendered at every docs build (``mkdocs build``; the
@@ -38,6 +44,13 @@ class Setting(NamedTuple):
     # the variable), or (None, value) for a value computed at load time (cwd, euid, ...).
     default_from: Callable[[Mapping[str, str]], tuple[str | None, Any] | None] | None = None
     default_doc: str | None = None  # how the docs show such a default
+    # For a setting not supported: accepted anyway, since a value other than the default would
+    # do nothing in gunicorn either, or only in what unicornd refuses: why (a warning at
+    # startup and in --check-config, and the reference, say so).
+    ignored: str | None = None
+    # Accepted with another effect than gunicorn's: value -> what differs, or None when that
+    # value behaves as in gunicorn (a warning at startup and in --check-config).
+    differs: Callable[[Any], str | None] | None = None
 
 
 def _s(section, name, cli, validate, default, doc, **kw):
@@ -52,10 +65,10 @@ def _int(section, name, cli, default, doc, validate=v.non_negative_int, meta="IN
     return _s(section, name, cli, validate, default, doc, meta=meta, **kw)
 
 
-def _hook(section, fn, doc, supported=True, post_request=False):
+def _hook(section, fn, doc, post_request=False, **kw):
     params = tuple(fn.__code__.co_varnames[: fn.__code__.co_argcount])
     validate = v.hook(params, post_request=post_request)
-    return _s(section, fn.__name__, "", validate, fn, doc, supported=supported)
+    return _s(section, fn.__name__, "", validate, fn, doc, **kw)
 
 
 def _env(variable, make=lambda raw: raw):
@@ -87,6 +100,18 @@ HOOKS, SSL, H2, CTL = "Server Hooks", "SSL", "HTTP/2", "Control"
 DIRTY, DHOOKS = "Dirty Arbiters", "Dirty Arbiter Hooks"
 NO = {"supported": False}
 
+
+def _ignored(why):
+    return {"supported": False, "ignored": why}
+
+
+ASGI_ONLY = _ignored("gunicorn uses it only in its ASGI worker; unicornd serves WSGI")
+HTTP2_ONLY = _ignored("it tunes HTTP/2, which unicornd does not speak (http_protocols = 'h1')")
+DIRTY_ONLY = _ignored("it is for gunicorn's dirty arbiter, which runs only with dirty_apps and "
+                      "dirty_workers, refused by unicornd")
+CONTROL = _ignored("unicornd has no control socket; use `unicornd status` (with metrics_bind) "
+                   "to see the workers, and signals to drive the master")
+
 SETTINGS: tuple[Setting, ...] = (
     # -- Config File --------------------------------------------------------------------------
     _s(CF, "config", "-c --config", v.string, "./unicornd.conf.py", """
@@ -94,20 +119,22 @@ SETTINGS: tuple[Setting, ...] = (
         module. It is Python: every module-level name that is a setting becomes its value. Without
         this option unicornd reads `./unicornd.conf.py`, or else `./gunicorn.conf.py`, from the
         directory it is started in, if one exists. Only meaningful on the command line or in
-        `UNICORND_CMD_ARGS`.""", meta="CONFIG"),
+        `UNICORND_CMD_ARGS`.""", meta="CONFIG",
+       default_doc="`./unicornd.conf.py`, else `./gunicorn.conf.py`, if one exists"),
     _s(CF, "wsgi_app", "", v.optional_nonempty_string, None, """
         The WSGI application to serve, as `MODULE:VARIABLE` (such as `myproject.wsgi:application`).
         The `APP_MODULE` argument on the command line takes precedence over this setting.""",
        meta="STRING"),
     # -- Server Socket ------------------------------------------------------------------------
     _s(SOCK, "bind", "-b --bind", v.bind_list, ["127.0.0.1:8000"], """
-        The addresses to listen on: `HOST:PORT`, `HOST` (port 8000), `[IPv6]:PORT`, `unix:PATH`
-        for a Unix socket, or `fd://N` for a socket already open on file descriptor N. Repeat the
+        The addresses to listen on: `HOST:PORT`, `[IPv6]:PORT`, `unix:PATH` or `fd://N`. `HOST`
+        alone means port 8000, `unix:PATH` a Unix socket, and `fd://N` a socket already open on
+        file descriptor N. Repeat the
         option to listen on several addresses; the ones given on the command line replace those of
         the config file. When the `PORT` environment variable is set, the default is
         `0.0.0.0:$PORT`.""", meta="ADDRESS", action="append",
        default_from=_env("PORT", lambda port: [f"0.0.0.0:{port}"]),
-       default_doc="`['127.0.0.1:8000']`, or `['0.0.0.0:$PORT']` when `PORT` is set"),
+       default_doc="`127.0.0.1:8000`, or `0.0.0.0:$PORT` when `PORT` is set"),
     _int(SOCK, "backlog", "--backlog", 2048, """
         How many connections the kernel may queue before unicornd accepts them. Clients beyond
         this get refused while the server is saturated; values between 64 and 2048 are usual."""),
@@ -119,20 +146,25 @@ SETTINGS: tuple[Setting, ...] = (
          default_from=_env("WEB_CONCURRENCY"),
          default_doc="`$WEB_CONCURRENCY`, or `1` when it is not set"),
     _s(WP, "worker_class", "-k --worker-class", v.worker_class, "sync", """
-        How workers accept and schedule connections: the name of a built-in class (`sync`: one
-        request at a time per process; `gthread`: a pool of `threads` threads per process with
-        keep-alive), one of gunicorn's names for them (`gunicorn.workers.sync.SyncWorker`,
-        `egg:gunicorn#gthread`, ...), or the dotted path of your own worker class. gunicorn's
-        other classes (`gevent`, `eventlet`, `tornado`) are refused until unicornd has them. See
-        the worker classes page for how to choose.""", meta="STRING"),
+        How workers accept and schedule connections: `sync`, `gthread`, `gevent` or `eventlet`.
+        `sync` serves one request at a time per process; `gthread` runs requests on a pool of
+        threads per process (see `threads`) with keep-alive; `gevent` and `eventlet` run a
+        greenlet per connection and need their library (`pip install 'unicornd[gevent]'`).
+        gunicorn's names for them (`gunicorn.workers.sync.SyncWorker`, `egg:gunicorn#gthread`,
+        ...) work too, as does the dotted path of your own class derived from a unicornd worker
+        class. The class and its library are loaded with the settings, so `--check-config`
+        reports a missing library or a class written for gunicorn's worker API; gunicorn's
+        `tornado` class is refused. See the worker classes page for how to choose.""",
+       meta="STRING"),
     _int(WP, "threads", "--threads", 1, """
         Threads per worker process for the `gthread` worker class: how many requests one worker
         runs at once. As with gunicorn, more than 1 with the `sync` worker class (the default)
         selects `gthread`. Idle keep-alive connections do not hold a thread; `worker_connections`
         bounds how many connections a worker holds."""),
     _int(WP, "worker_connections", "--worker-connections", 1000, """
-        The most clients one worker serves at once, for the threaded and event-loop worker
-        classes. The `sync` worker serves one connection at a time and ignores it."""),
+        The most clients one worker holds at once. For `gthread`, `gevent` and `eventlet`, the
+        connections it serves or keeps alive; for `sync`, which serves one request at a time,
+        the connections whose request head it reads while waiting for them to be complete."""),
     _int(WP, "max_requests", "--max-requests", 0, """
         Recycle a worker after it has served this many requests, a simple guard against memory
         leaks; 0 never recycles. A hard limit: at the limit the worker takes no new request and
@@ -165,18 +197,21 @@ SETTINGS: tuple[Setting, ...] = (
         servers facing clients directly; behind a load balancer a longer value is common. The
         `sync` worker closes the connection after each response and ignores it."""),
     _s(WP, "asgi_loop", "--asgi-loop", v.choice("auto", "asyncio", "uvloop"), "auto", """
-        The event loop for gunicorn's ASGI worker. unicornd serves WSGI only.""",
-       meta="STRING", **NO),
+        The event loop for gunicorn's ASGI worker. Accepted with a warning and unused: unicornd
+        serves WSGI only.""", meta="STRING", **ASGI_ONLY),
     _s(WP, "asgi_lifespan", "--asgi-lifespan", v.choice("auto", "on", "off"), "auto", """
-        Whether gunicorn's ASGI worker runs the ASGI lifespan protocol. unicornd serves WSGI
-        only.""", meta="STRING", **NO),
+        Whether gunicorn's ASGI worker runs the ASGI lifespan protocol. Accepted with a warning
+        and unused: unicornd serves WSGI only.""", meta="STRING", **ASGI_ONLY),
     _int(WP, "asgi_disconnect_grace_period", "--asgi-disconnect-grace-period", 3, """
-        Seconds gunicorn's ASGI worker lets an application react to a client disconnect.""", **NO),
+        Seconds gunicorn's ASGI worker lets an application react to a client disconnect.
+        Accepted with a warning and unused: unicornd serves WSGI only.""", **ASGI_ONLY),
     _int(WP, "websocket_max_message_size", "--websocket-max-message-size", 16777216, """
-        The largest WebSocket message, in bytes, gunicorn's ASGI worker accepts.""", **NO),
+        The largest WebSocket message, in bytes, gunicorn's ASGI worker accepts. Accepted with a
+        warning and unused: WebSocket libraries for WSGI set their own limits.""", **ASGI_ONLY),
     _s(WP, "http_parser", "--http-parser", v.choice("auto", "fast", "python"), "auto", """
-        Which HTTP parser gunicorn uses. unicornd has a single strict parser.""",
-       meta="STRING", **NO),
+        Which of its HTTP parsers gunicorn uses (the choice does not change what is accepted).
+        Accepted with a warning and unused: unicornd has a single strict parser.""",
+       meta="STRING", **_ignored("unicornd has a single HTTP parser, the strict one")),
     # -- Security -----------------------------------------------------------------------------
     _int(SEC, "limit_request_line", "--limit-request-line", 4094, """
         The longest request line (method, target and version) accepted, in bytes; longer ones are
@@ -213,8 +248,12 @@ SETTINGS: tuple[Setting, ...] = (
         Whether file responses (`wsgi.file_wrapper` on a real file) are sent with `sendfile()`.
         `--no-sendfile` turns it off. When it is not set, the `SENDFILE` environment variable
         decides (`1`, `y`, `yes` or `true` turn it on, anything else off), and without that
-        variable it is on. The loaded configuration holds the resulting true or false.""",
-       action="store_const", const=False),
+        variable it is on. The loaded configuration holds the resulting true or false.
+        `sendfile = True` in a config file means on (gunicorn turns sendfile off for any value
+        given there).""",
+       action="store_const", const=False,
+       differs=lambda value: ("gunicorn turns sendfile off for any value in a config file; "
+                              "unicornd honours True") if value is True else None),
     _flag(MECH, "reuse_port", "--reuse-port", """
         Set `SO_REUSEPORT` on the listening sockets, so that several servers may listen on the
         same port."""),
@@ -237,7 +276,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s(MECH, "worker_tmp_dir", "--worker-tmp-dir", v.optional_string, None, """
         Where gunicorn keeps its per-worker heartbeat files. Accepted for compatibility and
         unused: unicornd workers report through shared memory and need no such files.""",
-       meta="DIR"),
+       meta="DIR", **_ignored("workers report through shared memory, with no heartbeat files")),
     _s(MECH, "user", "-u --user", v.user, None, """
         Run workers as this user (a name or a uid). The master keeps its own user, so it can
         still bind and read what the new settings need on `HUP`.""", meta="USER",
@@ -246,13 +285,17 @@ SETTINGS: tuple[Setting, ...] = (
         Run workers as this group (a name or a gid).""", meta="GROUP",
        default_from=_computed(lambda environ: os.getegid()), default_doc="the current group"),
     _int(MECH, "umask", "-m --umask", 0, """
-        The file mode mask applied while creating Unix sockets, as in gunicorn (so the default
-        of 0 leaves them open to all local users; `0o007` keeps them to user and group);
-        octal such as `0022` is accepted.""", validate=v.octal_int),
+        The file mode mask applied while creating Unix sockets, as in gunicorn. The default of 0
+        leaves them open to all local users; `0o007` keeps them to user and group; octal such
+        as `0022` is accepted.""", validate=v.octal_int),
     _flag(MECH, "initgroups", "--initgroups", """
         Give workers all the supplementary groups of `user`."""),
     _s(MECH, "tmp_upload_dir", "", v.optional_string, None, """
-        Where request bodies are spooled while they are read.""", meta="DIR", **NO),
+        Accepted for compatibility and unused, as in gunicorn, which declares it and never
+        reads it: request bodies reach the application through `wsgi.input` as they arrive,
+        never spooled to disk by the server.""", meta="DIR",
+       **_ignored("gunicorn never reads it either; request bodies reach the application "
+                  "through wsgi.input as they arrive")),
     _s(MECH, "secure_scheme_headers", "", v.header_dict,
        {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}, """
         Request headers, with the exact values, by which a trusted proxy (see
@@ -261,7 +304,7 @@ SETTINGS: tuple[Setting, ...] = (
         several of these headers are present and disagree, the request is refused. Make sure your
         proxy strips these headers from what clients send."""),
     _s(MECH, "forwarded_allow_ips", "--forwarded-allow-ips", v.address_list, "127.0.0.1,::1", """
-        The proxies whose `secure_scheme_headers` and `forwarder_headers` are believed: a
+        The proxies whose `secure_scheme_headers` and `forwarder_headers` are believed. A
         comma-separated list of IP addresses and networks (such as `10.0.0.0/8`), or `*` to trust
         every peer, only safe when nothing else can reach the server. Connections over Unix
         sockets are always trusted. The default comes from the `FORWARDED_ALLOW_IPS` environment
@@ -277,9 +320,9 @@ SETTINGS: tuple[Setting, ...] = (
         `APP_MODULE` is then not needed; the file's path is relative to `chdir`.""",
        meta="STRING"),
     _s(MECH, "proxy_protocol", "--proxy-protocol", v.proxy_protocol, "off", """
-        Expect a PROXY protocol header (as sent by HAProxy, stunnel or cloud load balancers) at the
-        start of each connection from `proxy_allow_ips`: `v1` (text), `v2` (binary), `auto`
-        (either) or `off`. The flag without a value means `auto`; `true` and `false` are accepted
+        Expect a PROXY protocol header at the start of each connection from `proxy_allow_ips`:
+        `v1`, `v2`, `auto` or `off`. HAProxy, stunnel and cloud load balancers send it: `v1` is
+        text, `v2` binary, `auto` accepts either. The flag without a value means `auto`; `true` and `false` are accepted
         as in gunicorn.""", meta="MODE", nargs="?", const="auto"),
     _s(MECH, "proxy_allow_ips", "--proxy-allow-from", v.address_list, "127.0.0.1,::1", """
         The peers allowed to send a PROXY protocol header: comma-separated IP addresses and
@@ -288,7 +331,9 @@ SETTINGS: tuple[Setting, ...] = (
         The wire protocol of incoming connections; gunicorn can also speak uWSGI's binary
         protocol behind nginx's `uwsgi_pass`.""", meta="STRING", **NO),
     _s(MECH, "uwsgi_allow_ips", "--uwsgi-allow-from", v.address_list, "127.0.0.1,::1", """
-        The peers allowed to speak the uWSGI protocol.""", **NO),
+        The peers allowed to speak the uWSGI protocol. Accepted with a warning and unused:
+        `protocol = 'uwsgi'` is refused.""",
+       **_ignored("it is used only with protocol = 'uwsgi', which unicornd refuses")),
     _s(MECH, "raw_paste_global_conf", "--paste-global", v.string_list, [], """
         Global `KEY=VALUE` variables passed to a PasteDeploy application (its `global_conf`,
         which the ini file can use as `%(KEY)s`). Repeat the flag for several.""", meta="CONF",
@@ -309,16 +354,19 @@ SETTINGS: tuple[Setting, ...] = (
         Upper-case request methods before handing them to the application, as very old gunicorn
         versions did. Methods are case-sensitive; use only if a client needs it."""),
     _s(MECH, "forwarder_headers", "--forwarder-headers", v.comma_list, "SCRIPT_NAME,PATH_INFO", """
-        Environ variables a trusted proxy (see `forwarded_allow_ips`) may set through headers of the
-        same name, comma-separated, such as `SCRIPT_NAME,PATH_INFO,REMOTE_USER`. Headers absent
+        The environ variables a trusted proxy may set through headers of the same name. A
+        comma-separated list such as `SCRIPT_NAME,PATH_INFO,REMOTE_USER`; which proxies are
+        trusted is `forwarded_allow_ips`. Headers absent
         from a request change nothing."""),
     _s(MECH, "header_map", "--header-map", v.header_map, "drop", """
-        What to do with a header whose name could be confused with another once it becomes an
-        environ key (`X-Foo` and `X_Foo` are both `HTTP_X_FOO`): `drop` ignores such headers,
+        What to do with headers whose names become the same environ key: `drop`, `refuse` or
+        `dangerous`. `X-Foo` and `X_Foo` are both `HTTP_X_FOO`: `drop` ignores such headers,
         `refuse` answers the request with an error, `dangerous` passes them on as older servers
         did. Headers listed in `forwarder_headers` from a trusted proxy are always passed."""),
     _s(MECH, "root_path", "--root-path", v.string, "", """
-        The mount path given to ASGI applications as `root_path`.""", meta="STRING", **NO),
+        The mount path gunicorn's ASGI worker gives applications as `root_path`. Accepted with a
+        warning and unused: a WSGI application is mounted with `SCRIPT_NAME` (see
+        `forwarder_headers`).""", meta="STRING", **ASGI_ONLY),
     # -- Logging ------------------------------------------------------------------------------
     _s(LOG, "accesslog", "--access-logfile", v.optional_string, None, """
         Where to write the access log, one line per request: a file, or `-` for standard
@@ -328,15 +376,15 @@ SETTINGS: tuple[Setting, ...] = (
         Keep access log lines out of syslog when `syslog` is on."""),
     _s(LOG, "access_log_format", "--access-logformat", v.string,
        '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"', """
-        The format of access log lines, with gunicorn's atoms: `h` remote address, `l` `-`,
+        The format of access log lines, with gunicorn's atoms. They are: `h` remote address, `l` `-`,
         `u` user (HTTP basic auth), `t` date, `r` request line, `m` method, `U` path, `q`
         query, `H` protocol, `s` status, `B` and `b` body bytes sent, `f` referer, `a` user
         agent, `T`/`M`/`D`/`L` duration in seconds/milliseconds/microseconds/decimal seconds,
         `p` worker pid, `{header}i` a request header, `{header}o` a response header,
         `{variable}e` an environ value.""", meta="STRING"),
     _flag(LOG, "access_log_json", "--access-log-json", """
-        Write the access log as one JSON object per line, with the atoms of
-        `access_log_format` under readable names (`remote_addr`, `request`, `status`,
+        Write the access log as one JSON object per line. The atoms of `access_log_format`
+        appear under readable names (`remote_addr`, `request`, `status`,
         `request_header.user-agent`, ...), escaped as JSON. unicornd's own setting."""),
     _s(LOG, "errorlog", "--error-logfile --log-file", v.string, "-", """
         Where to write the error log (server messages, tracebacks); `-` is standard error.""",
@@ -377,7 +425,8 @@ SETTINGS: tuple[Setting, ...] = (
         The program name used in syslog entries (default: the logger's name).""",
        meta="SYSLOG_PREFIX"),
     _s(LOG, "syslog_facility", "--log-syslog-facility", v.string, "user", """
-        The syslog facility (`user`, `daemon`, `local0` ... `local7`, ...).""",
+        The syslog facility: `user`, `daemon`, `local0` to `local7`, or another name of the
+        `syslog` module's facilities.""",
        meta="SYSLOG_FACILITY"),
     _flag(LOG, "enable_stdio_inheritance", "-R --enable-stdio-inheritance", """
         In daemon mode, keep standard output and error instead of sending them to
@@ -397,14 +446,15 @@ SETTINGS: tuple[Setting, ...] = (
         A prefix for statsd metric names; a dot is added after it (`web` gives
         `web.gunicorn.requests`).""", meta="STATSD_PREFIX"),
     _flag(LOG, "enable_backlog_metric", "--enable-backlog-metric", """
-        Send the listen backlog (connections waiting to be accepted, summed over the TCP
-        listeners; Linux only) to statsd as the `gunicorn.backlog` histogram, once a second.
+        Send the listen backlog to statsd as the `gunicorn.backlog` histogram, once a second. The
+        backlog is the connections waiting to be accepted, summed over the TCP listeners (Linux
+        only).
         The Prometheus endpoint (`metrics_bind`) always reports it, per listener."""),
     _s(LOG, "metrics_bind", "--metrics-bind", metrics_addr.metrics_address, None, """
-        Where the master serves `GET /metrics` (Prometheus text format, counters added up over
-        all workers, past and present) and `GET /status` (JSON, what `unicornd status` shows):
-        `HOST:PORT`, `[IPV6]:PORT` or `unix:PATH` (created mode 0600). Unset, there is no
-        endpoint. Keep it on loopback or a private network. unicornd's own setting.""",
+        Where the master serves `GET /metrics` (Prometheus) and `GET /status` (JSON):
+        `HOST:PORT`, `[IPV6]:PORT` or `unix:PATH`. The metrics are counters added up over all
+        workers, past and present; `/status` is what `unicornd status` shows; a Unix socket is
+        created mode 0600. Unset, there is no endpoint. Keep it on loopback or a private network. unicornd's own setting.""",
        meta="ADDRESS"),
     # -- Process Naming -----------------------------------------------------------------------
     _s(PN, "proc_name", "-n --name", v.optional_string, None, """
@@ -422,7 +472,8 @@ SETTINGS: tuple[Setting, ...] = (
         If the new code fails to load, the worker serves 500 and keeps watching until the file is
         fixed. For development only: it costs a thread per worker."""),
     _s(DBG, "reload_engine", "--reload-engine", v.choice("auto", "poll", "inotify"), "auto", """
-        How `reload` watches files: `inotify` (Linux, through the C library, no extra package),
+        How `reload` watches files: `auto`, `inotify` or `poll`. `inotify` (Linux, through the C
+        library, no extra package),
         `poll` (compare modification times once a second, works everywhere), or `auto` for
         inotify when available and polling otherwise.""", meta="STRING"),
     _s(DBG, "reload_extra_files", "--reload-extra-file", v.string_list, [], """
@@ -434,9 +485,10 @@ SETTINGS: tuple[Setting, ...] = (
         `pid file:line: source`, through `sys.settrace`. For debugging only: it is very slow
         and very verbose."""),
     _flag(DBG, "check_config", "--check-config", """
-        Check the configuration and that the application can be imported, then exit: status 0
-        when both are fine, 2 with a message naming the setting when the configuration is wrong
-        (gunicorn exits 1), 1 when the application cannot be loaded."""),
+        Check the settings, the worker class and the application, then exit. Status 0 when all
+        load, 2 with a message naming the setting when a setting is wrong or the worker class
+        cannot run (gunicorn exits 1), 1 when the application cannot be loaded. Settings that
+        do nothing in unicornd, or something else than in gunicorn, are logged as warnings."""),
     _flag(DBG, "print_config", "--print-config", """
         Print every setting as finally resolved, one `name = value` line each, sorted by name,
         and exit."""),
@@ -462,8 +514,9 @@ SETTINGS: tuple[Setting, ...] = (
         Called in a worker that received `SIGABRT`, which is how the master ends a worker that
         exceeded `timeout` (`worker_abort(worker)`)."""),
     _hook(HOOKS, H.pre_exec, """
-        Called in the master just before it executes a new copy of itself on `SIGUSR2`
-        (`pre_exec(server)`)."""),
+        Called on `SIGUSR2` in the child the master forks to become the new master, just
+        before it executes the new binary (`pre_exec(server)`, the old master's server object
+        as the child inherited it)."""),
     _hook(HOOKS, H.pre_request, """
         Called in a worker before it hands a request to the application
         (`pre_request(worker, req)`). The default does nothing."""),
@@ -493,10 +546,11 @@ SETTINGS: tuple[Setting, ...] = (
         The TLS certificate file (PEM, the chain after the certificate). Setting it turns on
         TLS on every listener, and `wsgi.url_scheme` becomes `https`.""", meta="FILE"),
     _s(SSL, "ssl_version", "--ssl-version", v.ssl_version, 2, """
-        The oldest TLS version accepted: `TLSv1_2` or `TLSv1_3` (the `ssl.PROTOCOL_TLSv1_2`
+        The oldest TLS version accepted: `TLSv1_2` or `TLSv1_3`. The `ssl.PROTOCOL_TLSv1_2`
         style names and numbers gunicorn knew are read the same way; `TLS`, the default, keeps
-        Python's own minimum). gunicorn ignores this setting; unicornd honours it.""",
-       default_doc="`ssl.PROTOCOL_TLS`"),
+        Python's own minimum. gunicorn ignores this setting; unicornd honours it.""",
+       default_doc="`ssl.PROTOCOL_TLS`",
+       differs=lambda value: "gunicorn ignores it; unicornd refuses TLS versions older than it"),
     _s(SSL, "cert_reqs", "--cert-reqs", v.non_negative_int, 0, """
         Whether clients must show a certificate signed by `ca_certs`: 0 no, 1 optional (checked
         when given), 2 required."""),
@@ -522,48 +576,63 @@ SETTINGS: tuple[Setting, ...] = (
        "off", """
         Whether HTTP/2 is accepted without TLS, and how.""", meta="STRING", **NO),
     _int(H2, "http2_max_concurrent_streams", "--http2-max-concurrent-streams", 100, """
-        The most HTTP/2 streams open at once on a connection.""", **NO),
+        The most HTTP/2 streams open at once on a connection. Accepted with a warning
+        and unused: unicornd does not speak HTTP/2.""", **HTTP2_ONLY),
     _int(H2, "http2_initial_window_size", "--http2-initial-window-size", 65535, """
-        The initial HTTP/2 flow control window, in bytes.""", **NO),
+        The initial HTTP/2 flow control window, in bytes. Accepted with a warning
+        and unused: unicornd does not speak HTTP/2.""", **HTTP2_ONLY),
     _int(H2, "http2_max_frame_size", "--http2-max-frame-size", 16384, """
-        The largest HTTP/2 frame payload, in bytes.""", **NO),
+        The largest HTTP/2 frame payload, in bytes. Accepted with a warning
+        and unused: unicornd does not speak HTTP/2.""", **HTTP2_ONLY),
     _int(H2, "http2_max_header_list_size", "--http2-max-header-list-size", 65536, """
-        The largest HTTP/2 header list, in bytes.""", **NO),
+        The largest HTTP/2 header list, in bytes. Accepted with a warning
+        and unused: unicornd does not speak HTTP/2.""", **HTTP2_ONLY),
     # -- Control ------------------------------------------------------------------------------
     _s(CTL, "control_socket", "--control-socket", v.string, None, """
-        The Unix socket of gunicorn's control interface. unicornd has no control socket; it is
-        driven by signals.""", meta="PATH", default_from=_computed(_control_socket),
-       default_doc="`$XDG_RUNTIME_DIR/gunicorn.ctl` or `~/.gunicorn/gunicorn.ctl`", **NO),
+        The Unix socket of gunicorn's control interface (`gunicornc`). Accepted with a warning
+        and unused: unicornd has no control socket; `unicornd status` shows the workers (with
+        `metrics_bind`) and signals drive the master.""", meta="PATH",
+       default_from=_computed(_control_socket),
+       default_doc="`$XDG_RUNTIME_DIR/gunicorn.ctl` or `~/.gunicorn/gunicorn.ctl`", **CONTROL),
     _int(CTL, "control_socket_mode", "--control-socket-mode", 0o600, """
-        The permissions of the control socket.""", validate=v.octal_int, default_doc="`0o600`",
-         **NO),
+        The permissions of gunicorn's control socket. Accepted with a warning and unused:
+        unicornd has no control socket.""", validate=v.octal_int, default_doc="`0o600`",
+         **CONTROL),
     _flag(CTL, "control_socket_disable", "--no-control-socket", """
         Do not open the control socket. unicornd has no control socket, so this holds already;
         the flag is accepted so that gunicorn command lines that pass it keep working."""),
     # -- Dirty Arbiters -----------------------------------------------------------------------
     _s(DIRTY, "dirty_apps", "--dirty-app", v.string_list, [], """
-        Applications run in gunicorn's separate pool for long-running tasks.""", meta="STRING",
-       action="append", **NO),
+        Applications run in gunicorn's separate pool for long-running tasks. gunicorn starts
+        that pool only when `dirty_workers` is above 0 too; unicornd refuses the two together
+        and accepts either alone, which does nothing in gunicorn either.""", meta="STRING",
+       action="append", **_ignored("alone it does nothing in gunicorn either: its dirty arbiter "
+                                   "(refused by unicornd) runs only when dirty_workers is above "
+                                   "0 too")),
     _int(DIRTY, "dirty_workers", "--dirty-workers", 0, """
-        The number of dirty worker processes.""", **NO),
+        The number of dirty worker processes; with `dirty_apps`, refused (see there).""",
+         **_ignored("alone it does nothing in gunicorn either: its dirty arbiter (refused by "
+                    "unicornd) runs only when dirty_apps is set too")),
     _int(DIRTY, "dirty_timeout", "--dirty-timeout", 300, """
-        Seconds a dirty task may run.""", **NO),
+        Seconds a dirty task may run. Accepted with a warning and unused.""", **DIRTY_ONLY),
     _int(DIRTY, "dirty_threads", "--dirty-threads", 1, """
-        Threads per dirty worker.""", **NO),
+        Threads per dirty worker. Accepted with a warning and unused.""", **DIRTY_ONLY),
     _int(DIRTY, "dirty_graceful_timeout", "--dirty-graceful-timeout", 30, """
-        Seconds dirty workers get to finish when stopping.""", **NO),
+        Seconds dirty workers get to finish when stopping. Accepted with a warning and
+        unused.""", **DIRTY_ONLY),
     # -- Dirty Arbiter Hooks ------------------------------------------------------------------
     _hook(DHOOKS, H.on_dirty_starting, """
-        Called before the dirty arbiter starts (`on_dirty_starting(arbiter)`).""", supported=False),
+        Called before the dirty arbiter starts (`on_dirty_starting(arbiter)`). Accepted with a
+        warning and never called.""", **DIRTY_ONLY),
     _hook(DHOOKS, H.dirty_post_fork, """
-        Called after a dirty worker is forked (`dirty_post_fork(arbiter, worker)`).""",
-          supported=False),
+        Called after a dirty worker is forked (`dirty_post_fork(arbiter, worker)`). Accepted
+        with a warning and never called.""", **DIRTY_ONLY),
     _hook(DHOOKS, H.dirty_worker_init, """
-        Called once a dirty worker has loaded its applications (`dirty_worker_init(worker)`).""",
-          supported=False),
+        Called once a dirty worker has loaded its applications (`dirty_worker_init(worker)`).
+        Accepted with a warning and never called.""", **DIRTY_ONLY),
     _hook(DHOOKS, H.dirty_worker_exit, """
-        Called when a dirty worker exits (`dirty_worker_exit(arbiter, worker)`).""",
-          supported=False),
+        Called when a dirty worker exits (`dirty_worker_exit(arbiter, worker)`). Accepted with
+        a warning and never called.""", **DIRTY_ONLY),
 )
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

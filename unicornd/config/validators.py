@@ -416,17 +416,21 @@ def _resolve_worker_class(spec):
     if not isinstance(spec, str):
         spec = _class_to_path(spec)
     name = workers.GUNICORN_ALIASES.get(spec, spec)
+    resolved = spec
     for builtin, target in workers.BUILTIN.items():
         if name in (builtin, target, target.replace(":", ".")):
-            return builtin
+            resolved = spec = builtin
+            break
     try:
+        # Imported now, built-in classes too: a missing gevent or a class written for
+        # gunicorn is an error of the settings (--check-config says so), not of the first fork.
         workers.load_worker_class(spec)
     except ValueError as exc:
         msg = str(exc)
-        if "built-in classes" not in msg and "available:" not in msg:
+        if spec not in workers.BUILTIN and "built-in class" not in msg and "available:" not in msg:
             msg += f" (built-in classes: {', '.join(workers.BUILTIN)})"
         raise Invalid(msg) from None
-    return spec
+    return resolved
 
 
 @kind("worker class name (`sync`, `gthread`), or a dotted path to a class", _resolve_worker_class)

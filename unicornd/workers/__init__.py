@@ -2,6 +2,8 @@
 
 ``BUILTIN`` maps the names users pass to ``-k`` onto the class that implements them.
 ``PLANNED`` are gunicorn's other built-in names: known, but refused until they exist here.
+``load_worker_class`` is what both the settings loader (so ``--check-config`` too) and the
+master use: a class that cannot run, or whose library is missing, is an error before any fork.
 """
 
 BUILTIN = {
@@ -57,4 +59,32 @@ def load_worker_class(spec: str):
     cls = getattr(module, attr, None)
     if not isinstance(cls, type):
         raise ValueError(f"worker class {spec!r}: {attr!r} is not a class in module {modname!r}")
+    check_worker_class(cls, spec)
     return cls
+
+
+def check_worker_class(cls, spec: str) -> None:
+    """Refuse, before anything forks, a class the master cannot run; say what it lacks.
+
+    The master builds a worker as ``cls(age, ppid, listeners, cfg, log, slot=, app=)`` and, in
+    the child, calls ``init_process()``, which ends in the class's ``run()``: what
+    ``unicornd.workers.base.Worker`` provides. A class written for gunicorn's worker API
+    (``gunicorn.workers.sync.SyncWorker`` and friends take other arguments, heartbeat through
+    a temp file) would crash the master at the first fork, so it is refused here.
+    """
+    from unicornd.workers.base import Worker
+
+    if issubclass(cls, Worker):
+        if cls.run is Worker.run:
+            raise ValueError(f"worker class {spec!r} lacks a run() method: derive it from a "
+                             f"built-in class such as unicornd.workers.sync.SyncWorker, or define "
+                             f"run() to accept and serve connections")
+        return
+    gunicorn_base = next((f"{base.__module__}.{base.__qualname__}" for base in cls.__mro__
+                          if base.__module__.split(".")[0] == "gunicorn"), None)
+    written_for = f" (it derives from gunicorn's {gunicorn_base})" if gunicorn_base else ""
+    raise ValueError(
+        f"worker class {spec!r} lacks unicornd's worker interface{written_for}: it does not "
+        f"derive from unicornd.workers.base.Worker, whose constructor (age, ppid, listeners, "
+        f"cfg, log, slot=, app=) and init_process() the master calls; derive it from a built-in "
+        f"class such as unicornd.workers.sync.SyncWorker")
