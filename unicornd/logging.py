@@ -12,6 +12,8 @@ import logging.handlers
 import os
 import socket
 import sys
+import threading
+import time
 from urllib.parse import urlsplit
 
 ERROR_LOGGER = "gunicorn.error"
@@ -191,6 +193,33 @@ def reopen_log_files(log: logging.Logger = None) -> None:
 
 def error_log() -> logging.Logger:
     return logging.getLogger(ERROR_LOGGER)
+
+
+class RateLimiter:
+    """At most ``lines`` log lines per ``window`` seconds (one worker's), so that a flood of
+    bad requests cannot fill the disk; counts what it held back, for the next line to say."""
+
+    def __init__(self, lines: int, window: float, clock=time.monotonic):
+        self.lines = lines
+        self.window = window
+        self.clock = clock
+        self._lock = threading.Lock()  # gthread's pool threads share it
+        self._start = None
+        self._count = 0
+        self._suppressed = 0
+
+    def allow(self):
+        """(whether to log this one, how many were held back since the last one logged)."""
+        with self._lock:
+            now = self.clock()
+            if self._start is None or now - self._start >= self.window:
+                self._start, self._count = now, 0
+            if self._count >= self.lines:
+                self._suppressed += 1
+                return False, 0
+            self._count += 1
+            suppressed, self._suppressed = self._suppressed, 0
+            return True, suppressed
 
 
 class ErrorStream:

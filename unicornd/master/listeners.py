@@ -188,9 +188,10 @@ def set_client_timeouts(listener, seconds: int) -> None:
     if not seconds:
         return
     value = struct.pack("ll", int(seconds), 0)
+    sock = getattr(listener, "sock", listener)  # (or an accepted socket itself)
     for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
         try:
-            listener.sock.setsockopt(socket.SOL_SOCKET, option, value)
+            sock.setsockopt(socket.SOL_SOCKET, option, value)
         except OSError:
             pass
 
