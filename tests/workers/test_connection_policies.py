@@ -25,9 +25,15 @@ def calls(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(worker_class, calls):
+def access_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("access") / "access.log"
+
+
+@pytest.fixture(scope="module")
+def server(worker_class, calls, access_log):
     args = server_args(worker_class, "-w", "1", "--header-timeout", str(HEADER_TIMEOUT),
-                       "--metrics-bind", "127.0.0.1:0")
+                       "--metrics-bind", "127.0.0.1:0", "--access-logfile", str(access_log),
+                       "--access-logformat", "%(r)s s=%(s)s b=%(b)s B=%(B)s")
     with Server(*args, "testapp:app", env={"TESTAPP_CALLS": str(calls)}) as srv:
         yield srv
 
@@ -186,3 +192,14 @@ def test_body_sent_while_the_worker_boots_still_gets_its_408(worker_class, tmp_p
             gate.touch()
             status, headers, _ = ResponseReader(s).read()
             assert status == 408 and headers.get("connection") == "close"
+
+
+# -- 9. the access log of a server-generated error ---------------------------------------------
+
+def test_access_log_b_of_a_server_generated_error_is_0_as_gunicorn_writes(server, access_log):
+    with socket.create_connection(server.address, timeout=10) as s:
+        s.sendall(request_bytes("GET", "/crash?b-atom"))
+        assert ResponseReader(s).read()[0] == 500
+    line = wait_for(lambda: next((l for l in access_log.read_text().splitlines() if "b-atom" in l), None),
+                    10, message="the access log line")
+    assert line.endswith(" s=500 b=0 B=0"), line
