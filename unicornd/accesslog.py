@@ -174,7 +174,14 @@ class AccessLog:
         self.flush()
         if self.stream is not None and path:
             old = self.stream
-            self.stream = open(path, "a", buffering=FLUSH_BYTES, encoding="utf-8")
+            try:
+                self.stream = open(path, "a", buffering=FLUSH_BYTES, encoding="utf-8")
+            except OSError as exc:
+                # (e.g. a directory the workers' user cannot create files in): keep writing
+                # to the old file rather than lose the worker.
+                logging.getLogger("gunicorn.error").error("Cannot reopen the access log %r: %s",
+                                                          path, exc.strerror)
+                return
             old.close()
 
 
