@@ -29,6 +29,20 @@ FLUSH_SECONDS = 1.0
 FLUSH_BYTES = 64 * 1024
 
 
+# Atoms that are numbers: JSON gets them as numbers ("status": 200), "-" as null.
+_INTEGER_ATOMS = frozenset("sBbTDM")
+
+
+def _json_number(key, value):
+    if key in _INTEGER_ATOMS:
+        return int(value) if value.isdigit() else None
+    if key == "L":
+        return float(value)
+    if key == "p":
+        return int(value.strip("<>"))
+    return value
+
+
 def _user(environ):
     auth = environ.get("HTTP_AUTHORIZATION", "")
     if auth[:6].lower() == "basic ":
@@ -85,7 +99,8 @@ class AccessLog:
         if key == "s":
             return str(conn.status_code or "-")
         if key in ("B", "b"):
-            return str(conn.sent) if conn.sent or key == "B" else "-"
+            # gunicorn writes the count for both, 0 included (a server-generated error too).
+            return str(conn.sent)
         if key == "f":
             return environ.get("HTTP_REFERER", "-")
         if key == "a":
@@ -119,7 +134,7 @@ class AccessLog:
                     kind = {"i": "request_header", "o": "response_header", "e": "environ"}.get(key[-1], "atom")
                     record[f"{kind}.{key[1:-2].lower()}"] = value
                 else:
-                    record[JSON_NAMES.get(key, key)] = value
+                    record[JSON_NAMES.get(key, key)] = _json_number(key, value)
             return json.dumps(record, ensure_ascii=False)
         try:
             return self.format % values
@@ -159,7 +174,14 @@ class AccessLog:
         self.flush()
         if self.stream is not None and path:
             old = self.stream
-            self.stream = open(path, "a", buffering=FLUSH_BYTES, encoding="utf-8")
+            try:
+                self.stream = open(path, "a", buffering=FLUSH_BYTES, encoding="utf-8")
+            except OSError as exc:
+                # (e.g. a directory the workers' user cannot create files in): keep writing
+                # to the old file rather than lose the worker.
+                logging.getLogger("gunicorn.error").error("Cannot reopen the access log %r: %s",
+                                                          path, exc.strerror)
+                return
             old.close()
 
 

@@ -18,13 +18,23 @@ from unicornd.http.errors import HTTPError, PayloadTooLarge, RequestTimeout
 from unicornd.http.forwarded import AddressList
 from unicornd.http.parser import CLOSED, NEED_DATA, ParserOptions, RequestParser
 from unicornd.accesslog import make_access_log
-from unicornd.logging import ErrorStream
+from unicornd.logging import ErrorStream, RateLimiter
 from unicornd.wsgi import EnvironBuilder, FileWrapper, RequestBody, reraise
 
 RECV_SIZE = 65536
-# A keep-alive connection may carry on after the app left part of the body unread, if the
-# rest is small enough to read and drop; past this it is cheaper to close.
-MAX_DISCARD = 1 << 20
+# A keep-alive connection may carry on after the app left part of the body unread (a 401, a
+# redirect, a 413 answered without reading), as with gunicorn: before the response head goes
+# out, the rest is read (and kept for the app, which may still read it) if it is at most
+# UNREAD_KEEP_BYTES and arrives within UNREAD_WAIT_SECONDS. Otherwise the response says
+# "Connection: close" (RFC 9112 §9.6) and the connection closes the lingering way.
+UNREAD_KEEP_BYTES = 1 << 16
+UNREAD_WAIT_SECONDS = 1.0
+# Refused requests (400, 408, 413, 431...) logged at warning level: at most this many lines
+# per window and worker, so a flood of bad requests cannot fill the disk.
+REFUSED_LOG_LINES = 20
+REFUSED_LOG_WINDOW = 60.0
+# The reason we put in a refusal's body (as gunicorn does) is cut to this many characters.
+REFUSED_REASON_CHARS = 200
 # Body bytes that arrived together with the head are decoded before the app is called, so a
 # request whose framing is broken there is refused without the app ever seeing it.
 MAX_PREFETCH = 1 << 16
@@ -51,6 +61,16 @@ class ClientDisconnected(Exception):
     """The peer went away (reset, broken pipe, receive timeout) while we talked to it."""
 
 
+class _ReceiveTimeout(ClientDisconnected):
+    """Nothing arrived from the client within the socket's timeout (header_timeout)."""
+
+
+def _peer_ip(peer) -> str:
+    if isinstance(peer, (tuple, list)) and peer:
+        return str(peer[0])
+    return "unix"  # a Unix socket's peer has no address
+
+
 class ServerContext:
     """What all connections of one worker share; built once per worker, not per request."""
 
@@ -75,6 +95,10 @@ class ServerContext:
         self.min_body_rate = getattr(cfg, "min_body_rate", 0)
         self.ssl_context = ssl_context
         self.access_log = make_access_log(cfg, log)
+        # Cooperative sockets (gevent, eventlet): how to wait until one can be written to, so
+        # that files go out with os.sendfile on them too; None for kernel sockets.
+        self.wait_writable = getattr(worker, "wait_write", None)
+        self.refused_log = RateLimiter(REFUSED_LOG_LINES, REFUSED_LOG_WINDOW)
         self.scheme = "https" if ssl_context is not None else "http"
         self._builders = {}
         self.requests_served = 0
@@ -101,7 +125,7 @@ class Connection:
     __slots__ = ("ctx", "sock", "peer", "builder", "parser", "head", "head_sent", "sent",
                  "req", "message_done", "continue_pending", "keep_alive", "_overflow_logged",
                  "_nodelay", "ended", "trusted", "started", "stashed", "body_received",
-                 "body_started", "error_status", "raw", "taken_over")
+                 "body_started", "error_status", "raw", "taken_over", "has_body", "body")
 
     def __init__(self, ctx: ServerContext, sock, peer, listener_addr):
         self.ctx = ctx
@@ -152,7 +176,8 @@ class Connection:
 
     def time_out_head(self) -> int:
         """The head did not arrive within header_timeout: answer 408; returns LINGER."""
-        self._send_error(RequestTimeout.status, RequestTimeout.reason)
+        self.refuse(RequestTimeout(f"no complete request head within header_timeout "
+                                   f"({self.ctx.cfg.header_timeout} s)"), count=True)
         return LINGER
 
     def _next_event(self):
@@ -162,7 +187,7 @@ class Connection:
             try:
                 data = self.sock.recv(RECV_SIZE)
             except (BlockingIOError, socket.timeout):
-                raise ClientDisconnected("timed out waiting for the client") from None
+                raise _ReceiveTimeout("timed out waiting for the client") from None
             except OSError:
                 data = b""
             parser.receive_data(data)
@@ -177,13 +202,22 @@ class Connection:
             self.continue_pending = False
             if not self.head_sent:
                 self._sendall(resp.CONTINUE)
-        ev = self._next_event()
+        try:
+            ev = self._next_event()
+        except _ReceiveTimeout:
+            # A body that stalls mid-way is answered 408, whichever worker class reads it.
+            raise RequestTimeout(f"the request body stalled: nothing for {self._stall_seconds()} s "
+                                 "(header_timeout)") from None
         if type(ev) is bytes:
             if self.ctx.limit_request_body or self.ctx.min_body_rate:
                 self._check_body(len(ev))
             return ev
         self.message_done = True  # EndOfMessage
         return b""
+
+    def _stall_seconds(self):
+        timeout = self.sock.gettimeout()  # None on a kernel socket: SO_RCVTIMEO is header_timeout
+        return timeout if timeout else self.ctx.cfg.header_timeout
 
     def _check_body(self, size: int) -> None:
         received = self.body_received = self.body_received + size
@@ -270,8 +304,7 @@ class Connection:
         else:
             out = b""
         if not self.head_sent:
-            self.head_sent = True
-            self._sendall(head.serialize() + out)
+            self._sendall(self._head_bytes() + out)
         elif out:
             if not self._nodelay:
                 # A streamed body: small writes must not wait for Nagle's delayed ACK dance.
@@ -311,14 +344,19 @@ class Connection:
             size = min(size, head.content_length - self.sent)
         if size <= 0:
             return False
+        cooperative = self.ctx.wait_writable is not None
+        if cooperative and self.raw is None:
+            return False  # TLS on gevent or eventlet: no sendfile(2) under TLS; iterate
         prefix = b"%x\r\n" % size if head.framing == resp.CHUNKED else b""
         if not self.head_sent:
-            self.head_sent = True
-            self._sendall(head.serialize() + prefix)
+            self._sendall(self._head_bytes() + prefix)
         elif prefix:
             self._sendall(prefix)
         try:
-            self.sock.sendfile(wrapper.filelike, offset, size)
+            if cooperative:
+                self._sendfile_cooperative(fd, offset, size)
+            else:
+                self.sock.sendfile(wrapper.filelike, offset, size)
         except (BlockingIOError, socket.timeout):
             raise ClientDisconnected("timed out sending a file") from None
         except OSError as exc:
@@ -328,10 +366,96 @@ class Connection:
             self._sendall(b"\r\n")
         return True
 
-    def _send_error(self, status: int, reason: str):
+    def _sendfile_cooperative(self, fd: int, offset: int, size: int) -> None:
+        """sendfile(2) on a gevent or eventlet socket, whose kernel socket is non-blocking
+        (socket.sendfile refuses it on eventlet and reads the file in Python on gevent):
+        the kernel copies the file; the greenlet waits for room in the socket's buffer."""
+        out = self.raw.fileno()
+        wait = self.ctx.wait_writable
+        timeout = self.sock.gettimeout()
+        end = offset + size
+        while offset < end:
+            try:
+                sent = os.sendfile(out, fd, offset, end - offset)
+            except (BlockingIOError, InterruptedError):
+                if not wait(out, timeout):
+                    raise socket.timeout("timed out sending a file") from None
+                continue
+            if sent == 0:
+                raise ClientDisconnected("the file ended before its size was sent")
+            offset += sent
+
+    def _head_bytes(self) -> bytes:
+        """The response head, serialized once it is settled whether the connection lives on:
+        an app that answers before reading all of its request body keeps the connection only
+        if the rest can be read now (RFC 9112 §9.6: a server that will close says so in this
+        response, not after it)."""
+        head = self.head
+        if not head.close and self.has_body and not self.message_done and not head.upgrade:
+            if not self._read_unread_rest():
+                head.close = True
+        self.head_sent = True
+        return head.serialize()
+
+    def _read_unread_rest(self) -> bool:
+        """Read the body the app has not read (yet), up to UNREAD_KEEP_BYTES and for
+        UNREAD_WAIT_SECONDS at most; it is kept for the app, which may still read it. True
+        once it has all arrived."""
+        if self.continue_pending:
+            return False  # the client waits for our 100 before it sends the body
+        remaining = self.parser.body_remaining
+        if remaining is not None and remaining > UNREAD_KEEP_BYTES:
+            return False
+        sock = self.sock
+        previous = sock.gettimeout()
+        deadline = time.monotonic() + UNREAD_WAIT_SECONDS
+        got = 0
+        try:
+            while not self.message_done:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                sock.settimeout(left if previous is None else min(left, previous))
+                data = self._pull_body()
+                self.body.feed(data)
+                got += len(data)
+                if got > UNREAD_KEEP_BYTES:
+                    return False
+            return True
+        except (ClientDisconnected, HTTPError):
+            return False  # (the app meets the same error if it reads on)
+        finally:
+            try:
+                sock.settimeout(previous)
+            except OSError:
+                pass
+
+    def refuse(self, exc: HTTPError, count: bool = False) -> None:
+        """Answer a request we refuse ourselves (400, 408, 413, 431...) and close: the reason
+        goes in the body and, rate-limited, to the error log at warning level, as gunicorn's
+        "Invalid request from ip=..." line. ``count``: no request was under way (the head
+        was refused), so count it in the metrics here (else request_finished does)."""
+        ctx = self.ctx
+        reason = str(exc)
+        allowed, suppressed = ctx.refused_log.allow()
+        if allowed:
+            if suppressed:
+                ctx.log.warning("%d more invalid requests were not logged (at most %d lines "
+                                "every %.0f s)", suppressed, REFUSED_LOG_LINES, REFUSED_LOG_WINDOW)
+            ctx.log.warning("Invalid request from ip=%s: %s", _peer_ip(self.peer), reason)
+        worker = ctx.worker
+        if count and worker is not None:
+            counted = getattr(worker, "request_refused", None)
+            if counted is not None:
+                counted(exc.status)
+        if len(reason) > REFUSED_REASON_CHARS:
+            reason = reason[:REFUSED_REASON_CHARS] + "..."
+        self._send_error(exc.status, exc.reason, f"{exc.status} {exc.reason}\n{reason}\n")
+
+    def _send_error(self, status: int, reason: str, body: str = ""):
         self.error_status = status
         try:
-            self._sendall(resp.error_response(status, reason))
+            self._sendall(resp.error_response(status, reason, body))
         except ClientDisconnected:
             pass
 
@@ -372,8 +496,7 @@ class Connection:
             except HTTPError as exc:
                 if exc.status is None:
                     return CLOSE
-                ctx.log.debug("bad request from %s: %s", self.peer, exc)
-                self._send_error(exc.status, exc.reason)
+                self.refuse(exc, count=True)
                 return LINGER
             except ClientDisconnected:
                 return CLOSE
@@ -393,8 +516,9 @@ class Connection:
                     ctx.log.debug("client %s went away mid-upload: %s", self.peer, exc)
                     return CLOSE
                 if self.head_sent:
+                    ctx.log.debug("request from %s refused after its response began: %s", self.peer, exc)
                     return CLOSE
-                self._send_error(exc.status, exc.reason)
+                self.refuse(exc)
                 return LINGER
             finally:
                 if worker is not None:
@@ -430,27 +554,31 @@ class Connection:
         has_body = req.chunked or bool(req.content_length)
         self.body_received = 0
         self.body_started = None
+        self.has_body = has_body
         if has_body and self.ctx.limit_request_body and (req.content_length or 0) > self.ctx.limit_request_body:
             # Refused before a byte of the body is read (the client may be waiting on 100).
-            self._send_error(PayloadTooLarge.status, PayloadTooLarge.reason)
+            self.refuse(PayloadTooLarge(f"Content-Length {req.content_length} is larger than "
+                                        f"limit_request_body ({self.ctx.limit_request_body})"))
             return False
         self.message_done = False
         self.continue_pending = req.expect_continue
         # A worker on its way out answers with Connection: close.
         self.keep_alive = ctx.keep_alive and req.keep_alive and (ctx.worker is None or ctx.worker.alive)
-        body = RequestBody(self._pull_body, has_body)
+        body = self.body = RequestBody(self._pull_body, has_body)
         if has_body and self.parser.buffered:
             try:
                 self._prefetch(body)
             except HTTPError as exc:
                 if exc.status is None:
                     raise
-                self._send_error(exc.status, exc.reason)
+                self.refuse(exc)
                 return False
         try:
             environ = self.builder.build(req, body, self.peer, self.sock, self.trusted)
         except HTTPError as exc:
-            self._send_error(exc.status or 400, exc.reason)
+            if exc.status is None:
+                exc.status = 400
+            self.refuse(exc)
             return False
         if ctx.pre_request is not None:
             ctx.pre_request(ctx.worker, req)
@@ -467,25 +595,10 @@ class Connection:
             if not self.message_done:
                 self._pull_body()  # takes the EndOfMessage event
         elif not self.message_done:
-            if not keep or self.continue_pending:
-                return False
-            if not self._discard_arrived(body):
-                return False
-        return keep
-
-    def _discard_arrived(self, body) -> bool:
-        """Drop the body the app left unread if it has already arrived (up to MAX_DISCARD).
-        Never waits: a client that stops sending would hold a keep-alive worker's thread
-        forever. False means close the lingering way."""
-        sock = self.sock
-        timeout = sock.gettimeout()
-        sock.setblocking(False)
-        try:
-            return body.discard(MAX_DISCARD)
-        except ClientDisconnected:
+            # Part of the body is still on its way: the response head said Connection: close
+            # (_head_bytes), unless the app sent none (an error answer, which closes too).
             return False
-        finally:
-            sock.settimeout(timeout)
+        return keep
 
     def _prefetch(self, body) -> None:
         """Decode the body bytes already received, without reading the socket."""

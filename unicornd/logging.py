@@ -5,6 +5,7 @@ written for gunicorn name them, and many apps hand their own log records to
 ``logging.getLogger("gunicorn.error")``. Both keep working unchanged.
 """
 
+import configparser
 import json
 import logging
 import logging.config
@@ -12,6 +13,8 @@ import logging.handlers
 import os
 import socket
 import sys
+import threading
+import time
 from urllib.parse import urlsplit
 
 ERROR_LOGGER = "gunicorn.error"
@@ -66,8 +69,40 @@ def syslog_handler(cfg, name: str) -> logging.Handler:
     return handler
 
 
+def paste_logconfig(cfg):
+    """The ``paste`` ini file when it configures logging (a ``[loggers]`` section) and no
+    other log configuration is given: gunicorn then uses it as ``logconfig``."""
+    paste = getattr(cfg, "paste", None)
+    if not paste or cfg.logconfig or cfg.logconfig_dict or cfg.logconfig_json:
+        return None
+    path = paste.partition("#")[0]
+    if path.startswith("config:"):
+        path = path[len("config:"):]
+    if not os.path.isabs(path):
+        path = os.path.join(getattr(cfg, "chdir", None) or os.getcwd(), path)
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeError):
+        return None  # the app loader reports a broken file
+    return path if parser.has_section("loggers") else None
+
+
+def _file_config(setting: str, path: str) -> None:
+    if not os.path.exists(path):
+        raise LogConfigError(f"Invalid value for {setting}: {path!r}: no such file")
+    # As gunicorn: the file may use %(here)s and %(__file__)s (PasteDeploy ini files do).
+    defaults = {"__file__": os.path.abspath(path), "here": os.path.dirname(os.path.abspath(path))}
+    try:
+        logging.config.fileConfig(path, defaults=defaults, disable_existing_loggers=False)
+    except Exception as exc:  # fileConfig raises all sorts (KeyError, configparser errors)
+        raise LogConfigError(f"Invalid value for {setting}: {path!r}: "
+                             f"{type(exc).__name__}: {exc}") from None
+
+
 def _apply_logconfig(cfg) -> None:
-    """gunicorn's three ways of handing logging a configuration of one's own."""
+    """gunicorn's three ways of handing logging a configuration of one's own (four, with
+    a ``paste`` ini file that has a ``[loggers]`` section)."""
     if cfg.logconfig_dict:
         try:
             logging.config.dictConfig(dict(cfg.logconfig_dict, disable_existing_loggers=False)
@@ -84,13 +119,11 @@ def _apply_logconfig(cfg) -> None:
         except (OSError, ValueError, TypeError, AttributeError, ImportError) as exc:
             raise LogConfigError(f"Invalid value for logconfig_json: {cfg.logconfig_json!r}: {exc}") from None
     elif cfg.logconfig:
-        if not os.path.exists(cfg.logconfig):
-            raise LogConfigError(f"Invalid value for logconfig: {cfg.logconfig!r}: no such file")
-        try:
-            logging.config.fileConfig(cfg.logconfig, disable_existing_loggers=False)
-        except Exception as exc:  # fileConfig raises all sorts (KeyError, configparser errors)
-            raise LogConfigError(f"Invalid value for logconfig: {cfg.logconfig!r}: "
-                                 f"{type(exc).__name__}: {exc}") from None
+        _file_config("logconfig", cfg.logconfig)
+    else:
+        paste = paste_logconfig(cfg)
+        if paste is not None:
+            _file_config("paste", paste)
 
 
 def setup_logging(cfg) -> logging.Logger:
@@ -129,6 +162,7 @@ def setup_logging(cfg) -> logging.Logger:
     for handler in previous[0]:
         if handler not in log.handlers:
             handler.close()
+    _give_log_files(cfg, log)
     if cfg.capture_output and not _is_stdio(cfg.errorlog):
         # The app's print() and stray tracebacks go to the error log file, as in gunicorn.
         fd = handlers[0].stream.fileno()
@@ -137,6 +171,44 @@ def setup_logging(cfg) -> logging.Logger:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
     return log
+
+
+def _log_file_owner(cfg):
+    """(uid, gid) the log files must belong to so that workers running as another user
+    (``user``/``group``) can open and reopen them; None when nothing needs changing."""
+    if os.geteuid() != 0:
+        return None
+    uid = getattr(cfg, "user", None)
+    gid = getattr(cfg, "group", None)
+    if uid is None or gid is None or (uid, gid) == (os.geteuid(), os.getegid()):
+        return None
+    return uid, gid
+
+
+def _create_owned(paths, owner) -> None:
+    for path in paths:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.fchown(fd, *owner)
+        finally:
+            os.close(fd)
+
+
+def _give_log_files(cfg, log: logging.Logger) -> None:
+    """As gunicorn: the master (root) creates the log files and gives them to the workers'
+    user, who could not create them in a root-owned directory, nor open a root-owned file.
+    Remembered on the error logger, so that USR1 (reopen_log_files, in the master before the
+    workers) creates and gives the new files a log rotation needs."""
+    owner = _log_file_owner(cfg)
+    paths = []
+    if owner is not None:
+        paths = [p for p in (cfg.errorlog, cfg.accesslog) if not _is_stdio(p)]
+        try:
+            _create_owned(paths, owner)
+        except OSError as exc:
+            raise LogConfigError(f"Cannot give the log file {exc.filename!r} to the workers' "
+                                 f"user ({owner[0]}:{owner[1]}): {exc.strerror}") from None
+    log.unicornd_owned_files = (paths, owner) if paths else None
 
 
 def make_logger(cfg, log: logging.Logger):
@@ -187,10 +259,45 @@ def reopen_log_files(log: logging.Logger = None) -> None:
                     handler.release()
             elif hasattr(handler, "reopen"):
                 handler.reopen()
+    owned = getattr(logging.getLogger(ERROR_LOGGER), "unicornd_owned_files", None)
+    if owned is not None and os.geteuid() == 0:
+        # The master, before it signals the workers: new files (after a rotation) are theirs.
+        try:
+            _create_owned(*owned)
+        except OSError as exc:
+            logging.getLogger(ERROR_LOGGER).error("Cannot give the log file %r to the workers' "
+                                                  "user: %s", exc.filename, exc.strerror)
 
 
 def error_log() -> logging.Logger:
     return logging.getLogger(ERROR_LOGGER)
+
+
+class RateLimiter:
+    """At most ``lines`` log lines per ``window`` seconds (one worker's), so that a flood of
+    bad requests cannot fill the disk; counts what it held back, for the next line to say."""
+
+    def __init__(self, lines: int, window: float, clock=time.monotonic):
+        self.lines = lines
+        self.window = window
+        self.clock = clock
+        self._lock = threading.Lock()  # gthread's pool threads share it
+        self._start = None
+        self._count = 0
+        self._suppressed = 0
+
+    def allow(self):
+        """(whether to log this one, how many were held back since the last one logged)."""
+        with self._lock:
+            now = self.clock()
+            if self._start is None or now - self._start >= self.window:
+                self._start, self._count = now, 0
+            if self._count >= self.lines:
+                self._suppressed += 1
+                return False, 0
+            self._count += 1
+            suppressed, self._suppressed = self._suppressed, 0
+            return True, suppressed
 
 
 class ErrorStream:

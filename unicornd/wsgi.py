@@ -124,22 +124,9 @@ class RequestBody:
         return line
 
     def feed(self, data: bytes) -> None:
-        """Body bytes decoded before the app runs (they arrived with the head)."""
+        """Body bytes read for the app ahead of its reads: those that came with the head, and
+        an unread rest read before the response head goes out (connection._head_bytes)."""
         self._buf = self._buf + data if self._buf else data
-
-    def exhausted(self) -> bool:
-        return self._done and not self._buf
-
-    def discard(self, limit: int) -> bool:
-        """Read and drop what the app left unread, up to ``limit`` bytes; True if the body ended."""
-        self._buf = b""
-        while limit > 0 and not self._done:
-            data = self._pull()
-            if not data:
-                self._done = True
-                return True
-            limit -= len(data)
-        return self._done
 
 
 def _path_to_wsgi(path: str) -> str:

@@ -58,9 +58,24 @@ def test_json_access_log_escapes_correctly(tmp_path):
         raw_request(srv.address, b'GET /hello HTTP/1.1\r\nHost: x\r\nUser-Agent: evil "agent" \\ \xe9\r\n\r\n')
         line = wait_for(lambda: next((l for l in lines_of(log) if "/hello" in l), None), 10)
     record = json.loads(line)
-    assert record["request"] == "GET /hello HTTP/1.1" and record["status"] == "200"
+    assert record["request"] == "GET /hello HTTP/1.1" and record["status"] == 200
     assert record["user_agent"] == 'evil "agent" \\ \xe9'
-    assert record["remote_addr"] == "127.0.0.1" and record["bytes"] == "14"
+    assert record["remote_addr"] == "127.0.0.1" and record["bytes"] == 14
+
+
+def test_json_access_log_numbers_are_numbers(tmp_path):
+    log = tmp_path / "access.jsonl"
+    fmt = "%(U)s %(h)s %(s)s %(B)s %(b)s %(T)s %(D)s %(M)s %(L)s %(p)s"
+    with Server("-b", "127.0.0.1:0", "--access-logfile", str(log), "--access-log-json",
+                "--access-logformat", fmt, "testapp:app") as srv:
+        get(srv, "/hello")
+        line = wait_for(lambda: next((l for l in lines_of(log) if "/hello" in l), None), 10)
+    record = json.loads(line)
+    assert record["path"] == "/hello" and record["remote_addr"] == "127.0.0.1"
+    assert record["status"] == 200 and record["bytes"] == 14
+    for name in ("duration_s", "duration_us", "duration_ms", "pid"):
+        assert type(record[name]) is int and record[name] >= 0, (name, record)
+    assert type(record["duration"]) is float
 
 
 def test_access_log_to_stdout():

@@ -5,6 +5,7 @@ socket pair: persistence rules, pipelining in order, and body left unread betwee
 """
 
 import logging
+import os
 import socket
 import threading
 
@@ -116,3 +117,97 @@ def test_park_when_idle_returns_between_requests():
     server_sock.close()
     data = read_all(client)
     assert data.count(b"200 OK") == 3 and data.index(b"/a") < data.index(b"/b") < data.index(b"/c")
+
+
+class _CooperativeSocket:
+    """Stands for a gevent/eventlet socket: not a kernel socket itself, it holds one as _sock,
+    whose fd is non-blocking (as the green libraries keep it)."""
+
+    def __init__(self, sock):
+        self._sock = sock
+        sock.setblocking(False)
+        self.timeout = 10.0
+
+    def _wait(self, events):
+        import select
+        p = select.poll()
+        p.register(self._sock.fileno(), events)
+        if not p.poll(self.timeout * 1000):
+            raise socket.timeout("timed out")
+
+    def recv(self, n):
+        while True:
+            try:
+                return self._sock.recv(n)
+            except BlockingIOError:
+                self._wait(1)  # POLLIN
+
+    def sendall(self, data):
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self._sock.send(view):]
+            except BlockingIOError:
+                self._wait(4)  # POLLOUT
+
+    def sendfile(self, *args):
+        raise ValueError("non-blocking sockets are not supported")  # what eventlet's does
+
+    def gettimeout(self):
+        return self.timeout
+
+    def settimeout(self, value):
+        self.timeout = value if value is not None else 1e9
+
+    def setsockopt(self, *args):
+        return self._sock.setsockopt(*args)
+
+    def fileno(self):
+        return self._sock.fileno()
+
+
+def test_file_wrapper_on_a_cooperative_socket_goes_out_with_sendfile(tmp_path, monkeypatch):
+    data = bytes(range(256)) * 16384  # 4 MiB: more than the socket buffer, so it must wait
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+
+    def file_app(environ, start_response):
+        start_response("200 OK", [("Content-Length", str(len(data)))])
+        return environ["wsgi.file_wrapper"](open(path, "rb"))
+
+    class Worker:
+        alive = True
+
+        def request_started(self, req):
+            pass
+
+        def request_finished(self, req, conn=None):
+            pass
+
+        @staticmethod
+        def wait_write(fd, timeout):
+            import select
+            return bool(select.select([], [fd], [], timeout)[1])
+
+    calls = []
+    real_sendfile = os.sendfile
+    monkeypatch.setattr(os, "sendfile", lambda *a: calls.append(a) or real_sendfile(*a))
+    cfg = load_config(["x:app"], {})
+    ctx = ServerContext(cfg, file_app, logging.getLogger("test"), worker=Worker(), keep_alive=True)
+    server_sock, client = socket.socketpair()
+    client.settimeout(10)
+    conn = Connection(ctx, _CooperativeSocket(server_sock), ("127.0.0.1", 1), ("127.0.0.1", 80))
+    out_fd = server_sock.fileno()
+
+    def run():
+        conn.serve()
+        server_sock.close()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    client.sendall(b"GET /f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    got = read_all(client)
+    t.join(10)
+    assert got.split(b"\r\n\r\n", 1)[1] == data
+    # The kernel copied the file: sendfile(2) on the socket's fd, as often as it had room.
+    assert calls and all(c[0] == out_fd for c in calls)
+    assert sum(c[3] for c in calls[:1]) == len(data)

@@ -296,6 +296,17 @@ class RequestParser:
         return self._buf
 
     @property
+    def body_remaining(self):
+        """Body bytes of the current request not yet received, for a Content-Length body
+        (0 once complete); None for a chunked body, whose size is unknown until its end."""
+        decoder = self._decoder
+        if decoder is None:
+            return 0
+        if type(decoder) is not LengthDecoder:
+            return None
+        return max(0, decoder.remaining - len(self._buf))
+
+    @property
     def proxy(self):
         """The connection's PROXY header (a proxy.ProxyInfo), or None."""
         return self._proxy_info

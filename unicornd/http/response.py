@@ -153,14 +153,16 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def error_response(status: int, reason: str, body: str = "") -> bytes:
-    """A complete response for a request we refuse ourselves; the connection closes after it."""
-    payload = (body or f"{status} {reason}\n").encode("latin-1")
+    """A complete response for a request we refuse ourselves; the connection closes after it.
+    ``body`` may quote the request (the reason it was refused): plain text, never sniffed."""
+    payload = (body or f"{status} {reason}\n").encode("utf-8", "replace")
     return (
         f"HTTP/1.1 {status} {reason}\r\n"
         f"{_SERVER_LINE}"
         f"Date: {http_date()}\r\n"
         "Connection: close\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
         f"Content-Length: {len(payload)}\r\n"
         "\r\n"
     ).encode("latin-1") + payload

@@ -169,7 +169,20 @@ def inherited(environ, cfg, systemd=False) -> list:
 
 
 def from_systemd(pairs, cfg) -> list:
-    """Listeners from the (fd, name) pairs of socket activation; systemd keeps the files."""
+    """Listeners from the (fd, name) pairs of socket activation; systemd keeps the files.
+    Raises BindError, naming the fd, when one is not an open listening socket."""
+    for pair in pairs:
+        fd, name = pair
+        error = getattr(pair, "error", None)
+        if error is None:
+            try:
+                if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    error = "which is not a socket"
+            except OSError as exc:
+                error = f"which is not open ({exc.strerror})"
+        if error is not None:
+            raise BindError(f"LISTEN_FDS names fd {fd} ({name}), {error}: the sockets of systemd "
+                            "socket activation must be open listening sockets from fd 3 on")
     listeners = _from_fds([fd for fd, _ in pairs], "systemd")
     for listener in listeners:
         listener.sock.setblocking(True)
@@ -188,9 +201,10 @@ def set_client_timeouts(listener, seconds: int) -> None:
     if not seconds:
         return
     value = struct.pack("ll", int(seconds), 0)
+    sock = getattr(listener, "sock", listener)  # (or an accepted socket itself)
     for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
         try:
-            listener.sock.setsockopt(socket.SOL_SOCKET, option, value)
+            sock.setsockopt(socket.SOL_SOCKET, option, value)
         except OSError:
             pass
 

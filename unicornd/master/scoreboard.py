@@ -203,5 +203,11 @@ class SlotWriter:
         mm[base + _OFF_STATE] = IDLE
         _HEARTBEAT.pack_into(mm, base + _OFF_HEARTBEAT, now)
 
+    def count_status(self, status: int) -> None:
+        """A request refused before the app saw it (400, 408, 431...): its status class only,
+        no duration and no change of state."""
+        c = status // 100
+        self.words[self.w + _W_STATUS + (c - 1 if 0 < c < 6 else 5)] += 1
+
     def raise_flag(self, flag: int) -> None:
         self.mm[self.base + _OFF_FLAGS] |= flag

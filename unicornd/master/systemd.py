@@ -6,6 +6,7 @@ sd_notify(3)); no library is needed.
 
 import os
 import socket
+import stat
 import time
 
 SD_LISTEN_FDS_START = 3
@@ -29,9 +30,23 @@ def listen_fds(environ=os.environ):
     pairs = []
     for i in range(count):
         fd = SD_LISTEN_FDS_START + i
-        os.set_inheritable(fd, False)
-        pairs.append((fd, names[i] if i < len(names) else "unknown"))
+        pair = ActivationFd((fd, names[i] if i < len(names) else "unknown"))
+        try:
+            os.set_inheritable(fd, False)
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                pair.error = "which is not a socket"
+        except OSError as exc:
+            # Looked at now, before this process opens files of its own that could get
+            # this fd number; listeners.from_systemd reports it.
+            pair.error = f"which is not open ({exc.strerror})"
+        pairs.append(pair)
     return pairs
+
+
+class ActivationFd(tuple):
+    """(fd, name) of one socket passed by systemd; ``error`` says what is wrong with it."""
+
+    error = None
 
 
 class Notifier:

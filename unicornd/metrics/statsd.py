@@ -87,6 +87,11 @@ class Statsd:
             lines.append(by_status % status)
         self.send_lines(lines)
 
+    def refused(self, status: int) -> None:
+        """A request refused before the app saw it: counted, with its status, not timed."""
+        _, count, by_status = self._req_lines
+        self.send_lines([count, by_status % status])
+
     def increment(self, name: str, value=1) -> None:
         self.send_lines([f"{self.prefix}{name}:{value}|c|@1.0"])
 

@@ -108,6 +108,7 @@ class Worker:
         self.reopen_logs = False
         self._wakeup_r = self._wakeup_w = -1
         self.reloader = None  # cfg.reload: the thread watching the app's files
+        self._unsettled = set()  # listeners whose accepted sockets may lack the kernel timeouts
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.pid}>"
@@ -121,6 +122,11 @@ class Worker:
         _set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != self.ppid:
             return  # the master died while we forked
+        # Before the app loads (which takes a while): connections the kernel completes from
+        # now on inherit the timeouts; those completed earlier are seen to by settle_timeouts().
+        for listener in self.listeners:
+            set_client_timeouts(listener, self.cfg.header_timeout)
+        self._unsettled = {listener.fileno() for listener in self.listeners} if self.cfg.header_timeout else set()
         # Read the TLS key while still privileged: it is often readable by root only.
         ssl_context = make_ssl_context(self.cfg)
         set_owner(self.cfg.user, self.cfg.group, self.cfg.initgroups)
@@ -129,8 +135,6 @@ class Worker:
             self.reloader = start_for_worker(self)
         if self.app is None:
             self.app = self.load_app()
-        for listener in self.listeners:
-            set_client_timeouts(listener, self.cfg.header_timeout)
         self.ctx = ServerContext(self.cfg, self.app, self.log, self, multithread=self.multithread,
                                  keep_alive=self.keep_alive, ssl_context=ssl_context)
         self.cfg.post_worker_init(self)
@@ -144,6 +148,19 @@ class Worker:
             from unicornd.spew import install
             install()
         self.run()
+
+    def settle_timeouts(self, listener_fd: int, sock) -> None:
+        """A socket accepted from ``listener_fd`` by a worker class that relies on the kernel's
+        timeouts (sync, gthread). A connection the kernel completed before the listener had
+        them (while this worker booted) did not inherit them and would wait on its client
+        forever: until this worker has once found the listener's queue empty (``queue_empty``),
+        each socket gets them itself; after that, every connection is younger than them."""
+        if listener_fd in self._unsettled:
+            set_client_timeouts(sock, self.cfg.header_timeout)
+
+    def queue_empty(self, listener_fd: int) -> None:
+        """accept() on this listener found nothing waiting (EAGAIN)."""
+        self._unsettled.discard(listener_fd)
 
     def load_app(self):
         try:
@@ -223,6 +240,14 @@ class Worker:
         if self.slot is not None:
             self.slot.busy(time.monotonic(), req.method, req.path)
 
+    def request_refused(self, status: int) -> None:
+        """A request refused before the app saw it (a bad or timed-out head): counted by its
+        status, as the requests are (Prometheus by status class, statsd by status)."""
+        if self.slot is not None:
+            self.slot.count_status(status)
+        if self.statsd is not None:
+            self.statsd.refused(status)
+
     def request_finished(self, req, conn=None) -> None:
         self.nr += 1
         now = time.monotonic()
@@ -286,6 +311,10 @@ class ConcurrentRequests:
             inflight[id(req)] = (now, req)
             if self.slot is not None and len(inflight) == 1:
                 self.slot.busy(now, req.method, req.path)
+
+    def request_refused(self, status: int) -> None:
+        with self._inflight_lock:
+            Worker.request_refused(self, status)
 
     def request_finished(self, req, conn=None) -> None:
         with self._inflight_lock:

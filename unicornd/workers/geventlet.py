@@ -42,6 +42,13 @@ class EventletWorker(GreenletWorker):
         except socket.timeout:
             return False
 
+    def wait_write(self, fd, timeout) -> bool:
+        try:
+            eventlet.hubs.trampoline(fd, write=True, timeout=timeout, timeout_exc=socket.timeout)
+            return True
+        except socket.timeout:
+            return False
+
     def semaphore(self, n):
         return eventlet.semaphore.Semaphore(n)
 

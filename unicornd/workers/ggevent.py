@@ -34,6 +34,13 @@ class GeventWorker(GreenletWorker):
         except gevent.socket.timeout:
             return False
 
+    def wait_write(self, fd, timeout) -> bool:
+        try:
+            gevent.socket.wait_write(fd, timeout)
+            return True
+        except gevent.socket.timeout:
+            return False
+
     def semaphore(self, n):
         return gevent.lock.Semaphore(n)
 

@@ -82,6 +82,11 @@ class GreenletWorker(ConcurrentRequests, Worker):
         """Wait until fd is readable (True) or timeout seconds pass (False)."""
         raise NotImplementedError
 
+    def wait_write(self, fd, timeout) -> bool:
+        """Wait until fd is writable (True) or timeout seconds pass (False; None: no limit).
+        Its presence tells the connection the sockets are cooperative (sendfile on them)."""
+        raise NotImplementedError
+
     def semaphore(self, n):
         raise NotImplementedError
 
@@ -107,8 +112,9 @@ class GreenletWorker(ConcurrentRequests, Worker):
         super().__init__(*args, **kwargs)
         cfg = self.cfg
         # A connection's socket operations (reading a request, sending a response) time out
-        # after this; waiting for the app (long-poll, streaming) does not count.
-        self.io_timeout = float(cfg.timeout) if cfg.timeout and cfg.timeout > 0 else 30.0
+        # after this; waiting for the app (long-poll, streaming) does not count. header_timeout,
+        # as the kernel timeouts of the sync and gthread workers: a stalled body gets its 408 then.
+        self.io_timeout = float(cfg.header_timeout or (cfg.timeout if cfg.timeout and cfg.timeout > 0 else 30))
         self.nconns = 0
         self._acceptors = []
 

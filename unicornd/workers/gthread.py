@@ -257,13 +257,19 @@ class ThreadWorker(ConcurrentRequests, Worker):
             return
         try:
             sock, peer = listener.sock.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+        except BlockingIOError:
+            if self._unsettled:
+                self.queue_empty(listener.fileno())
+            return
+        except (InterruptedError, ConnectionAbortedError):
             return
         except OSError as exc:
             if exc.errno in ACCEPT_BACKOFF_ERRNOS:
                 time.sleep(self._accept_backoff.failed(exc))
                 return
             raise
+        if self._unsettled:
+            self.settle_timeouts(listener.fileno(), sock)
         fd = sock.fileno()
         now = time.monotonic()
         client = _Client(sock, fd, peer, listener.address, now, now + self.first_request_seconds)

@@ -45,15 +45,22 @@ class SyncWorker(Worker):
             for listener in listeners:
                 accept = listener.sock.accept
                 address = listener.address
+                lfd = listener.fileno()
                 while self.alive and len(self._reading) < max_reading:
                     try:
                         sock, peer = accept()
-                    except (BlockingIOError, InterruptedError):
+                    except BlockingIOError:
+                        if self._unsettled:
+                            self.queue_empty(lfd)
+                        break
+                    except InterruptedError:
                         break
                     except OSError as exc:
                         if exc.errno in ACCEPT_BACKOFF_ERRNOS:
                             time.sleep(backoff.failed(exc))
                         break
+                    if self._unsettled:
+                        self.settle_timeouts(lfd, sock)
                     conn = Connection(ctx, sock, peer, address)
                     if conn.read_head_nonblocking():
                         self._serve(conn)
