@@ -23,7 +23,8 @@ from unicornd.logging import LogConfigError, make_logger, reopen_log_files, setu
 from unicornd.master import listeners as lst
 from unicornd.master.pidfile import Pidfile
 from unicornd.master.process import has_controlling_terminal, rss
-from unicornd.master.scoreboard import BOOTING, BUSY, WANTS_RECYCLE, Scoreboard
+from unicornd.master.scoreboard import BOOTING, WANTS_RECYCLE, Scoreboard
+from unicornd.master.timeouts import hung_reason
 from unicornd.master.systemd import Notifier, listen_fds
 from unicornd.metrics.endpoint import MasterMetrics
 from unicornd.proctitle import set_title
@@ -530,17 +531,11 @@ class Master:
                     self.log.critical("WORKER BOOT TIMEOUT (pid %s) after %.1f s", pid, now - view.boot_start)
                     self._abort(rec, now)
                 continue
-            if cfg.timeout:
-                if view.state == BUSY and now - view.request_start > cfg.timeout:
-                    self.log.critical("WORKER TIMEOUT (pid %s) %s %s after %.1f s", pid, view.method,
-                                      view.path, now - view.request_start)
-                    self._abort(rec, now)
-                    continue
-                if now - view.heartbeat > cfg.timeout:
-                    self.log.critical("WORKER TIMEOUT (pid %s) no heartbeat for %.1f s", pid,
-                                      now - view.heartbeat)
-                    self._abort(rec, now)
-                    continue
+            reason = hung_reason(view, now, cfg.timeout)
+            if reason is not None:
+                self.log.critical("WORKER TIMEOUT (pid %s) %s", pid, reason)
+                self._abort(rec, now)
+                continue
             if rec.retiring:
                 continue
             if view.flags & WANTS_RECYCLE:
