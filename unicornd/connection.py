@@ -333,6 +333,8 @@ class Connection:
                 # request. A head from us now would land inside its stream: nothing is sent.
                 self.taken_over = True
                 return
+            if self.app_owned and head.status_code != 101:
+                self.app_owned = False  # it answered the upgrade request instead of taking over
             self.head_sent = True
             self._sendall(head.serialize() + out)
         elif out:

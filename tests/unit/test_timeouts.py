@@ -1,9 +1,16 @@
 """The hung-worker decision (unicornd/master/timeouts.py) with plain values: what is killed,
 what is spared, per worker class. The slot fields come from a real scoreboard slot, written
-the way each worker class writes it."""
+the way each worker class writes it; the last tests check that the request loop writes them
+so (progress on every write, none for a socket the app may take over)."""
+
+import logging
+import socket
+import threading
 
 import pytest
 
+from unicornd.config import load_config
+from unicornd.connection import Connection, ServerContext
 from unicornd.master.scoreboard import BOOTING, BUSY, IDLE, SERIAL, Scoreboard
 from unicornd.master.timeouts import hung_reason, request_stalled
 
@@ -155,3 +162,82 @@ def test_request_stalled():
 def test_idle_state_constant_is_what_idle_writes():
     board, i, w = slot()
     assert board.read(i).state == IDLE and board.read(i).state != BUSY
+
+
+# -- what the request loop records (unicornd/connection.py), over a real socket pair ---------
+
+
+def _serve_one(app, request: bytes, board_index_writer):
+    """Serve ``request`` with ``app`` on a socket pair, the slot as the sync worker's mirror.
+    Returns (what the client received until EOF, the Connection)."""
+    _, _, writer = board_index_writer
+    ctx = ServerContext(load_config(["x:app"], {}), app, logging.getLogger("test"), keep_alive=False)
+    ctx.mirror = writer
+    server_sock, client_sock = socket.socketpair()
+    client_sock.settimeout(10)
+    conn = Connection(ctx, server_sock, ("127.0.0.1", 1), ("127.0.0.1", 80))
+
+    def run():
+        try:
+            conn.serve()
+        finally:
+            server_sock.close()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    client_sock.sendall(request)
+    data = b""
+    while chunk := client_sock.recv(65536):
+        data += chunk
+    t.join(10)
+    client_sock.close()
+    return data, conn
+
+
+GET = b"GET /s HTTP/1.1\r\nHost: t\r\n\r\n"
+UPGRADE = b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+
+def test_each_write_of_a_stream_is_progress_in_the_slot():
+    slot_ = slot(mode=SERIAL)
+    board, i, _ = slot_
+    seen = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        for n in range(3):
+            yield b"x"
+            view = board.read(i)
+            seen.append((view.progress, view.candidates))
+    data, conn = _serve_one(app, GET, slot_)
+    assert data.startswith(b"HTTP/1.1 200") and not conn.app_owned
+    assert [c for _, c in seen] == [1, 1, 1]
+    assert seen[0][0] < seen[1][0] < seen[2][0]  # it moves with every write
+
+
+def test_an_upgrade_request_is_not_a_candidate_and_its_late_101_is_not_written():
+    slot_ = slot(mode=SERIAL)
+    board, i, _ = slot_
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(board.read(i).candidates)
+        # (a websocket library would do its handshake and session on the socket here)
+        start_response("101 Switching Protocols", [])
+        return []
+    data, conn = _serve_one(app, UPGRADE, slot_)
+    assert seen == [0]
+    assert data == b""  # no "HTTP/1.1 101" head after the app returned
+    assert conn.taken_over
+
+
+def test_an_upgrade_request_answered_normally_is_judged_again_and_closes():
+    slot_ = slot(mode=SERIAL)
+    board, i, _ = slot_
+
+    def app(environ, start_response):
+        start_response("400 Bad Request", [("Content-Length", "2")])
+        return [b"no"]
+    data, conn = _serve_one(app, UPGRADE, slot_)
+    assert data.startswith(b"HTTP/1.1 400") and b"Connection: close" in data
+    assert not conn.app_owned and not conn.taken_over
+    assert board.read(i).candidates == 1
