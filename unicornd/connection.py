@@ -218,8 +218,6 @@ class Connection:
             if elapsed > 5.0 and received < self.ctx.min_body_rate * elapsed:
                 raise RequestTimeout(f"body arriving at {received / elapsed:.0f} B/s, below min_body_rate")
 
-    # -- writing -------------------------------------------------------------------------
-
     # -- progress, for the timeout decision ------------------------------------------------
 
     def _waiting(self):
@@ -251,6 +249,8 @@ class Connection:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _NO_KERNEL_TIMEOUT)
         except (OSError, ValueError):
             pass
+
+    # -- writing -------------------------------------------------------------------------
 
     def _sendall(self, data):
         try:
