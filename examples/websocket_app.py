@@ -4,9 +4,12 @@
 
 simple-websocket takes the client socket from ``environ["gunicorn.socket"]``, which unicornd
 provides (also as ``unicornd.socket``), answers the handshake itself and then owns the
-connection: unicornd closes it when the app returns. A WebSocket holds its connection (and,
-with ``gthread``, one thread) for its whole life, so never serve it with the ``sync`` worker,
-and size ``threads`` (gthread) or ``worker_connections`` (gevent) for the open sockets.
+connection: unicornd writes nothing more on it, sets none of its timeouts on it (``timeout``
+does not cut a websocket), and when the app returns waits briefly for the close to complete
+before closing it. A WebSocket holds its connection (and, with ``gthread``, one thread; with
+``sync``, a whole worker) for its whole life: size ``threads`` (gthread) or
+``worker_connections`` (gevent) for the open sockets. docs/workers.md, "Websockets and
+taken-over sockets".
 """
 
 from simple_websocket import ConnectionClosed, Server

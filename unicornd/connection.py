@@ -40,6 +40,12 @@ REFUSED_REASON_CHARS = 200
 MAX_PREFETCH = 1 << 16
 _PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
 _list_types = (list, tuple)
+_monotonic = time.monotonic
+# A socket the app took over (a websocket) and has returned from: how long we wait for the
+# peer to close its end (or the app's library to close the socket) before we close it.
+TAKEN_OVER_LINGER_SECONDS = 1.0
+# struct timeval 0: no kernel send/receive timeout (SO_RCVTIMEO / SO_SNDTIMEO).
+_NO_KERNEL_TIMEOUT = bytes(16)
 
 
 # What serve() asks of the worker when it returns.
@@ -94,6 +100,10 @@ class ServerContext:
         self.limit_request_body = getattr(cfg, "limit_request_body", 0)
         self.min_body_rate = getattr(cfg, "min_body_rate", 0)
         self.ssl_context = ssl_context
+        # The sync worker's scoreboard slot (SlotWriter): its one request's progress is written
+        # there as it happens, since its loop is busy with it. None for the other classes,
+        # whose loop reads each connection's ``progress``/``waiting`` (workers/base.py).
+        self.mirror = None
         self.access_log = make_access_log(cfg, log)
         # Cooperative sockets (gevent, eventlet): how to wait until one can be written to, so
         # that files go out with os.sendfile on them too; None for kernel sockets.
@@ -125,7 +135,8 @@ class Connection:
     __slots__ = ("ctx", "sock", "peer", "builder", "parser", "head", "head_sent", "sent",
                  "req", "message_done", "continue_pending", "keep_alive", "_overflow_logged",
                  "_nodelay", "ended", "trusted", "started", "stashed", "body_received",
-                 "body_started", "error_status", "raw", "taken_over", "has_body", "body")
+                 "body_started", "error_status", "raw", "taken_over", "has_body", "body",
+                 "progress", "waiting", "app_owned")
 
     def __init__(self, ctx: ServerContext, sock, peer, listener_addr):
         self.ctx = ctx
@@ -140,6 +151,12 @@ class Connection:
         self.error_status = None
         self.stashed = None  # an event (or error) read ahead by read_head_nonblocking()
         self.taken_over = False  # the app owned the socket (a websocket): it may still use it
+        # For the timeout decision (master/timeouts.py): when the request last made progress
+        # (started, or read from or wrote to its client), whether it is waiting on its client
+        # right now, and whether the app may own the socket (it asked for an upgrade).
+        self.progress = 0.0
+        self.waiting = False
+        self.app_owned = False
         # A cooperative (gevent, eventlet) plain socket's kernel socket, for sends that need
         # no waiting; None for a kernel socket (sync, gthread) or TLS.
         self.raw = None
@@ -184,12 +201,15 @@ class Connection:
         parser = self.parser
         ev = parser.next_event()
         while ev is NEED_DATA:
+            self._waiting()
             try:
                 data = self.sock.recv(RECV_SIZE)
             except (BlockingIOError, socket.timeout):
                 raise _ReceiveTimeout("timed out waiting for the client") from None
             except OSError:
                 data = b""
+            finally:
+                self._progressed()
             parser.receive_data(data)
             ev = parser.next_event()
         return ev
@@ -232,6 +252,38 @@ class Connection:
             if elapsed > 5.0 and received < self.ctx.min_body_rate * elapsed:
                 raise RequestTimeout(f"body arriving at {received / elapsed:.0f} B/s, below min_body_rate")
 
+    # -- progress, for the timeout decision ------------------------------------------------
+
+    def _waiting(self):
+        """About to wait on the client (it may be slow: that is not the app being hung)."""
+        self.waiting = True
+        mirror = self.ctx.mirror
+        if mirror is not None:
+            mirror.progress(self.progress, self.progress, 0)
+
+    def _progressed(self):
+        """Bytes went to or came from the client: the request is alive."""
+        self.waiting = False
+        now = self.progress = _monotonic()
+        mirror = self.ctx.mirror
+        if mirror is not None:
+            mirror.progress(now, now, 0 if self.app_owned else 1)
+
+    def _hand_over(self):
+        """A request that asks for an upgrade (a websocket handshake): the app may take the
+        socket over and its library then owns the timeouts, so none of ours stays on it (the
+        green socket's I/O timeout, the kernel's SO_RCVTIMEO/SO_SNDTIMEO from header_timeout),
+        and the connection is not kept alive after it."""
+        self.app_owned = True
+        self.keep_alive = False
+        sock = self.sock
+        try:
+            sock.settimeout(None)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _NO_KERNEL_TIMEOUT)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _NO_KERNEL_TIMEOUT)
+        except (OSError, ValueError):
+            pass
+
     # -- writing -------------------------------------------------------------------------
 
     def _sendall(self, data):
@@ -245,13 +297,18 @@ class Connection:
                 except (BlockingIOError, InterruptedError):
                     sent = 0
                 if sent == len(data):
+                    self._progressed()
                     return
                 data = memoryview(data)[sent:]
+            self._waiting()
             self.sock.sendall(data)
         except (BlockingIOError, socket.timeout):
             raise ClientDisconnected("timed out sending to the client") from None
         except OSError as exc:
             raise ClientDisconnected(str(exc)) from None
+        finally:
+            if self.waiting:
+                self._progressed()
 
     def start_response(self, status, headers, exc_info=None):
         if exc_info:
@@ -304,6 +361,14 @@ class Connection:
         else:
             out = b""
         if not self.head_sent:
+            if last and head.status_code == 101:
+                # The app returned with its 101 unsent: it did its own handshake on the socket
+                # (a websocket library writes its 101 itself) and returns only to end the
+                # request. A head from us now would land inside its stream: nothing is sent.
+                self.taken_over = True
+                return
+            if self.app_owned and head.status_code != 101:
+                self.app_owned = False  # it answered the upgrade request instead of taking over
             self._sendall(self._head_bytes() + out)
         elif out:
             if not self._nodelay:
@@ -318,6 +383,12 @@ class Connection:
     def _finish(self):
         """After the last body item: end the framing, decide whether the connection lives on."""
         head = self.head
+        if head.status_code == 101:
+            # After a 101 the connection belongs to the app (websocket): never read it as HTTP
+            # again, and nothing more is written by us (not even its head, if still unsent:
+            # see write()).
+            self.taken_over = True
+            return False
         if not self.head_sent:
             self.write(b"", last=True)
         elif head.framing == resp.CHUNKED and not self.ended:
@@ -327,7 +398,6 @@ class Connection:
                 "%s %s: the app sent %d of its Content-Length of %d bytes; closing the connection",
                 self.req.method, self.req.path, self.sent, head.content_length)
             return False
-        # After a 101 the connection belongs to the app (websocket): never read it as HTTP again.
         return not head.close and not head.upgrade
 
     def _send_file(self, wrapper: FileWrapper) -> bool:
@@ -352,6 +422,7 @@ class Connection:
             self._sendall(self._head_bytes() + prefix)
         elif prefix:
             self._sendall(prefix)
+        self._waiting()
         try:
             if cooperative:
                 self._sendfile_cooperative(fd, offset, size)
@@ -361,6 +432,8 @@ class Connection:
             raise ClientDisconnected("timed out sending a file") from None
         except OSError as exc:
             raise ClientDisconnected(str(exc)) from None
+        finally:
+            self._progressed()
         self.sent += size
         if head.framing == resp.CHUNKED:
             self._sendall(b"\r\n")
@@ -504,7 +577,7 @@ class Connection:
                 return CLOSE
             worker = ctx.worker
             if worker is not None:
-                worker.request_started(ev)
+                worker.request_started(ev, self)
             try:
                 keep = self._handle(ev)
             except ClientDisconnected as exc:
@@ -524,8 +597,7 @@ class Connection:
                 if worker is not None:
                     worker.request_finished(ev, self)
             if not keep:
-                if self.head is not None and self.head.upgrade:
-                    self.taken_over = True
+                if self.taken_over:
                     return CLOSE  # the app owned the socket after its 101: nothing to drain
                 return LINGER if self._input_pending() else CLOSE
             self.parser.start_next_request()
@@ -543,7 +615,8 @@ class Connection:
 
     def _handle(self, req) -> bool:
         ctx = self.ctx
-        self.started = time.monotonic()
+        self.started = self.progress = _monotonic()
+        self.waiting = False
         self.error_status = None
         self.req = req
         self.head = None
@@ -564,6 +637,12 @@ class Connection:
         self.continue_pending = req.expect_continue
         # A worker on its way out answers with Connection: close.
         self.keep_alive = ctx.keep_alive and req.keep_alive and (ctx.worker is None or ctx.worker.alive)
+        if req.upgrade:
+            self._hand_over()
+        elif self.app_owned:
+            self.app_owned = False
+        if ctx.mirror is not None:
+            ctx.mirror.progress(self.started, self.started, 0 if self.app_owned else 1)
         body = self.body = RequestBody(self._pull_body, has_body)
         if has_body and self.parser.buffered:
             try:
@@ -684,3 +763,45 @@ def drain(sock) -> bool:
         return False
     except OSError:
         return True
+
+
+def _peer_closed(sock) -> bool:
+    """The peer has closed its end (EOF, or an error), seen without reading anything."""
+    try:
+        return _socket.socket.recv(_plain(sock), 1, _PEEK_FLAGS) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except (OSError, ValueError, TypeError):
+        return True
+
+
+def release_taken_over(sock, sleep=time.sleep, linger: float = TAKEN_OVER_LINGER_SECONDS) -> None:
+    """Before closing a socket the app took over (a websocket) and returned from. The same
+    policy in every worker class (``sleep`` is the green one in gevent/eventlet).
+
+    The app's library may not be done with it: simple-websocket's reader, in another thread or
+    greenlet, signals "closed" to the app before it sends its reply to the peer's close frame.
+    So wait, up to ``linger`` seconds, until the peer has closed its end or the library has
+    closed the socket itself; nothing is read (those bytes are the library's). Then shut it
+    down both ways, which also wakes a reader still blocked on it (close() from another thread
+    would not), and let the caller close it.
+    """
+    deadline = _monotonic() + linger
+    delay = 0.002
+    while True:
+        try:
+            if sock.fileno() < 0:
+                return  # the library closed it
+        except (OSError, ValueError):
+            return
+        if _peer_closed(sock):
+            break
+        remaining = deadline - _monotonic()
+        if remaining <= 0:
+            break
+        sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.05)
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, ValueError):
+        pass

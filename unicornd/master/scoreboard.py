@@ -17,8 +17,12 @@ import mmap
 import struct
 import time
 
-# pid, state, flags, heartbeat, boot start, request start, requests served, method, path
-_SLOT = struct.Struct("=iBBxxdddQ16s96s")
+# pid, state, flags, mode, heartbeat, boot start, request start, requests served, method, path,
+# then what the timeout decision reads about requests in progress (master/timeouts.py): the
+# oldest and newest progress among the "candidates" (requests not waiting on their client and
+# not on a socket the app took over), how many candidates there are, and how many requests the
+# worker can serve at once (its capacity: 1 for sync, threads for gthread).
+_SLOT = struct.Struct("=iBBBxdddQ16s96sddII")
 _HEARTBEAT = struct.Struct("=d")
 _REQUEST = struct.Struct("=16s96s")
 _COUNT = struct.Struct("=Q")
@@ -31,7 +35,7 @@ STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "none")
 _NSTATUS = len(STATUS_CLASSES)
 _NBUCKETS = len(DURATION_BUCKETS) + 1
 _COUNTERS = struct.Struct(f"={_NSTATUS}Q{_NBUCKETS}Qd")
-_OFF_COUNTERS = _SLOT.size  # 152, 8-aligned
+_OFF_COUNTERS = _SLOT.size  # 176, 8-aligned
 SLOT_SIZE = _OFF_COUNTERS + _COUNTERS.size  # a multiple of 8: every slot's words stay aligned
 assert SLOT_SIZE % 8 == 0
 # word (8-byte) indexes inside a slot
@@ -48,21 +52,31 @@ STATE_NAMES = {FREE: "free", BOOTING: "booting", IDLE: "idle", BUSY: "busy"}
 WANTS_RECYCLE = 1          # near max_requests (or asked otherwise): start my replacement
 OVER_MEMORY_AT_BOOT = 2    # above max_worker_memory right after loading the app
 
+# mode: how the worker runs requests (set once at boot)
+SERIAL = 1  # the request runs on the worker's loop (sync): no heartbeat while it is busy
+
 _OFF_STATE = 4
 _OFF_FLAGS = 5
 _OFF_HEARTBEAT = 8
 _OFF_REQ_START = 24
 _OFF_REQUESTS = 32
+_OFF_MODE = 6
 _OFF_REQUEST = 40
+_OFF_PROGRESS = 152
+_PROGRESS = struct.Struct("=ddI")  # oldest, newest, candidates
+_OFF_CAPACITY = 172
+_CAPACITY = struct.Struct("=I")
+assert _SLOT.size == 176 and struct.calcsize("=iBBBxdddQ16s96s") == _OFF_PROGRESS
 
 
 class SlotView:
-    __slots__ = ("pid", "state", "flags", "heartbeat", "boot_start", "request_start",
-                 "requests", "method", "path")
+    __slots__ = ("pid", "state", "flags", "mode", "heartbeat", "boot_start", "request_start",
+                 "requests", "method", "path", "progress", "recent", "candidates", "capacity")
 
     def __init__(self, raw):
-        (self.pid, self.state, self.flags, self.heartbeat, self.boot_start,
-         self.request_start, self.requests, method, path) = raw
+        (self.pid, self.state, self.flags, self.mode, self.heartbeat, self.boot_start,
+         self.request_start, self.requests, method, path, self.progress, self.recent,
+         self.candidates, self.capacity) = raw
         self.method = method.rstrip(b"\0").decode("latin-1")
         self.path = path.rstrip(b"\0").decode("latin-1")
 
@@ -124,7 +138,8 @@ class Scoreboard:
             raise RuntimeError(f"no free scoreboard slot (all {self.nslots} in use)")
         index = self._free.pop()
         now = time.monotonic()
-        _SLOT.pack_into(self.mm, index * SLOT_SIZE, 0, BOOTING, 0, now, now, 0.0, 0, b"", b"")
+        _SLOT.pack_into(self.mm, index * SLOT_SIZE, 0, BOOTING, 0, 0, now, now, 0.0, 0, b"", b"",
+                        0.0, 0.0, 0, 0)
         return index
 
     def assign(self, index: int, pid: int) -> None:
@@ -133,7 +148,8 @@ class Scoreboard:
     def release(self, index: int) -> None:
         """The worker has ended: keep its counters in ``ended``, clear the slot for reuse."""
         self.ended.add(self.counters(index))
-        _SLOT.pack_into(self.mm, index * SLOT_SIZE, 0, FREE, 0, 0.0, 0.0, 0.0, 0, b"", b"")
+        _SLOT.pack_into(self.mm, index * SLOT_SIZE, 0, FREE, 0, 0, 0.0, 0.0, 0.0, 0, b"", b"",
+                        0.0, 0.0, 0, 0)
         _COUNTERS.pack_into(self.mm, index * SLOT_SIZE + _OFF_COUNTERS,
                             *([0] * (_NSTATUS + _NBUCKETS)), 0.0)
         self._free.append(index)
@@ -182,6 +198,8 @@ class SlotWriter:
     def busy(self, now: float, method: str, path: str) -> None:
         mm, base = self.mm, self.base
         _HEARTBEAT.pack_into(mm, base + _OFF_REQ_START, now)
+        # No candidate yet: the previous request's progress must not judge this one.
+        _PROGRESS.pack_into(mm, base + _OFF_PROGRESS, now, now, 0)
         _REQUEST.pack_into(mm, base + _OFF_REQUEST, method.encode("latin-1", "replace"),
                            path.encode("latin-1", "replace"))
         # Write the state last: the master reads a busy slot only once its request is set.
@@ -211,3 +229,23 @@ class SlotWriter:
 
     def raise_flag(self, flag: int) -> None:
         self.mm[self.base + _OFF_FLAGS] |= flag
+
+    # -- for the timeout decision (master/timeouts.py) ---------------------------------------
+
+    def set_mode(self, mode: int, capacity: int) -> None:
+        """Once at boot: how requests run (SERIAL or 0) and how many at once."""
+        self.mm[self.base + _OFF_MODE] = mode
+        _CAPACITY.pack_into(self.mm, self.base + _OFF_CAPACITY, capacity)
+
+    def progress(self, oldest: float, newest: float, candidates: int) -> None:
+        """The requests in progress that could be hung (not waiting on their client, not on a
+        socket the app took over): how many, and the oldest and newest time one of them
+        progressed (started, or read from or wrote to its client)."""
+        _PROGRESS.pack_into(self.mm, self.base + _OFF_PROGRESS, oldest, newest, candidates)
+
+    def name_request(self, started: float, method: str, path: str) -> None:
+        """Which request the slot shows (the one a timeout line names), state untouched."""
+        mm, base = self.mm, self.base
+        _HEARTBEAT.pack_into(mm, base + _OFF_REQ_START, started)
+        _REQUEST.pack_into(mm, base + _OFF_REQUEST, method.encode("latin-1", "replace"),
+                           path.encode("latin-1", "replace"))

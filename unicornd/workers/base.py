@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -17,7 +18,8 @@ from unicornd.connection import ServerContext
 from unicornd.logging import reopen_log_files
 from unicornd.master.listeners import set_client_timeouts
 from unicornd.master.process import rss, set_owner
-from unicornd.master.scoreboard import OVER_MEMORY_AT_BOOT, WANTS_RECYCLE
+from unicornd.master.scoreboard import OVER_MEMORY_AT_BOOT, SERIAL, WANTS_RECYCLE
+from unicornd.master.timeouts import request_stalled
 from unicornd.metrics.statsd import from_config as statsd_from_config
 from unicornd.reloader import broken_app
 from unicornd.stacks import format_all_stacks
@@ -82,6 +84,9 @@ class Worker:
 
     keep_alive = True
     multithread = False
+    # The request runs on the worker's loop (sync): no heartbeat while busy, the request's own
+    # progress is written to the slot as it happens (ServerContext.mirror).
+    serial = False
 
     def __init__(self, age, ppid, listeners, cfg, log, slot=None, app=None):
         self.age = age
@@ -143,6 +148,9 @@ class Worker:
             if self.cfg.max_worker_memory and rss(self.pid) > self.cfg.max_worker_memory:
                 # Recycling for memory cannot help when a fresh worker is already above it.
                 self.slot.raise_flag(OVER_MEMORY_AT_BOOT)
+            self.slot.set_mode(SERIAL if self.serial else 0, self.capacity())
+            if self.serial:
+                self.ctx.mirror = self.slot
             self.slot.idle(time.monotonic())
         if self.cfg.spew:
             from unicornd.spew import install
@@ -236,7 +244,11 @@ class Worker:
             if access is not None:
                 access.reopen(access.path)
 
-    def request_started(self, req) -> None:
+    def capacity(self) -> int:
+        """How many requests this worker runs at once (for the timeout decision)."""
+        return 1
+
+    def request_started(self, req, conn=None) -> None:
         if self.slot is not None:
             self.slot.busy(time.monotonic(), req.method, req.path)
 
@@ -284,10 +296,30 @@ class Worker:
         raise NotImplementedError
 
 
+class InFlight:
+    """A request in progress in a worker that runs several at once."""
+
+    __slots__ = ("started", "req", "conn", "owner", "reported")
+
+    def __init__(self, started, req, conn, owner):
+        self.started = started
+        self.req = req
+        self.conn = conn  # its Connection: progress, waiting, app_owned
+        self.owner = owner  # the thread ident or greenlet running it
+        self.reported = False
+
+
 class ConcurrentRequests:
     """For worker classes with several requests in flight at once (threads, greenlets): the
-    scoreboard slot shows the oldest one, which is the one a timeout is about. Put it before
-    Worker in the bases; a thread pool sets ``_inflight_lock`` to a real lock."""
+    scoreboard slot shows the oldest one. Put it before Worker in the bases; a thread pool sets
+    ``_inflight_lock`` to a real lock.
+
+    Every heartbeat also looks at the requests in progress (``watch_requests``): how many
+    could be hung (not waiting on their client, not on a socket the app took over) and when
+    they last progressed goes to the slot, for the master's timeout decision; one that made
+    no progress for ``timeout`` is handed to ``stalled()``, which a class implements (gthread
+    logs it, gevent/eventlet stop its greenlet).
+    """
 
     _inflight_lock = contextlib.nullcontext()
 
@@ -304,11 +336,18 @@ class ConcurrentRequests:
         self.graceful_timeout = cfg.graceful_timeout
         self._inflight = {}
 
-    def request_started(self, req) -> None:
+    def capacity(self) -> int:
+        return self.max_conns
+
+    def current_owner(self):
+        """What runs the current request (a greenlet worker answers its greenlet)."""
+        return threading.get_ident()
+
+    def request_started(self, req, conn=None) -> None:
         with self._inflight_lock:
             now = time.monotonic()
             inflight = self._inflight
-            inflight[id(req)] = (now, req)
+            inflight[id(req)] = InFlight(now, req, conn, self.current_owner())
             if self.slot is not None and len(inflight) == 1:
                 self.slot.busy(now, req.method, req.path)
 
@@ -325,6 +364,41 @@ class ConcurrentRequests:
             slot = self.slot
             if slot is not None and inflight:
                 # ...then, others still running, the slot goes back to the oldest of them.
-                started, oldest = next(iter(inflight.values()))
-                slot.busy(started, oldest.method, oldest.path)
+                oldest = next(iter(inflight.values()))
+                slot.busy(oldest.started, oldest.req.method, oldest.req.path)
                 slot.heartbeat(time.monotonic())
+
+    def notify(self) -> None:
+        super().notify()
+        if self.cfg.timeout and self.cfg.timeout > 0:
+            self.watch_requests(time.monotonic())
+
+    def watch_requests(self, now: float) -> None:
+        timeout = self.cfg.timeout
+        with self._inflight_lock:
+            entries = list(self._inflight.values())
+        count = 0
+        stalest = None
+        oldest = newest = 0.0
+        for entry in entries:
+            conn = entry.conn
+            if conn is None or conn.waiting or conn.app_owned:
+                continue
+            progress = conn.progress
+            if not count or progress < oldest:
+                oldest, stalest = progress, entry
+            if progress > newest:
+                newest = progress
+            count += 1
+            if request_stalled(progress, now, timeout):
+                self.stalled(entry, now)
+        slot = self.slot
+        if slot is not None:
+            if stalest is not None:
+                slot.name_request(stalest.started, stalest.req.method, stalest.req.path)
+            slot.progress(oldest, newest, count)
+
+    def stalled(self, entry, now: float) -> None:
+        """A request made no progress for ``timeout`` (called on every heartbeat until it
+        ends; ``entry.reported`` is False the first time)."""
+        raise NotImplementedError

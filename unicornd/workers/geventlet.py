@@ -55,11 +55,12 @@ class EventletWorker(GreenletWorker):
     def green_socket(self, sock):
         return green.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
 
-    def release_taken_over(self, sock) -> None:
+    def settle_taken_over(self, sock) -> None:
         # A green thread of the app (simple-websocket's reader) may still wait on this socket;
         # eventlet would wake it on close() with an error such libraries do not expect
-        # (IOClosed, then EOFError). Shut it down and let that reader see EOF first.
-        sock.shutdown(socket.SHUT_RDWR)
+        # (IOClosed, then EOFError). The socket is shut down by now: let that reader see EOF.
+        if sock.fileno() < 0:
+            return
         hub = eventlet.hubs.get_hub()
         readers = hub.listeners[hub.READ]
         fd = sock.fileno()

@@ -28,7 +28,8 @@ import sys
 import time
 import traceback
 
-from unicornd.connection import IDLE, LINGER, RECV_SIZE, Connection, lingering_shutdown
+from unicornd.connection import (IDLE, LINGER, RECV_SIZE, Connection, lingering_shutdown,
+                                 release_taken_over)
 from unicornd.stacks import format_all_stacks
 from unicornd.workers import greenpatch
 from unicornd.workers.base import (ACCEPT_BACKOFF_ERRNOS, WORKER_BOOT_ERROR, AcceptBackoff,
@@ -99,9 +100,10 @@ class GreenletWorker(ConcurrentRequests, Worker):
         has not waited since it last looked."""
         raise NotImplementedError
 
-    def release_taken_over(self, sock) -> None:
-        """Before closing a socket the app took over (a websocket), whose own reader may
-        still be waiting on it."""
+    def settle_taken_over(self, sock) -> None:
+        """After the shared release of a socket the app took over (connection.release_taken_
+        over: a bounded wait for the peer's close, then shutdown), before it is closed: what
+        this library needs for a reader of the app still waiting on it."""
 
     def after_fork(self) -> None:
         pass
@@ -113,8 +115,13 @@ class GreenletWorker(ConcurrentRequests, Worker):
         cfg = self.cfg
         # A connection's socket operations (reading a request, sending a response) time out
         # after this; waiting for the app (long-poll, streaming) does not count. header_timeout,
-        # as the kernel timeouts of the sync and gthread workers: a stalled body gets its 408 then.
-        self.io_timeout = float(cfg.header_timeout or (cfg.timeout if cfg.timeout and cfg.timeout > 0 else 30))
+        # as the kernel timeouts of the sync and gthread workers: a stalled body gets its 408
+        # then. With neither header_timeout nor timeout, none. A socket the app takes over (a
+        # websocket) carries none either (Connection._hand_over): its library owns its timeouts.
+        if cfg.header_timeout:
+            self.io_timeout = float(cfg.header_timeout)
+        else:
+            self.io_timeout = float(cfg.timeout) if cfg.timeout and cfg.timeout > 0 else None
         self.nconns = 0
         self._acceptors = []
 
@@ -135,6 +142,25 @@ class GreenletWorker(ConcurrentRequests, Worker):
             # Pipelined requests are served back to back without waiting on the socket: a
             # client that keeps the pipe full would hold the worker. Everyone else first.
             self.sleep(0)
+
+    def current_owner(self):
+        from greenlet import getcurrent
+        return getcurrent()
+
+    def stalled(self, entry, now: float) -> None:
+        """A request made no progress for ``timeout``: its greenlet alone is stopped, with
+        its request and stack in the log; the worker and its other connections serve on."""
+        green = entry.owner
+        if not entry.reported:
+            entry.reported = True
+            req = entry.req
+            frame = getattr(green, "gr_frame", None)
+            where = "".join(traceback.format_stack(frame)).rstrip() if frame is not None else "?"
+            self.log.critical(
+                "WORKER TIMEOUT (pid %s) %s %s after %.1f s, no progress for %.1f s: its %s is "
+                "stopped, the worker serves on. Its stack:\n%s", self.pid, req.method, req.path,
+                now - entry.started, now - entry.conn.progress, "greenlet", where)
+        self.kill(green)
 
     def handle_abort(self, signum, frame):
         """Timed out: thread stacks and every greenlet's stack to the error log, then go."""
@@ -246,7 +272,8 @@ class GreenletWorker(ConcurrentRequests, Worker):
         finally:
             try:
                 if conn is not None and conn.taken_over:
-                    self.release_taken_over(sock)
+                    release_taken_over(sock, self.sleep)
+                    self.settle_taken_over(sock)
                 sock.close()
             except OSError:
                 pass

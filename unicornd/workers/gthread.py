@@ -33,11 +33,14 @@ import os
 import queue
 import select
 import socket
+import sys
 import threading
 import time
+import traceback
 from collections import deque
 
-from unicornd.connection import CLOSE, IDLE, LINGER, Connection, drain, lingering_shutdown
+from unicornd.connection import (CLOSE, IDLE, LINGER, Connection, drain, lingering_shutdown,
+                                 release_taken_over)
 from unicornd.workers.base import ACCEPT_BACKOFF_ERRNOS, AcceptBackoff, ConcurrentRequests, Worker
 
 LINGER_SECONDS = 2.0
@@ -112,6 +115,25 @@ class ThreadWorker(ConcurrentRequests, Worker):
         self._paused = False
         self._accept_backoff = AcceptBackoff(self.log)
         self._pool = []
+
+    def capacity(self) -> int:
+        return self.nthreads
+
+    def stalled(self, entry, now: float) -> None:
+        """A thread cannot be stopped alone: say so once, with where it is. The master
+        replaces the worker when every thread is stalled (master/timeouts.py)."""
+        if entry.reported:
+            return
+        entry.reported = True
+        req = entry.req
+        frame = sys._current_frames().get(entry.owner)
+        where = "".join(traceback.format_stack(frame)).rstrip() if frame is not None else "?"
+        name = next((t.name for t in self._pool if t.ident == entry.owner), "?")
+        self.log.critical(
+            "REQUEST STALLED (pid %s) %s %s after %.1f s, no progress for %.1f s in thread %s: "
+            "a thread cannot be stopped alone; the worker is replaced once all its %d threads "
+            "are stalled. Its stack:\n%s", self.pid, req.method, req.path, now - entry.started,
+            now - entry.conn.progress, name, self.nthreads, where)
 
     # -- the main thread ---------------------------------------------------------------
 
@@ -446,7 +468,9 @@ class ThreadWorker(ConcurrentRequests, Worker):
                 result = CLOSE
             if result == IDLE:
                 continue
-            if result == LINGER:
+            if client.conn is not None and client.conn.taken_over:
+                release_taken_over(client.sock)
+            elif result == LINGER:
                 lingering_shutdown(client.sock)
                 if not drain(client.sock):
                     client.state = LINGERING

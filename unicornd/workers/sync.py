@@ -16,7 +16,7 @@ import os
 import select
 import time
 
-from unicornd.connection import LINGER, Connection, drain, lingering_shutdown
+from unicornd.connection import LINGER, Connection, drain, lingering_shutdown, release_taken_over
 from unicornd.workers.base import ACCEPT_BACKOFF_ERRNOS, AcceptBackoff, Worker
 
 LINGER_SECONDS = 2.0
@@ -25,6 +25,7 @@ IDLE_WAKE_SECONDS = 1.0
 
 class SyncWorker(Worker):
     keep_alive = False
+    serial = True  # its loop is the request: timed by the request's progress (timeouts.py)
 
     def run(self) -> None:
         listeners = self.listeners
@@ -88,6 +89,8 @@ class SyncWorker(Worker):
         except Exception:
             self.log.exception("Error handling a connection from %s", conn.peer)
             linger = False
+        if conn.taken_over:
+            release_taken_over(conn.sock)
         self._close(conn.sock, linger)  # (conn.sock: the TLS socket, when serve() wrapped it)
 
     def _close(self, sock, linger: bool) -> None:
