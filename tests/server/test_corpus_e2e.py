@@ -15,12 +15,12 @@ import pytest
 from support import Server, parse_response, raw_request, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-CORPUS = Path(os.environ.get("UNICORND_HTTP_CORPUS", REPO.parent / "shared" / "http-corpus"))
+CORPUS = Path(os.environ.get("UNICORND_HTTP_CORPUS") or REPO / "tests" / "http" / "corpus")
 
 
 def _cases():
     if not CORPUS.is_dir():
-        raise RuntimeError(f"the shared HTTP corpus is missing at {CORPUS}")
+        raise RuntimeError(f"the HTTP corpus is missing at {CORPUS}")
     cases = []
     for kind in ("valid", "invalid"):
         for meta in sorted((CORPUS / kind).glob("*.json")):

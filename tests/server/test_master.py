@@ -423,6 +423,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching the workers' user and group needs root")
 def test_workers_run_as_user_and_group(tmp_path):
     nobody = pwd.getpwnam("nobody")
     sock_path = tmp_path / "s.sock"

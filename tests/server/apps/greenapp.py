@@ -7,6 +7,8 @@
 /ack?id=X&i=I   see /sse
 /spin?s=S       burns the CPU without yielding for S seconds (blocks the whole worker)
 /patched        whether socket was patched when this module was imported
+/gather?n=N     waits (cooperatively) until N such requests are in this worker at once, or
+                20 s; answers whether they all were (overlap proven without timing)
 """
 
 import json
@@ -47,9 +49,23 @@ def sleep_route(environ, start_response, q):
     return _json(start_response, {"start": start, "end": time.time(), "pid": os.getpid()})
 
 
+_gathered = [0]
+
+
+def gather_route(start_response, q):
+    n = int(q["n"][0])
+    _gathered[0] += 1
+    deadline = time.monotonic() + 20
+    while _gathered[0] < n and time.monotonic() < deadline:
+        time.sleep(0.01)  # cooperative once patched: the others come in meanwhile
+    return _json(start_response, {"met": _gathered[0] >= n, "pid": os.getpid()})
+
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
     q = parse_qs(environ.get("QUERY_STRING", ""))
+    if path == "/gather":
+        return gather_route(start_response, q)
     if path == "/sleep":
         return sleep_route(environ, start_response, q)
     if path == "/fetch":
