@@ -3,6 +3,8 @@
 import errno
 import os
 
+from unicornd.master.rawos import exists as _alive
+
 
 class PidfileError(Exception):
     pass
@@ -16,14 +18,6 @@ def _read_pid(path):
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Pidfile:
