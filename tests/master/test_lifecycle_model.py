@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from unicornd.master import lifecycle as lc
-from unicornd.master.scoreboard import BOOTING as SLOT_BOOTING, BUSY, IDLE, WANTS_RECYCLE
+from unicornd.master.scoreboard import BOOTING as SLOT_BOOTING, BUSY, IDLE, SERIAL, WANTS_RECYCLE
 from unicornd.workers.base import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 
 MAX_REQUESTS = 20
@@ -51,8 +51,14 @@ class Log:
 
 
 class View:
-    __slots__ = ("pid", "state", "flags", "heartbeat", "boot_start", "request_start",
-                 "requests", "method", "path")
+    """What Scoreboard.read() returns, as plain values."""
+
+    __slots__ = ("pid", "state", "flags", "mode", "heartbeat", "boot_start", "request_start",
+                 "requests", "method", "path", "progress", "recent", "candidates", "capacity")
+
+    def __init__(self):
+        self.mode, self.capacity, self.candidates = SERIAL, 1, 0
+        self.progress = self.recent = 0.0
 
 
 class Proc:
@@ -135,6 +141,8 @@ class World:
         v.pid, v.state, v.flags, v.heartbeat = proc.pid, proc.state, proc.flags, proc.heartbeat
         v.boot_start, v.request_start, v.requests = 0.0, proc.request_start, proc.requests
         v.method = v.path = ""
+        if proc.hung:  # a sync worker stuck in its one request, no progress since it began
+            v.candidates, v.progress, v.recent = 1, proc.request_start, proc.request_start
         return v
 
 
@@ -341,6 +349,15 @@ class LifecycleMachine(RuleBasedStateMachine):
                         and proc.requests < proc.limit * 3 // 4:
                     assert rec.phase == lc.SERVING, (rec, self.log.lines[-6:])
             self.kept = None
+
+    @invariant()
+    def a_hung_worker_is_aborted(self):
+        if self.stopped:
+            return
+        for pid, rec in self.model.workers.items():
+            proc = self.world.procs[pid]
+            if proc.hung and self.world.now - proc.request_start > rec.gen.cfg.timeout + 1:
+                assert (pid, signal.SIGABRT) in self.world.kills, (rec, self.log.lines[-4:])
 
     @invariant()
     def a_reload_completes_or_fails_within_boot_timeout(self):
