@@ -178,7 +178,7 @@ def test_file_wrapper_on_a_cooperative_socket_goes_out_with_sendfile(tmp_path, m
     class Worker:
         alive = True
 
-        def request_started(self, req):
+        def request_started(self, req, conn=None):
             pass
 
         def request_finished(self, req, conn=None):
