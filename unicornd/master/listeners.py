@@ -20,13 +20,16 @@ class BindError(Exception):
 class Listener:
     """One listening socket and what the logs and the environ say about it."""
 
-    __slots__ = ("sock", "kind", "path", "spec")
+    __slots__ = ("sock", "kind", "path", "spec", "timeouts_from_listen")
 
-    def __init__(self, sock, kind, path=None, spec=None):
+    def __init__(self, sock, kind, path=None, spec=None, timeouts_from_listen=False):
         self.sock = sock
         self.kind = kind
         self.path = path
         self.spec = spec  # the bind setting entry it came from, to match them up on HUP
+        # Bound here with the client timeouts set before listen(): every connection it ever
+        # queues inherits them (sockets from systemd or an old master may hold older ones).
+        self.timeouts_from_listen = timeouts_from_listen
 
     @property
     def address(self):
@@ -111,6 +114,7 @@ def _bind_one(addr, cfg, log) -> Listener:
                     os.chown(target, cfg.user, cfg.group)  # the workers' user must reach it
             else:
                 sock.bind(target)
+            set_client_timeouts(sock, getattr(cfg, "header_timeout", 0))
             sock.listen(cfg.backlog)
         except OSError as exc:
             sock.close()
@@ -120,7 +124,8 @@ def _bind_one(addr, cfg, log) -> Listener:
             log.error("Connection in use: %s, retrying in %.0f s", target, BIND_RETRY_DELAY)
             time.sleep(BIND_RETRY_DELAY)
             continue
-        return Listener(sock, addr.kind, addr.path if addr.kind == "unix" else None)
+        return Listener(sock, addr.kind, addr.path if addr.kind == "unix" else None,
+                        timeouts_from_listen=True)
     raise AssertionError("unreachable")
 
 

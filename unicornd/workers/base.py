@@ -131,7 +131,9 @@ class Worker:
         # now on inherit the timeouts; those completed earlier are seen to by settle_timeouts().
         for listener in self.listeners:
             set_client_timeouts(listener, self.cfg.header_timeout)
-        self._unsettled = {listener.fileno() for listener in self.listeners} if self.cfg.header_timeout else set()
+        self._unsettled = {listener.fileno() for listener in self.listeners
+                           if not getattr(listener, "timeouts_from_listen", False)
+                           } if self.cfg.header_timeout else set()
         # Read the TLS key while still privileged: it is often readable by root only.
         ssl_context = make_ssl_context(self.cfg)
         set_owner(self.cfg.user, self.cfg.group, self.cfg.initgroups)
@@ -159,8 +161,9 @@ class Worker:
 
     def settle_timeouts(self, listener_fd: int, sock) -> None:
         """A socket accepted from ``listener_fd`` by a worker class that relies on the kernel's
-        timeouts (sync, gthread). A connection the kernel completed before the listener had
-        them (while this worker booted) did not inherit them and would wait on its client
+        timeouts (sync, gthread). A listener bound by this master had them before listen();
+        one from systemd or an old master may have queued connections before it had them
+        (while this worker booted): those did not inherit them and would wait on their client
         forever: until this worker has once found the listener's queue empty (``queue_empty``),
         each socket gets them itself; after that, every connection is younger than them."""
         if listener_fd in self._unsettled:
