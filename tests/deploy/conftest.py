@@ -6,7 +6,7 @@ examples/nginx/ exactly as it is in the repository. A missing nginx is a failure
 
 The examples listen on a fixed loopback address and proxy to a fixed socket path, as a real
 deployment does. The tests include them as written, except that the socket path
-(``/run/unicornd.sock``) becomes one in a fresh temporary directory (``example_sock``,
+(a fixed path under ``/run``) becomes one in a fresh temporary directory (``example_sock``,
 ``example_copy``), so that they run as any user; tests that listen on the examples' fixed address
 take a lock (``fixed_addresses``) so that two test runs on one machine never share it.
 """
@@ -64,7 +64,7 @@ def example_copy(name, directory, sock) -> Path:
 
 @pytest.fixture
 def example_sock():
-    """The socket the test's unicornd listens on in place of the example's ``/run/unicornd.sock``.
+    """The socket the test's unicornd listens on in place of the example's fixed path under ``/run``.
 
     In a fresh short temporary directory (a unix socket path is limited to 107 bytes), open to
     nginx's workers, which run as www-data when the tests run as root.

@@ -99,7 +99,7 @@ def test_example_units_say_what_the_deployment_guide_says():
 
 def test_socket_activation_on_a_unix_and_a_tcp_socket():
     assert shutil.which("systemd-socket-activate"), "systemd-socket-activate must be installed"
-    # The example's ListenStream (/run/unicornd.sock) moved into a directory of the test's own,
+    # The example's ListenStream (a fixed path under /run) moved into a directory of the test's own,
     # short enough for a unix socket path, so that the test runs as any user.
     example = Path(unit("unicornd.socket")["Socket"]["ListenStream"])
     short = Path(tempfile.mkdtemp(prefix="unicornd-sa-"))
