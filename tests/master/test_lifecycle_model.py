@@ -9,6 +9,7 @@ whose end-to-end tests are in tests/server/test_lifecycle.py.
 
 import signal
 
+import pytest
 from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -17,6 +18,9 @@ from unicornd.master.scoreboard import BOOTING as SLOT_BOOTING, BUSY, IDLE, SERI
 from unicornd.workers.base import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 
 MAX_REQUESTS = 20
+
+# CPU-bound, about 10 s alone on a 2-core machine; far longer when the machine is shared.
+pytestmark = pytest.mark.timeout(900)
 
 
 class Cfg:

@@ -33,6 +33,11 @@ def serves(address):
         return False
 
 
+def booted(tmp_path, pids):
+    """Every one of ``pids`` has imported the app (lifeapp marks it)."""
+    return pids and all((tmp_path / f"booted-{pid}").exists() for pid in pids)
+
+
 def life_server(tmp_path, *args, env=None):
     full_env = {"LIFEAPP_DIR": str(tmp_path)}
     full_env.update(env or {})
@@ -46,6 +51,7 @@ def test_hup_with_a_broken_app_under_gevent_keeps_serving(tmp_path):
     with life_server(tmp_path, "-k", "gevent", "-w", "3") as srv:
         wait_for(lambda: len(children(srv.proc.pid)) == 3, 30, message=lambda: srv.log)
         first = children(srv.proc.pid)
+        wait_for(lambda: booted(tmp_path, first), 30, message=lambda: srv.log)
         load = Load(srv.address, "/", clients=3, max_seconds=120)
         try:
             (tmp_path / "broken").touch()
@@ -97,6 +103,7 @@ def test_hup_whose_workers_exceed_boot_timeout_keeps_the_old_workers(tmp_path):
 def test_recycling_with_a_replacement_that_cannot_boot_recovers(tmp_path):
     with life_server(tmp_path, "-w", "2", "--max-requests", "8", "--boot-timeout", "2") as srv:
         wait_for(lambda: len(children(srv.proc.pid)) == 2, 20)
+        wait_for(lambda: booted(tmp_path, children(srv.proc.pid)), 30, message=lambda: srv.log)
         (tmp_path / "slow").touch()  # the database goes down
         load = Load(srv.address, "/", clients=2, max_seconds=120)
         try:

@@ -14,6 +14,9 @@ if _DIR and os.path.exists(os.path.join(_DIR, "broken")):
 while _DIR and os.path.exists(os.path.join(_DIR, "slow")):
     time.sleep(0.2)  # "waiting for the database" until the switch is off
 
+if _DIR:  # this process has the app: a test can wait for every worker to have booted
+    open(os.path.join(_DIR, f"booted-{os.getpid()}"), "w").close()
+
 _served = 0
 
 
