@@ -263,11 +263,12 @@ class Worker:
         if self.statsd is not None:
             self.statsd.refused(status)
 
-    def request_finished(self, req, conn=None) -> None:
+    def request_finished(self, req, conn=None, ex=None) -> None:
+        """``ex``: the request's Exchange (its status and start), None if it never began."""
         self.nr += 1
         now = time.monotonic()
-        if conn is not None:
-            status, duration = conn.status_code, now - conn.started
+        if ex is not None:
+            status, duration = ex.status_code, now - ex.started
         else:
             status, duration = 0, None
         if self.slot is not None:
@@ -358,12 +359,12 @@ class ConcurrentRequests:
         with self._inflight_lock:
             Worker.request_refused(self, status)
 
-    def request_finished(self, req, conn=None) -> None:
+    def request_finished(self, req, conn=None, ex=None) -> None:
         with self._inflight_lock:
             inflight = self._inflight
             inflight.pop(id(req), None)
             # Counting, recycling and the slot's idle state, as for one request at a time...
-            Worker.request_finished(self, req, conn)
+            Worker.request_finished(self, req, conn, ex)
             slot = self.slot
             if slot is not None and inflight:
                 # ...then, others still running, the slot goes back to the oldest of them.

@@ -136,8 +136,8 @@ class GreenletWorker(ConcurrentRequests, Worker):
                              self.library, self.library)
         super().init_process()
 
-    def request_finished(self, req, conn=None) -> None:
-        super().request_finished(req, conn)
+    def request_finished(self, req, conn=None, ex=None) -> None:
+        super().request_finished(req, conn, ex)
         if conn is not None and conn.parser.buffered:
             # Pipelined requests are served back to back without waiting on the socket: a
             # client that keeps the pipe full would hold the worker. Everyone else first.
