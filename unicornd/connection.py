@@ -1,7 +1,8 @@
 """The one request loop every worker class runs on an accepted connection.
 
-read -> parse (unicornd.http) -> environ (unicornd.wsgi) -> call the app -> write -> keep-alive
-or close. Worker classes differ only in how they accept connections and schedule this loop;
+bytes -> parser (unicornd.http.parser) -> a fresh Exchange per request (unicornd.exchange) ->
+environ (unicornd.wsgi) -> the app -> the response writer (unicornd.http.writer) -> bytes ->
+keep-alive or close. Worker classes differ only in how they accept connections and schedule this loop;
 they never parse or frame HTTP themselves. The socket is used in blocking style (gevent and
 eventlet make that cooperative), with kernel timeouts set on the listener by the worker.
 """
@@ -13,10 +14,12 @@ import ssl
 import time
 
 from unicornd.config import default_hooks
+from unicornd.exchange import Exchange
 from unicornd.http import response as resp
 from unicornd.http.errors import HTTPError, PayloadTooLarge, RequestTimeout
 from unicornd.http.forwarded import AddressList
 from unicornd.http.parser import CLOSED, NEED_DATA, ParserOptions, RequestParser
+from unicornd.http.writer import ResponseWriter
 from unicornd.accesslog import make_access_log
 from unicornd.logging import ErrorStream, RateLimiter
 from unicornd.wsgi import EnvironBuilder, FileWrapper, RequestBody, reraise
@@ -132,11 +135,8 @@ class Connection:
     is not destroyed by a TCP reset (RFC 9112 §9.6).
     """
 
-    __slots__ = ("ctx", "sock", "peer", "builder", "parser", "head", "head_sent", "sent",
-                 "req", "message_done", "continue_pending", "keep_alive", "_overflow_logged",
-                 "_nodelay", "ended", "trusted", "started", "stashed", "body_received",
-                 "body_started", "error_status", "raw", "taken_over", "has_body", "body",
-                 "progress", "waiting", "app_owned")
+    __slots__ = ("ctx", "sock", "peer", "builder", "parser", "ex", "_nodelay", "trusted",
+                 "stashed", "raw", "taken_over", "progress", "waiting", "app_owned")
 
     def __init__(self, ctx: ServerContext, sock, peer, listener_addr):
         self.ctx = ctx
@@ -148,7 +148,7 @@ class Connection:
         self.parser = RequestParser(ctx.parser_options, proxy_allowed=proxy_allowed,
                                     forwarder_trusted=self.trusted)
         self._nodelay = False
-        self.error_status = None
+        self.ex = None  # the request under way (an Exchange), made fresh for each request
         self.stashed = None  # an event (or error) read ahead by read_head_nonblocking()
         self.taken_over = False  # the app owned the socket (a websocket): it may still use it
         # For the timeout decision (master/timeouts.py): when the request last made progress
@@ -216,11 +216,12 @@ class Connection:
 
     def _pull_body(self) -> bytes:
         """The next piece of request body for wsgi.input, b'' at its end."""
-        if self.message_done:
+        ex = self.ex
+        if ex.message_done:
             return b""
-        if self.continue_pending:
-            self.continue_pending = False
-            if not self.head_sent:
+        if ex.continue_pending:
+            ex.continue_pending = False
+            if not ex.head_sent:
                 self._sendall(resp.CONTINUE)
         try:
             ev = self._next_event()
@@ -232,7 +233,7 @@ class Connection:
             if self.ctx.limit_request_body or self.ctx.min_body_rate:
                 self._check_body(len(ev))
             return ev
-        self.message_done = True  # EndOfMessage
+        ex.message_done = True  # EndOfMessage
         return b""
 
     def _stall_seconds(self):
@@ -240,14 +241,15 @@ class Connection:
         return timeout if timeout else self.ctx.cfg.header_timeout
 
     def _check_body(self, size: int) -> None:
-        received = self.body_received = self.body_received + size
+        ex = self.ex
+        received = ex.body_received = ex.body_received + size
         if self.ctx.limit_request_body and received > self.ctx.limit_request_body:
             raise PayloadTooLarge(f"body larger than limit_request_body ({self.ctx.limit_request_body})")
         if self.ctx.min_body_rate:
             now = time.monotonic()
-            if self.body_started is None:
-                self.body_started = now
-            elapsed = now - self.body_started
+            if ex.body_started is None:
+                ex.body_started = now
+            elapsed = now - ex.body_started
             # A grace of a few seconds before judging, so one slow start is not fatal.
             if elapsed > 5.0 and received < self.ctx.min_body_rate * elapsed:
                 raise RequestTimeout(f"body arriving at {received / elapsed:.0f} B/s, below min_body_rate")
@@ -275,7 +277,7 @@ class Connection:
         green socket's I/O timeout, the kernel's SO_RCVTIMEO/SO_SNDTIMEO from header_timeout),
         and the connection is not kept alive after it."""
         self.app_owned = True
-        self.keep_alive = False
+        self.ex.keep_alive = False
         sock = self.sock
         try:
             sock.settimeout(None)
@@ -311,63 +313,49 @@ class Connection:
                 self._progressed()
 
     def start_response(self, status, headers, exc_info=None):
+        ex = self.ex
         if exc_info:
             try:
-                if self.head_sent:
+                if ex.head_sent:
                     reraise(exc_info)
             finally:
                 exc_info = None
-        elif self.head is not None:
+        elif ex.writer is not None:
             raise AssertionError("start_response() called a second time without exc_info")
-        req = self.req
+        req = ex.req
         worker = self.ctx.worker
         # Decided again here: a stop that began while the app ran means Connection: close.
-        keep_alive = self.keep_alive and (worker is None or worker.alive)
-        self.head = resp.ResponseHead(status, headers, method=req.method, version=req.version,
-                                      keep_alive=keep_alive)
+        keep_alive = ex.keep_alive and (worker is None or worker.alive)
+        ex.writer = ResponseWriter(resp.ResponseHead(status, headers, method=req.method,
+                                                     version=req.version, keep_alive=keep_alive))
         return self.write
 
     def write(self, data, last=False):
         """Send a piece of body (the WSGI write() callable, and each item of the iterable)."""
-        head = self.head
-        if head is None:
+        ex = self.ex
+        writer = ex.writer
+        if writer is None:
             raise AssertionError("the app sent body data before calling start_response()")
         if type(data) is not bytes:
             if isinstance(data, (bytearray, memoryview)):
                 data = bytes(data)
             else:
                 raise TypeError(f"WSGI body items must be bytes, got {type(data).__name__}")
-        framing = head.framing
-        if framing == resp.LENGTH:
-            room = head.content_length - self.sent
-            if len(data) > room:
-                if not self._overflow_logged:
-                    self._overflow_logged = True
-                    self.ctx.log.warning(
-                        "%s %s: the app sent more than its Content-Length of %d bytes; the excess is cut",
-                        self.req.method, self.req.path, head.content_length)
-                data = data[:room]
-            self.sent += len(data)
-            out = data
-        elif framing == resp.CHUNKED:
-            self.sent += len(data)
-            out = resp.encode_chunk(data) if data else b""
-            if last:
-                out += resp.LAST_CHUNK
-                self.ended = True
-        elif framing == resp.UNTIL_CLOSE:
-            self.sent += len(data)
-            out = data
-        else:
-            out = b""
-        if not self.head_sent:
-            if last and head.status_code == 101:
+        out = writer.body(data, last)
+        if writer.cut and not ex.overflow_logged:
+            ex.overflow_logged = True
+            self.ctx.log.warning(
+                "%s %s: the app sent more than its Content-Length of %d bytes; the excess is cut",
+                ex.req.method, ex.req.path, writer.head.content_length)
+        if not writer.head_sent:
+            status_code = writer.head.status_code
+            if last and status_code == 101:
                 # The app returned with its 101 unsent: it did its own handshake on the socket
                 # (a websocket library writes its 101 itself) and returns only to end the
                 # request. A head from us now would land inside its stream: nothing is sent.
                 self.taken_over = True
                 return
-            if self.app_owned and head.status_code != 101:
+            if self.app_owned and status_code != 101:
                 self.app_owned = False  # it answered the upgrade request instead of taking over
             self._sendall(self._head_bytes() + out)
         elif out:
@@ -382,43 +370,45 @@ class Connection:
 
     def _finish(self):
         """After the last body item: end the framing, decide whether the connection lives on."""
-        head = self.head
+        ex = self.ex
+        writer = ex.writer
+        head = writer.head
         if head.status_code == 101:
             # After a 101 the connection belongs to the app (websocket): never read it as HTTP
             # again, and nothing more is written by us (not even its head, if still unsent:
             # see write()).
             self.taken_over = True
             return False
-        if not self.head_sent:
+        if not writer.head_sent:
             self.write(b"", last=True)
-        elif head.framing == resp.CHUNKED and not self.ended:
-            self._sendall(resp.LAST_CHUNK)
-        if head.framing == resp.LENGTH and self.sent < head.content_length:
+        else:
+            end = writer.end()
+            if end:
+                self._sendall(end)
+        if writer.short:
             self.ctx.log.warning(
                 "%s %s: the app sent %d of its Content-Length of %d bytes; closing the connection",
-                self.req.method, self.req.path, self.sent, head.content_length)
+                ex.req.method, ex.req.path, writer.sent, head.content_length)
             return False
         return not head.close and not head.upgrade
 
     def _send_file(self, wrapper: FileWrapper) -> bool:
         """Send a real file with sendfile(2); False if it is not one (iterate instead)."""
-        head = self.head
-        if head is None or not self.ctx.use_sendfile or head.framing == resp.NO_BODY:
+        writer = self.ex.writer
+        if writer is None or not self.ctx.use_sendfile or writer.head.framing == resp.NO_BODY:
             return False
         found = wrapper.sendable_file()
         if found is None:
             return False
         fd, offset = found
-        size = os.fstat(fd).st_size - offset
-        if head.framing == resp.LENGTH:
-            size = min(size, head.content_length - self.sent)
+        size = writer.file_size(os.fstat(fd).st_size - offset)
         if size <= 0:
             return False
         cooperative = self.ctx.wait_writable is not None
         if cooperative and self.raw is None:
             return False  # TLS on gevent or eventlet: no sendfile(2) under TLS; iterate
-        prefix = b"%x\r\n" % size if head.framing == resp.CHUNKED else b""
-        if not self.head_sent:
+        prefix, suffix = writer.file_frame(size)
+        if not writer.head_sent:
             self._sendall(self._head_bytes() + prefix)
         elif prefix:
             self._sendall(prefix)
@@ -434,9 +424,8 @@ class Connection:
             raise ClientDisconnected(str(exc)) from None
         finally:
             self._progressed()
-        self.sent += size
-        if head.framing == resp.CHUNKED:
-            self._sendall(b"\r\n")
+        if suffix:
+            self._sendall(suffix)
         return True
 
     def _sendfile_cooperative(self, fd: int, offset: int, size: int) -> None:
@@ -463,18 +452,19 @@ class Connection:
         an app that answers before reading all of its request body keeps the connection only
         if the rest can be read now (RFC 9112 §9.6: a server that will close says so in this
         response, not after it)."""
-        head = self.head
-        if not head.close and self.has_body and not self.message_done and not head.upgrade:
+        ex = self.ex
+        head = ex.writer.head
+        if not head.close and ex.has_body and not ex.message_done and not head.upgrade:
             if not self._read_unread_rest():
                 head.close = True
-        self.head_sent = True
-        return head.serialize()
+        return ex.writer.head_bytes()
 
     def _read_unread_rest(self) -> bool:
         """Read the body the app has not read (yet), up to UNREAD_KEEP_BYTES and for
         UNREAD_WAIT_SECONDS at most; it is kept for the app, which may still read it. True
         once it has all arrived."""
-        if self.continue_pending:
+        ex = self.ex
+        if ex.continue_pending:
             return False  # the client waits for our 100 before it sends the body
         remaining = self.parser.body_remaining
         if remaining is not None and remaining > UNREAD_KEEP_BYTES:
@@ -484,13 +474,13 @@ class Connection:
         deadline = time.monotonic() + UNREAD_WAIT_SECONDS
         got = 0
         try:
-            while not self.message_done:
+            while not ex.message_done:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 sock.settimeout(left if previous is None else min(left, previous))
                 data = self._pull_body()
-                self.body.feed(data)
+                ex.body.feed(data)
                 got += len(data)
                 if got > UNREAD_KEEP_BYTES:
                     return False
@@ -526,7 +516,8 @@ class Connection:
         self._send_error(exc.status, exc.reason, f"{exc.status} {exc.reason}\n{reason}\n")
 
     def _send_error(self, status: int, reason: str, body: str = ""):
-        self.error_status = status
+        if self.ex is not None:
+            self.ex.error_status = status  # what the access log and the metrics report
         try:
             self._sendall(resp.error_response(status, reason, body))
         except ClientDisconnected:
@@ -578,8 +569,10 @@ class Connection:
             worker = ctx.worker
             if worker is not None:
                 worker.request_started(ev, self)
+            ex = self.ex = Exchange(ev, _monotonic(), ctx.keep_alive and ev.keep_alive and (
+                worker is None or worker.alive))  # (a worker on its way out: Connection: close)
             try:
-                keep = self._handle(ev)
+                keep = self._handle(ev, ex)
             except ClientDisconnected as exc:
                 ctx.log.debug("client %s went away: %s", self.peer, exc)
                 return CLOSE
@@ -588,22 +581,23 @@ class Connection:
                 if exc.status is None:
                     ctx.log.debug("client %s went away mid-upload: %s", self.peer, exc)
                     return CLOSE
-                if self.head_sent:
+                if ex.head_sent:
                     ctx.log.debug("request from %s refused after its response began: %s", self.peer, exc)
                     return CLOSE
                 self.refuse(exc)
                 return LINGER
             finally:
+                self.ex = None  # what comes next (a refused head, a timeout) is no request's
                 if worker is not None:
-                    worker.request_finished(ev, self)
+                    worker.request_finished(ev, self, ex)
             if not keep:
                 if self.taken_over:
                     return CLOSE  # the app owned the socket after its 101: nothing to drain
-                return LINGER if self._input_pending() else CLOSE
+                return LINGER if self._input_pending(ex.message_done) else CLOSE
             self.parser.start_next_request()
 
-    def _input_pending(self) -> bool:
-        if not self.message_done or self.parser.buffered:
+    def _input_pending(self, message_done: bool) -> bool:
+        if not message_done or self.parser.buffered:
             return True
         try:
             # The plain socket's recv: a TLS socket refuses flags, and raw bytes count too.
@@ -613,37 +607,23 @@ class Connection:
         except OSError:
             return False
 
-    def _handle(self, req) -> bool:
+    def _handle(self, req, ex) -> bool:
         ctx = self.ctx
-        self.started = self.progress = _monotonic()
+        self.progress = ex.started
         self.waiting = False
-        self.error_status = None
-        self.req = req
-        self.head = None
-        self.head_sent = False
-        self.sent = 0
-        self._overflow_logged = False
-        self.ended = False
-        has_body = req.chunked or bool(req.content_length)
-        self.body_received = 0
-        self.body_started = None
-        self.has_body = has_body
-        if has_body and self.ctx.limit_request_body and (req.content_length or 0) > self.ctx.limit_request_body:
+        has_body = ex.has_body
+        if has_body and ctx.limit_request_body and (req.content_length or 0) > ctx.limit_request_body:
             # Refused before a byte of the body is read (the client may be waiting on 100).
             self.refuse(PayloadTooLarge(f"Content-Length {req.content_length} is larger than "
-                                        f"limit_request_body ({self.ctx.limit_request_body})"))
+                                        f"limit_request_body ({ctx.limit_request_body})"))
             return False
-        self.message_done = False
-        self.continue_pending = req.expect_continue
-        # A worker on its way out answers with Connection: close.
-        self.keep_alive = ctx.keep_alive and req.keep_alive and (ctx.worker is None or ctx.worker.alive)
         if req.upgrade:
             self._hand_over()
         elif self.app_owned:
             self.app_owned = False
         if ctx.mirror is not None:
-            ctx.mirror.progress(self.started, self.started, 0 if self.app_owned else 1)
-        body = self.body = RequestBody(self._pull_body, has_body)
+            ctx.mirror.progress(ex.started, ex.started, 0 if self.app_owned else 1)
+        body = ex.body = RequestBody(self._pull_body, has_body)
         if has_body and self.parser.buffered:
             try:
                 self._prefetch(body)
@@ -665,15 +645,15 @@ class Connection:
         ctx.requests_served += 1
         if ctx.post_request is not None:
             try:
-                ctx.post_request(ctx.worker, req, environ, self)
+                ctx.post_request(ctx.worker, req, environ, ex)
             except Exception:
                 ctx.log.exception("Exception in post_request hook")
         if ctx.access_log is not None:
-            ctx.access_log.log(self, req, environ, time.monotonic() - self.started)
+            ctx.access_log.log(ex, req, environ, time.monotonic() - ex.started)
         if not has_body:
-            if not self.message_done:
+            if not ex.message_done:
                 self._pull_body()  # takes the EndOfMessage event
-        elif not self.message_done:
+        elif not ex.message_done:
             # Part of the body is still on its way: the response head said Connection: close
             # (_head_bytes), unless the app sent none (an error answer, which closes too).
             return False
@@ -688,24 +668,12 @@ class Connection:
             if ev is NEED_DATA:
                 return
             if type(ev) is not bytes:
-                self.message_done = True  # EndOfMessage
+                self.ex.message_done = True  # EndOfMessage
                 return
             if self.ctx.limit_request_body or self.ctx.min_body_rate:
                 self._check_body(len(ev))
             body.feed(ev)
             got += len(ev)
-
-    @property
-    def status_code(self) -> int:
-        """The status the client got: the app's, or the one we answered instead (500, 413...)."""
-        if self.error_status is not None:
-            return self.error_status
-        return self.head.status_code if self.head is not None else 0
-
-    @property
-    def status(self):
-        """For post_request hooks: the status line the app gave, as gunicorn's resp.status."""
-        return self.head.status if self.head is not None else None
 
     def _run_app(self, environ, req) -> bool:
         ctx = self.ctx
@@ -731,7 +699,7 @@ class Connection:
             raise ClientDisconnected("the app took the connection over") from None
         except Exception:
             ctx.log.exception("Error handling request %s %s", req.method, req.target)
-            if not self.head_sent:
+            if not self.ex.head_sent:
                 self._send_error(500, "Internal Server Error")
                 return False
             raise ClientDisconnected("response aborted after an app error") from None

@@ -181,7 +181,7 @@ def test_file_wrapper_on_a_cooperative_socket_goes_out_with_sendfile(tmp_path, m
         def request_started(self, req, conn=None):
             pass
 
-        def request_finished(self, req, conn=None):
+        def request_finished(self, req, conn=None, ex=None):
             pass
 
         @staticmethod

@@ -39,6 +39,12 @@ ACCEPT_BACKOFF_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM
 ACCEPT_BACKOFF_SECONDS = 0.1
 ACCEPT_LOG_EVERY_SECONDS = 60.0
 FIRST_REQUEST_SECONDS = 5.0
+# Connection policy timings shared by every worker class (defined once, here):
+# a lingering close (RFC 9112 §9.6) reads and drops the peer's input for at most this long;
+LINGER_SECONDS = 2.0
+# on a graceful stop, a keep-alive connection idle for less than this may still have its next
+# request on the way, and is given that long before it is closed.
+STOP_GRACE_SECONDS = 1.0
 
 
 class AcceptBackoff:
@@ -218,6 +224,10 @@ class Worker:
         self.cfg.worker_int(self)
         sys.exit(0)
 
+    def stacks(self) -> str:
+        """Where this worker is, for the timeout forensics (a class may add its own tasks)."""
+        return format_all_stacks()
+
     def handle_usr1(self, signum, frame):
         # Reopened from the worker's loop (notify), not here: the log's lock may be held.
         self.reopen_logs = True
@@ -226,7 +236,7 @@ class Worker:
         """The master timed us out: say where every thread is, then go."""
         self.alive = False
         try:
-            self.log.error("Worker %s stacks at timeout:\n%s", self.pid, format_all_stacks())
+            self.log.error("Worker %s stacks at timeout:\n%s", self.pid, self.stacks())
         finally:
             self.cfg.worker_abort(self)
         # Killed while still loading the app: a boot failure, which halts rather than loops.
@@ -263,11 +273,12 @@ class Worker:
         if self.statsd is not None:
             self.statsd.refused(status)
 
-    def request_finished(self, req, conn=None) -> None:
+    def request_finished(self, req, conn=None, ex=None) -> None:
+        """``ex``: the request's Exchange (its status and start), None if it never began."""
         self.nr += 1
         now = time.monotonic()
-        if conn is not None:
-            status, duration = conn.status_code, now - conn.started
+        if ex is not None:
+            status, duration = ex.status_code, now - ex.started
         else:
             status, duration = 0, None
         if self.slot is not None:
@@ -358,12 +369,12 @@ class ConcurrentRequests:
         with self._inflight_lock:
             Worker.request_refused(self, status)
 
-    def request_finished(self, req, conn=None) -> None:
+    def request_finished(self, req, conn=None, ex=None) -> None:
         with self._inflight_lock:
             inflight = self._inflight
             inflight.pop(id(req), None)
             # Counting, recycling and the slot's idle state, as for one request at a time...
-            Worker.request_finished(self, req, conn)
+            Worker.request_finished(self, req, conn, ex)
             slot = self.slot
             if slot is not None and inflight:
                 # ...then, others still running, the slot goes back to the oldest of them.

@@ -24,7 +24,6 @@ sleep, wait-for-readable, a semaphore, its socket class and a count of the hub's
 import gc
 import os
 import socket
-import sys
 import time
 import traceback
 
@@ -32,11 +31,9 @@ from unicornd.connection import (IDLE, LINGER, RECV_SIZE, Connection, lingering_
                                  release_taken_over)
 from unicornd.stacks import format_all_stacks
 from unicornd.workers import greenpatch
-from unicornd.workers.base import (ACCEPT_BACKOFF_ERRNOS, WORKER_BOOT_ERROR, AcceptBackoff,
-                                   ConcurrentRequests, Worker)
+from unicornd.workers.base import (ACCEPT_BACKOFF_ERRNOS, LINGER_SECONDS, STOP_GRACE_SECONDS,
+                                   AcceptBackoff, ConcurrentRequests, Worker)
 
-LINGER_SECONDS = 2.0
-STOP_GRACE_SECONDS = 1.0
 TICK_SECONDS = 1.0
 # Connections accepted in a row before the acceptor yields to the ones being served: one at a
 # time starves a backlog (eventlet runs a yielded greenlet once per hub cycle), too many
@@ -136,8 +133,8 @@ class GreenletWorker(ConcurrentRequests, Worker):
                              self.library, self.library)
         super().init_process()
 
-    def request_finished(self, req, conn=None) -> None:
-        super().request_finished(req, conn)
+    def request_finished(self, req, conn=None, ex=None) -> None:
+        super().request_finished(req, conn, ex)
         if conn is not None and conn.parser.buffered:
             # Pipelined requests are served back to back without waiting on the socket: a
             # client that keeps the pipe full would hold the worker. Everyone else first.
@@ -162,15 +159,9 @@ class GreenletWorker(ConcurrentRequests, Worker):
                 now - entry.started, now - entry.conn.progress, "greenlet", where)
         self.kill(green)
 
-    def handle_abort(self, signum, frame):
-        """Timed out: thread stacks and every greenlet's stack to the error log, then go."""
-        self.alive = False
-        try:
-            self.log.error("Worker %s stacks at timeout:\n%s\n%s", self.pid, format_all_stacks(),
-                           format_greenlet_stacks())
-        finally:
-            self.cfg.worker_abort(self)
-        sys.exit(1 if self.booted else WORKER_BOOT_ERROR)
+    def stacks(self) -> str:
+        """Thread stacks and every suspended greenlet's, for the timeout forensics."""
+        return f"{format_all_stacks()}\n{format_greenlet_stacks()}"
 
     # -- the main greenlet: heartbeat and stop ---------------------------------------------
 

@@ -41,11 +41,9 @@ from collections import deque
 
 from unicornd.connection import (CLOSE, IDLE, LINGER, Connection, drain, lingering_shutdown,
                                  release_taken_over)
-from unicornd.workers.base import ACCEPT_BACKOFF_ERRNOS, AcceptBackoff, ConcurrentRequests, Worker
+from unicornd.workers.base import (ACCEPT_BACKOFF_ERRNOS, LINGER_SECONDS, STOP_GRACE_SECONDS,
+                                   AcceptBackoff, ConcurrentRequests, Worker)
 
-LINGER_SECONDS = 2.0
-# On a graceful stop, a connection idle for less than this may have its next request on the way.
-STOP_GRACE_SECONDS = 1.0
 TICK_SECONDS = 1.0
 
 _IN = select.EPOLLIN

@@ -17,9 +17,8 @@ import select
 import time
 
 from unicornd.connection import LINGER, Connection, drain, lingering_shutdown, release_taken_over
-from unicornd.workers.base import ACCEPT_BACKOFF_ERRNOS, AcceptBackoff, Worker
+from unicornd.workers.base import ACCEPT_BACKOFF_ERRNOS, LINGER_SECONDS, AcceptBackoff, Worker
 
-LINGER_SECONDS = 2.0
 IDLE_WAKE_SECONDS = 1.0
 
 
