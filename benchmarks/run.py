@@ -379,6 +379,8 @@ def build_peers(args, ucmd, gcmds, granian_cmd) -> tuple[list[Peer], list[str]]:
         for ver, gcmd in gcmds:
             for k in classes:
                 if k == "eventlet" and ver == "27":
+                    if "23" in dict(gcmds):
+                        continue   # 23 stands in for eventlet, below
                     notes.append("gunicorn 27 has no eventlet worker (23 is the last): "
                                  "no gunicorn peer for eventlet; add --gunicorn 27,23")
                     continue
