@@ -384,8 +384,9 @@ def build_peers(args, ucmd, gcmds, granian_cmd) -> tuple[list[Peer], list[str]]:
                     notes.append("gunicorn 27 has no eventlet worker (23 is the last): "
                                  "no gunicorn peer for eventlet; add --gunicorn 27,23")
                     continue
-                if ver == "23" and k != "eventlet" and "27" in dict(gcmds):
-                    continue   # 23 only stands in for eventlet when 27 runs too
+                if (ver == "23" and k != "eventlet" and "27" in dict(gcmds)
+                        and len(classes) > 1):
+                    continue   # with several classes, 23 only stands in for eventlet
                 peers.append(Peer(f"gunicorn{ver}:{k}", "gunicorn",
                                   gunicorn_style(gcmd, k, args, threads_for(k)),
                                   worker=k, version=ver))
@@ -503,7 +504,7 @@ def main(argv=None) -> int:
     p.add_argument("--wrk-timeout", default="2s", help="wrk --timeout")
     p.add_argument("--gunicorn", default="27",
                    help="gunicorn version(s) to compare with: 27, 23 or 27,23 "
-                   "(with both, 23 serves only the eventlet class)")
+                   "(with both and several classes, 23 serves only the eventlet class)")
     p.add_argument("--unicornd-cmd", help="command for unicornd (shell words); by default "
                    "the bench venv's python -m unicornd, running this tree's code")
     p.add_argument("--gunicorn-cmd",
