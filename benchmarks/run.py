@@ -1,17 +1,26 @@
 #!/usr/bin/env python3
-"""A/B throughput benchmark: unicornd vs gunicorn, driven by wrk.
+"""Throughput benchmark: unicornd against its peers, driven by wrk.
 
 Stdlib only.  Run benchmarks/setup.sh first.  Loopback only, bounded in time.
 
-For each scenario (app x connections x gunicorn version) both servers are
-started on their own free 127.0.0.1 port with the same -w/-k/--threads,
-polled until they answer, warmed up, then measured in interleaved rounds
-(A B, B A, A B, ...).  The per-round unicornd/gunicorn requests/s ratio is
-the figure of merit; its median over rounds is reported.
+Peers: gunicorn (same -w/-k/--threads), granian (`--interface wsgi --workers N`),
+and the pure-Python floor (../shared/bench/py_floor.py, hello only).  For each
+scenario (app x connections) every server (unicornd and gunicorn once per worker
+class given with -k, granian and the floor once) is started on its own free
+127.0.0.1 port, polled until it answers, warmed up, then measured in
+interleaved rounds (the order is reversed every other round and rotated).  Each
+run records requests/s, p50/p99 and the server's CPU time (utime+stime of its
+whole process group, from /proc) during the run, so "requests per server
+CPU-second".  The figures of merit are the medians of the per-round ratios
+unicornd/granian, unicornd/floor and unicornd/gunicorn (same class).
 
-Example:
+Examples:
     python3 benchmarks/run.py --worker sync --workers 2 \
         --app hello,flask --connections 1,100 --rounds 5 --duration 10s
+    python3 benchmarks/run.py -k gthread,gevent,eventlet,sync -w 2 --threads 4 \
+        --peers gunicorn,granian,floor \
+        --scenarios hello:1,hello:100,hello:1000,flask:100,upload:10 \
+        --rounds 3 --duration 4s
 """
 
 from __future__ import annotations
@@ -38,11 +47,18 @@ BENCH_DIR = os.environ.get(
     "BENCH_DIR", os.path.join(os.path.expanduser("~"), ".cache", "unicornd-bench")
 )
 
+# app name -> (WSGI target, exact body of GET / or None, wrk lua script or None)
 APPS = {
-    "hello": ("hello:app", b"Hello, World!\n"),
-    "flask": ("flask_json:app", None),
-    "sleep": ("sleep:app", b"slept 50ms\n"),
+    "hello": ("hello:app", b"Hello, World!\n", None),
+    "flask": ("flask_json:app", None, None),
+    "sleep": ("sleep:app", b"slept 50ms\n", None),
+    "upload": ("upload:app", b"0\n", "post64k.lua"),
 }
+REPO = os.path.dirname(HERE)
+# The floor lives in the shared reference folder beside the repository.
+FLOOR = os.path.normpath(os.path.join(REPO, "..", "shared", "bench", "py_floor.py"))
+# The floor answers every request with the hello body, whatever the path or app.
+FLOOR_APPS = {"hello"}
 
 # ---------------------------------------------------------------- processes
 
@@ -108,25 +124,33 @@ def free_port() -> int:
 
 
 def http_get(port: int, timeout: float = 2.0) -> tuple[int, dict, bytes]:
-    """One HTTP/1.0 GET / on loopback; returns (status, headers, body)."""
+    """One GET / on loopback; returns (status, headers, body).
+
+    Reads the body by its Content-Length when there is one (the floor and
+    granian keep the connection open), otherwise until the server closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        chunks = []
-        while True:
+        raw = b""
+        while b"\r\n\r\n" not in raw:
             data = s.recv(65536)
             if not data:
                 break
-            chunks.append(data)
-    raw = b"".join(chunks)
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    if not sep:
-        raise ValueError(f"malformed response: {raw[:200]!r}")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(b":")
-        headers[k.strip().lower().decode("latin-1")] = v.strip().decode("latin-1")
+            raw += data
+        head, sep, body = raw.partition(b"\r\n\r\n")
+        if not sep:
+            raise ValueError(f"malformed response: {raw[:200]!r}")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(b":")
+            headers[k.strip().lower().decode("latin-1")] = v.strip().decode("latin-1")
+        length = headers.get("content-length")
+        while length is None or len(body) < int(length):
+            data = s.recv(65536)
+            if not data:
+                break
+            body += data
     return status, headers, body
 
 
@@ -139,26 +163,20 @@ def tail(path: str, n: int = 30) -> str:
 
 
 class Server:
-    def __init__(self, name: str, cmd: list[str], args, app: str, logdir: str):
+    """One server under test: its own port, process group and log."""
+
+    def __init__(self, name: str, argv_for_port, expect_body: bytes | None,
+                 logdir: str):
         self.name = name
         self.port = free_port()
-        self.log = os.path.join(logdir, f"{name}-{self.port}.log")
-        target, self.expect_body = APPS[app]
-        argv = list(cmd) + [
-            "-w", str(args.workers),
-            "-k", args.worker,
-            "-b", f"127.0.0.1:{self.port}",
-        ]
-        if args.threads:
-            argv += ["--threads", str(args.threads)]
-        argv += list(args.server_arg)
-        argv.append(target)
-        self.argv = argv
+        self.log = os.path.join(logdir, f"{name.replace(':', '-')}-{self.port}.log")
+        self.expect_body = expect_body
+        self.argv = argv_for_port(self.port)
         env = dict(os.environ)
         env["PYTHONPATH"] = APPS_DIR + (
             os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["PYTHONUNBUFFERED"] = "1"
-        self.proc = spawn(argv, self.log, cwd=APPS_DIR, env=env)
+        self.proc = spawn(self.argv, self.log, cwd=APPS_DIR, env=env)
 
     def wait_ready(self, deadline_s: float) -> None:
         deadline = time.monotonic() + deadline_s
@@ -187,8 +205,36 @@ class Server:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server's process group (master, workers,
+        granian's processes, the floor's children), children already reaped
+        included (their time moves into the parent's cutime/cstime)."""
+        return group_cpu_seconds(self.proc.pid)
+
     def stop(self) -> None:
         stop(self.proc)
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """utime+stime+cutime+cstime summed over every process in group pgid."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Fields after the command name, which may hold spaces and parens.
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if int(fields[2]) != pgid:        # field 5: pgrp
+            continue
+        ticks += sum(int(x) for x in fields[11:15])   # fields 14-17
+    return ticks / _CLK_TCK
 
 
 # ---------------------------------------------------------------------- wrk
@@ -233,10 +279,13 @@ def parse_wrk(out: str) -> dict:
 
 
 def run_wrk(wrk: str, port: int, conns: int, duration: str, threads: int,
-            timeout: str, bound_s: float) -> dict:
+            timeout: str, bound_s: float, script: str | None = None) -> dict:
     t = max(1, min(threads, conns))
     argv = [wrk, f"-t{t}", f"-c{conns}", f"-d{duration}", f"--timeout={timeout}",
-            "--latency", f"http://127.0.0.1:{port}/"]
+            "--latency"]
+    if script:
+        argv += ["-s", os.path.join(APPS_DIR, script)]
+    argv.append(f"http://127.0.0.1:{port}/")
     try:
         cp = subprocess.run(argv, capture_output=True, text=True,
                             timeout=bound_s, start_new_session=True)
@@ -281,25 +330,118 @@ def print_table(headers, rows, file=sys.stdout):
     file.flush()
 
 
-ROUND_HDR = ["round", "order", "U rps", "U p50 ms", "U p99 ms", "G rps",
-             "G p50 ms", "G p99 ms", "U/G", "errors"]
-
-
-def round_row(i, order, u, g):
-    errs = []
-    if u["errors"]:
-        errs.append("U:" + u["errors"])
-    if g["errors"]:
-        errs.append("G:" + g["errors"])
-    return [i, order, fmt(u["rps"], ".0f"), fmt(u["p50"], ".2f"),
-            fmt(u["p99"], ".2f"), fmt(g["rps"], ".0f"), fmt(g["p50"], ".2f"),
-            fmt(g["p99"], ".2f"), fmt(ratio(u["rps"], g["rps"]), ".2f"),
-            " ".join(errs) or "0"]
-
-
 def med(vals):
     vals = [v for v in vals if v is not None]
     return statistics.median(vals) if vals else None
+
+
+# ------------------------------------------------------------------ peers
+
+class Peer:
+    """A server to measure: how to start it for an app on a port."""
+
+    def __init__(self, name: str, role: str, argv_for, worker: str | None = None,
+                 version: str | None = None, apps: set | None = None):
+        self.name = name          # unique label, e.g. "unicornd:gthread"
+        self.role = role          # unicornd, gunicorn, granian or floor
+        self.argv_for = argv_for  # (target, port) -> argv
+        self.worker = worker
+        self.version = version
+        self.apps = apps          # None: every app
+
+    def serves(self, app: str) -> bool:
+        return self.apps is None or app in self.apps
+
+
+def gunicorn_style(cmd, worker, args, threads):
+    def argv_for(target, port):
+        argv = list(cmd) + ["-w", str(args.workers), "-k", worker,
+                            "-b", f"127.0.0.1:{port}"]
+        if threads:
+            argv += ["--threads", str(threads)]
+        return argv + list(args.server_arg) + [target]
+    return argv_for
+
+
+def build_peers(args, ucmd, gcmds, granian_cmd) -> tuple[list[Peer], list[str]]:
+    classes = csv(args.worker)
+    notes = []
+    # --threads goes to the gthread class; with a single class, to that class
+    # (as before), so `-k sync --threads 4` still means what it meant.
+    def threads_for(worker):
+        return args.threads if args.threads and (
+            worker == "gthread" or len(classes) == 1) else 0
+    peers = [Peer(f"unicornd:{k}", "unicornd",
+                  gunicorn_style(ucmd, k, args, threads_for(k)), worker=k)
+             for k in classes]
+    wanted = set(csv(args.peers))
+    if "gunicorn" in wanted:
+        for ver, gcmd in gcmds:
+            for k in classes:
+                if k == "eventlet" and ver == "27":
+                    if "23" in dict(gcmds):
+                        continue   # 23 stands in for eventlet, below
+                    notes.append("gunicorn 27 has no eventlet worker (23 is the last): "
+                                 "no gunicorn peer for eventlet; add --gunicorn 27,23")
+                    continue
+                if (ver == "23" and k != "eventlet" and "27" in dict(gcmds)
+                        and len(classes) > 1):
+                    continue   # with several classes, 23 only stands in for eventlet
+                peers.append(Peer(f"gunicorn{ver}:{k}", "gunicorn",
+                                  gunicorn_style(gcmd, k, args, threads_for(k)),
+                                  worker=k, version=ver))
+    if "granian" in wanted:
+        def granian_argv(target, port):
+            return list(granian_cmd) + [
+                "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", str(args.workers), target]
+        peers.append(Peer("granian", "granian", granian_argv))
+    if "floor" in wanted:
+        def floor_argv(target, port):
+            return [sys.executable, FLOOR, str(port), str(args.workers)]
+        peers.append(Peer("floor", "floor", floor_argv, apps=FLOOR_APPS))
+    return peers, notes
+
+
+def round_order(peers: list, i: int) -> list:
+    """Round i (from 1): rotate by (i-1)//2, reverse every other round, so with
+    two peers the order is AB, BA, AB, ... and with more each one moves."""
+    k = ((i - 1) // 2) % len(peers)
+    order = peers[k:] + peers[:k]
+    return order if i % 2 else order[::-1]
+
+
+def rpcs(r: dict):
+    """Requests per server CPU-second for one run."""
+    return r["requests"] / r["cpu_s"] if r.get("requests") and r.get("cpu_s") else None
+
+
+def comparisons(peer: Peer, names: set) -> list[tuple[str, str]]:
+    """(label, other peer name) pairs a unicornd peer is compared with."""
+    out = []
+    if peer.role != "unicornd":
+        return out
+    if "granian" in names:
+        out.append(("U/granian", "granian"))
+    if "floor" in names:
+        out.append(("U/floor", "floor"))
+    for n in sorted(names):
+        if n.startswith("gunicorn") and n.endswith(":" + peer.worker):
+            out.append((f"U/{n.split(':')[0]}", n))
+    return out
+
+
+def run_line(i, name, r):
+    return (f"  r{i} {name:<20} rps {fmt(r['rps'], '8.0f')}  p50 {fmt(r['p50'], '7.2f')}"
+            f"  p99 {fmt(r['p99'], '8.2f')}  cpu {fmt(r.get('cpu_s'), '6.2f')}s"
+            f"  req/cpu-s {fmt(rpcs(r), '7.0f')}  {r['errors'] or ''}")
+
+
+def range_text(vals):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "-"
+    return f"{statistics.median(vals):.2f} ({min(vals):.2f}-{max(vals):.2f})"
 
 
 # ------------------------------------------------------------------- main
@@ -310,6 +452,11 @@ def default_cmd(kind: str) -> list[str]:
         if os.path.exists(py):
             return [py, "-m", "unicornd"]
         return [sys.executable, "-m", "unicornd"]
+    if kind == "granian":
+        exe = os.path.join(BENCH_DIR, "granian", "bin", "granian")
+        if not os.path.exists(exe):
+            sys.exit(f"{exe} not found: run benchmarks/setup.sh or pass --granian-cmd")
+        return [exe]
     exe = os.path.join(BENCH_DIR, f"gunicorn{kind}", "bin", "gunicorn")
     if not os.path.exists(exe):
         alt = f"/opt/gunicorn{kind}/bin/gunicorn"
@@ -323,14 +470,29 @@ def csv(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def git_rev() -> str:
+    try:
+        cp = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"],
+                            capture_output=True, text=True, timeout=10)
+        return cp.stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worker", "-k", default="sync",
-                   help="worker class for both servers (sync, gthread, gevent, eventlet)")
-    p.add_argument("--workers", "-w", type=int, default=2)
+                   help="worker class(es), comma list (sync, gthread, gevent, eventlet): "
+                   "one unicornd (and gunicorn) server per class, same rounds")
+    p.add_argument("--workers", "-w", type=int, default=2,
+                   help="worker processes of every server (granian --workers, floor too)")
     p.add_argument("--threads", type=int, default=0,
-                   help="--threads for both servers (0: not passed)")
+                   help="--threads for the gthread class, or for the only class given "
+                   "(0: not passed)")
+    p.add_argument("--peers", default="gunicorn",
+                   help="comma list of peers beside unicornd: gunicorn, granian, floor "
+                   "(the floor answers hello only)")
     p.add_argument("--connections", "-c", default="1,100",
                    help="comma list of wrk connection counts")
     p.add_argument("--app", default="hello",
@@ -341,12 +503,15 @@ def main(argv=None) -> int:
     p.add_argument("--wrk-threads", type=int, default=2)
     p.add_argument("--wrk-timeout", default="2s", help="wrk --timeout")
     p.add_argument("--gunicorn", default="27",
-                   help="gunicorn version(s) to compare with: 27, 23 or 27,23")
-    p.add_argument("--unicornd-cmd", help="command for unicornd (shell words)")
+                   help="gunicorn version(s) to compare with: 27, 23 or 27,23 "
+                   "(with both and several classes, 23 serves only the eventlet class)")
+    p.add_argument("--unicornd-cmd", help="command for unicornd (shell words); by default "
+                   "the bench venv's python -m unicornd, running this tree's code")
     p.add_argument("--gunicorn-cmd",
                    help="command for gunicorn (shell words); overrides --gunicorn lookup")
+    p.add_argument("--granian-cmd", help="command for granian (shell words)")
     p.add_argument("--server-arg", action="append", default=[],
-                   help="extra argument passed to both servers (repeatable)")
+                   help="extra argument passed to unicornd and gunicorn (repeatable)")
     p.add_argument("--ready-timeout", type=float, default=30.0)
     p.add_argument("--wrk", default="wrk")
     p.add_argument("--json", help="write raw results to this file")
@@ -359,6 +524,12 @@ def main(argv=None) -> int:
     for a in csv(args.app):
         if a not in APPS:
             p.error(f"unknown app {a!r}")
+    for k in csv(args.worker):
+        if k not in ("sync", "gthread", "gevent", "eventlet"):
+            p.error(f"unknown worker class {k!r}")
+    for q in csv(args.peers):
+        if q not in ("gunicorn", "granian", "floor"):
+            p.error(f"unknown peer {q!r} (allowed: gunicorn, granian, floor)")
     dur_s = parse_duration(args.duration)
     warm_s = parse_duration(args.warmup)
     wrk = args.wrk
@@ -366,6 +537,10 @@ def main(argv=None) -> int:
                for d in os.environ.get("PATH", "").split(os.pathsep)) \
             and not os.access(wrk, os.X_OK):
         sys.exit("wrk not found: run benchmarks/setup.sh")
+    if "floor" in csv(args.peers) and not os.path.exists(FLOOR):
+        sys.exit(f"the pure-Python floor is missing: {FLOOR} (it is "
+                 "../shared/bench/py_floor.py beside the repository); drop 'floor' "
+                 "from --peers to run without it")
 
     if args.scenarios:
         pairs = []
@@ -377,11 +552,23 @@ def main(argv=None) -> int:
     else:
         pairs = [(a, int(c)) for a in csv(args.app) for c in csv(args.connections)]
 
-    ucmd = shlex.split(args.unicornd_cmd) if args.unicornd_cmd else default_cmd("unicornd")
-    if args.gunicorn_cmd:
-        gcmds = [("custom", shlex.split(args.gunicorn_cmd))]
+    if args.unicornd_cmd:
+        ucmd = shlex.split(args.unicornd_cmd)
     else:
-        gcmds = [(v, default_cmd(v)) for v in csv(args.gunicorn)]
+        # PYTHONPATH=<this tree> in front, so the tree that holds this run.py is
+        # measured whatever tree the bench venv's editable install points at.
+        ucmd = ["env", f"PYTHONPATH={REPO}:{APPS_DIR}"] + default_cmd("unicornd")
+    gcmds = []
+    if "gunicorn" in csv(args.peers):
+        if args.gunicorn_cmd:
+            gcmds = [("custom", shlex.split(args.gunicorn_cmd))]
+        else:
+            gcmds = [(v, default_cmd(v)) for v in csv(args.gunicorn)]
+    granian_cmd = None
+    if "granian" in csv(args.peers):
+        granian_cmd = (shlex.split(args.granian_cmd) if args.granian_cmd
+                       else default_cmd("granian"))
+    peers, notes = build_peers(args, ucmd, gcmds, granian_cmd)
 
     # Ctrl-C must work even if SIGINT was ignored by the parent (e.g. `cmd &`).
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -395,9 +582,16 @@ def main(argv=None) -> int:
     print(f"# command: {shlex.join([os.path.relpath(sys.argv[0])] + (argv if argv is not None else sys.argv[1:]))}")
     print(f"# host: {os.uname().nodename} {os.uname().release}, {os.cpu_count()} cpus, "
           f"loadavg {os.getloadavg()[0]:.2f}")
-    print(f"# unicornd: {shlex.join(ucmd)}")
+    print(f"# unicornd: {shlex.join(ucmd)}  (tree {REPO} at {git_rev()})")
     for v, c in gcmds:
         print(f"# gunicorn {v}: {shlex.join(c)}")
+    if granian_cmd:
+        print(f"# granian: {shlex.join(granian_cmd)} --interface wsgi --workers {args.workers}")
+    if "floor" in csv(args.peers):
+        print(f"# floor: {sys.executable} {FLOOR} PORT {args.workers}")
+    print(f"# servers: {', '.join(q.name for q in peers)}")
+    for n in notes:
+        print(f"# note: {n}")
     print(f"# worker={args.worker} workers={args.workers} threads={args.threads or '-'} "
           f"rounds={args.rounds} duration={args.duration} warmup={args.warmup} "
           f"wrk -t{args.wrk_threads} --timeout {args.wrk_timeout}")
@@ -406,74 +600,67 @@ def main(argv=None) -> int:
     results = []
     bound = dur_s + 30
     try:
-        for gver, gcmd in gcmds:
-            for app, conns in pairs:
-                title = (f"{app} c={conns} -k {args.worker} -w {args.workers}"
-                         + (f" --threads {args.threads}" if args.threads else "")
-                         + f"  unicornd vs gunicorn {gver}")
-                print(f"## {title}", flush=True)
-                servers = {
-                    "U": Server("unicornd", ucmd, args, app, logdir),
-                    "G": Server(f"gunicorn{gver}", gcmd, args, app, logdir),
-                }
-                try:
+        for app, conns in pairs:
+            target, expect, script = APPS[app]
+            here = [q for q in peers if q.serves(app)]
+            title = f"{app} c={conns} -w {args.workers}"
+            print(f"## {title}: {', '.join(q.name for q in here)}", flush=True)
+            servers = {}
+            try:
+                for q in here:
+                    servers[q.name] = Server(
+                        q.name, lambda port, q=q: q.argv_for(target, port), expect, logdir)
+                for s in servers.values():
+                    s.wait_ready(args.ready_timeout)
+                if warm_s > 0:
                     for s in servers.values():
-                        s.wait_ready(args.ready_timeout)
-                    if warm_s > 0:
-                        for s in servers.values():
-                            run_wrk(wrk, s.port, conns, args.warmup,
-                                    args.wrk_threads, args.wrk_timeout, warm_s + 30)
-                    rounds = []
-                    for i in range(1, args.rounds + 1):
-                        order = "UG" if i % 2 else "GU"
-                        r = {}
-                        for key in order:
-                            s = servers[key]
-                            if not s.alive():
-                                raise RuntimeError(
-                                    f"{s.name} died (rc={s.proc.returncode})\n"
-                                    f"--- {s.log} ---\n{tail(s.log)}")
-                            r[key] = run_wrk(wrk, s.port, conns, args.duration,
-                                             args.wrk_threads, args.wrk_timeout, bound)
-                        rounds.append({"round": i, "order": order,
-                                       "U": r["U"], "G": r["G"]})
-                        if i == 1:
-                            print("  " + " | ".join(ROUND_HDR))
-                        print("  " + " | ".join(str(c) for c in
-                                                 round_row(i, order, r["U"], r["G"])),
-                              flush=True)
-                finally:
-                    for s in servers.values():
-                        s.stop()
-                print()
-                print_table(ROUND_HDR, [round_row(x["round"], x["order"], x["U"], x["G"])
-                                        for x in rounds])
-                ratios = [ratio(x["U"]["rps"], x["G"]["rps"]) for x in rounds]
-                summary = {
-                    "scenario": title, "app": app, "connections": conns,
-                    "gunicorn": gver, "worker": args.worker, "workers": args.workers,
-                    "threads": args.threads,
-                    "U_rps": med(x["U"]["rps"] for x in rounds),
-                    "U_p50": med(x["U"]["p50"] for x in rounds),
-                    "U_p99": med(x["U"]["p99"] for x in rounds),
-                    "G_rps": med(x["G"]["rps"] for x in rounds),
-                    "G_p50": med(x["G"]["p50"] for x in rounds),
-                    "G_p99": med(x["G"]["p99"] for x in rounds),
-                    "ratio_median": med(ratios),
-                    "ratio_min": min((q for q in ratios if q), default=None),
-                    "ratio_max": max((q for q in ratios if q), default=None),
-                    "errors": sum(x[k]["sock_err"] + x[k]["non2xx"]
-                                  for x in rounds for k in "UG"),
-                    "error_rounds": sum(1 for x in rounds for k in "UG"
-                                        if x[k]["errors"]),
-                    "rounds": [{"round": x["round"], "order": x["order"],
-                                **{k: {kk: vv for kk, vv in x[k].items() if kk != "raw"}
-                                   for k in "UG"}} for x in rounds],
+                        run_wrk(wrk, s.port, conns, args.warmup, args.wrk_threads,
+                                args.wrk_timeout, warm_s + 30, script)
+                rounds = []
+                for i in range(1, args.rounds + 1):
+                    order = round_order([q.name for q in here], i)
+                    r = {}
+                    for name in order:
+                        s = servers[name]
+                        if not s.alive():
+                            raise RuntimeError(
+                                f"{s.name} died (rc={s.proc.returncode})\n"
+                                f"--- {s.log} ---\n{tail(s.log)}")
+                        cpu0 = s.cpu_seconds()
+                        res = run_wrk(wrk, s.port, conns, args.duration,
+                                      args.wrk_threads, args.wrk_timeout, bound, script)
+                        res["cpu_s"] = s.cpu_seconds() - cpu0
+                        res.pop("raw", None)
+                        r[name] = res
+                        print(run_line(i, name, res), flush=True)
+                    rounds.append({"round": i, "order": order, "runs": r})
+            finally:
+                for s in servers.values():
+                    s.stop()
+            names = {q.name for q in here}
+            per_peer = []
+            for q in here:
+                runs = [x["runs"][q.name] for x in rounds]
+                row = {
+                    "server": q.name, "role": q.role, "worker": q.worker,
+                    "rps": med(x["rps"] for x in runs),
+                    "p50": med(x["p50"] for x in runs),
+                    "p99": med(x["p99"] for x in runs),
+                    "req_per_cpu_s": med(rpcs(x) for x in runs),
+                    "errors": sum(x["sock_err"] + x["non2xx"] for x in runs),
+                    "ratios": {},
                 }
-                results.append(summary)
-                print(f"\nmedian U/G ratio: {fmt(summary['ratio_median'], '.2f')} "
-                      f"(min {fmt(summary['ratio_min'], '.2f')}, "
-                      f"max {fmt(summary['ratio_max'], '.2f')})\n", flush=True)
+                for label, other in comparisons(q, names):
+                    row["ratios"][label] = [
+                        ratio(x["runs"][q.name]["rps"], x["runs"][other]["rps"])
+                        for x in rounds]
+                per_peer.append(row)
+            results.append({"scenario": title, "app": app, "connections": conns,
+                            "workers": args.workers, "threads": args.threads,
+                            "peers": per_peer, "rounds": rounds})
+            print()
+            print_summary(results[-1:])
+            print(flush=True)
     except RuntimeError as e:
         print(f"\nERROR: {e}", file=sys.stderr)
         cleanup_all()
@@ -485,20 +672,34 @@ def main(argv=None) -> int:
                 json.dump({"started": started.isoformat(), "argv": sys.argv,
                            "results": results}, f, indent=1)
 
-    print("## Summary (medians over rounds; U = unicornd, G = gunicorn)\n")
-    print_table(
-        ["scenario", "G ver", "U rps", "U p50", "U p99", "G rps", "G p50", "G p99",
-         "U/G median", "U/G min-max", "errors"],
-        [[f"{r['app']} c={r['connections']}", r["gunicorn"], fmt(r["U_rps"], ".0f"),
-          fmt(r["U_p50"], ".2f"), fmt(r["U_p99"], ".2f"), fmt(r["G_rps"], ".0f"),
-          fmt(r["G_p50"], ".2f"), fmt(r["G_p99"], ".2f"),
-          fmt(r["ratio_median"], ".2f"),
-          f"{fmt(r['ratio_min'], '.2f')}-{fmt(r['ratio_max'], '.2f')}",
-          r["errors"]] for r in results])
-    print("\n(latencies in ms; errors = socket errors + non-2xx/3xx over all runs)")
+    print("## Summary (medians over rounds; ratios: median of per-round rps ratios "
+          "(min-max); U = that unicornd class)\n")
+    print_summary(results)
+    print("\n(latencies in ms; req/cpu-s = requests / CPU seconds of the server's processes "
+          "during the run; errors = socket errors + non-2xx/3xx over all runs)")
     if not args.keep_logs:
         shutil.rmtree(logdir, ignore_errors=True)
     return 0
+
+
+RATIO_COLS = ["U/granian", "U/floor", "U/gunicorn27", "U/gunicorn23", "U/gunicorncustom"]
+
+
+def print_summary(results):
+    """One row per scenario and server; ratio columns only where some row has them."""
+    cols = [c for c in RATIO_COLS
+            if any(c in r["ratios"] for res in results for r in res["peers"])]
+    rows = []
+    for res in results:
+        for r in res["peers"]:
+            rows.append([f"{res['app']} c={res['connections']}", r["server"],
+                         fmt(r["rps"], ".0f"), fmt(r["p50"], ".2f"),
+                         fmt(r["p99"], ".2f"), fmt(r["req_per_cpu_s"], ".0f")]
+                        + [range_text(r["ratios"][c]) if c in r["ratios"] else "-"
+                           for c in cols]
+                        + [r["errors"]])
+    print_table(["scenario", "server", "rps", "p50", "p99", "req/cpu-s"] + cols
+                + ["errors"], rows)
 
 
 if __name__ == "__main__":

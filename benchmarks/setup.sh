@@ -4,14 +4,17 @@
 # Creates, OUTSIDE the repository (gunicorn is never a dependency of unicornd):
 #   $BENCH_DIR/gunicorn27  gunicorn[gevent]==27.0.1 + flask
 #   $BENCH_DIR/gunicorn23  gunicorn==23.0.0 + eventlet + flask
+#   $BENCH_DIR/granian     granian==2.8.9 + flask (Rust I/O, `--interface wsgi`)
 #   $BENCH_DIR/unicornd    unicornd from this repo (pip install -e, gevent and eventlet extras) + flask
-# and installs Debian's wrk if it is missing.
+# and installs Debian's wrk and strace (for syscalls.py) if they are missing.
+# The pure-Python floor is ../shared/bench/py_floor.py (stdlib only, nothing to install).
 #
 # Environment:
 #   BENCH_DIR        where the venvs go (default ~/.cache/unicornd-bench)
 #   PYTHON           interpreter used to create venvs (default python3)
 #   GUNICORN27_VENV  an existing venv to reuse for gunicorn 27 (symlinked)
 #   GUNICORN23_VENV  an existing venv to reuse for gunicorn 23 (symlinked)
+#   GRANIAN_VENV     an existing venv to reuse for granian (symlinked)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -79,6 +82,8 @@ make_venv gunicorn27 "${GUNICORN27_VENV:-}" \
     "gunicorn[gevent]==27.0.1" flask -- gunicorn==27.0.1 gevent flask
 make_venv gunicorn23 "${GUNICORN23_VENV:-}" \
     "gunicorn==23.0.0" eventlet flask -- gunicorn==23.0.0 eventlet flask
+make_venv granian "${GRANIAN_VENV:-}" \
+    "granian==2.8.9" flask -- granian==2.8.9 flask
 
 # unicornd: editable install, so it always runs the work tree's code.
 UVENV="$BENCH_DIR/unicornd"
@@ -92,15 +97,19 @@ else
     "$UVENV/bin/python" -m pip install -q -e "$REPO[gevent,eventlet]" flask
 fi
 
-if ! command -v wrk >/dev/null 2>&1; then
-    log "installing wrk (apt-get)"
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+# apt_install PROGRAM PACKAGE: install a Debian package if PROGRAM is not on PATH
+apt_install() {
+    command -v "$1" >/dev/null 2>&1 && return
+    log "installing $2 (apt-get)"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
     export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get install -y -q wrk >/dev/null 2>&1 || {
-        $SUDO apt-get update -q >/dev/null
-        $SUDO apt-get install -y -q wrk
+    $sudo apt-get install -y -q "$2" >/dev/null 2>&1 || {
+        $sudo apt-get update -q >/dev/null
+        $sudo apt-get install -y -q "$2"
     }
-fi
-log "wrk: $(command -v wrk)"
+}
+apt_install wrk wrk
+apt_install strace strace
+log "wrk: $(command -v wrk); strace: $(command -v strace)"
 log "done. Run: python3 $HERE/run.py --help"
