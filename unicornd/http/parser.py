@@ -23,7 +23,10 @@ PATH_INFO by default) are kept whatever ``header_map`` says, as gunicorn 27 does
 How a head is parsed: find the blank line that ends it, decode it once as latin-1, match the
 request line with one compiled pattern and split + validate every field line with one ``findall``.
 Only when that fast path does not match does a careful line-by-line pass run, to accept what the
-leniency settings allow (obs-fold, spaces before ":") or to name the exact error.
+leniency settings allow (obs-fold, spaces before ":") or to name the exact error. That is the scan
+step (``_scan_head``); it hands the values of the fields that steer framing (Content-Length,
+Transfer-Encoding, Connection, Expect, Upgrade) to the interpret step, ``framing()``, where every
+framing decision is made. A head with none of them (a GET with ordinary fields) skips the call.
 After an error the parser is spent: ``next_event`` raises the same error again.
 """
 from dataclasses import dataclass, field
@@ -327,9 +330,13 @@ class RequestParser:
             if state == _S_HEAD:
                 return self._next_head()
             if state == _S_BODY:
-                ev, used = self._decoder.step(self._buf, self._eof)
+                buf = self._buf
+                ev, used = self._decoder.step(buf, self._eof)
                 if used:
-                    self._consume(used)
+                    if used >= len(buf):
+                        self._buf = b""     # (the common case: the piece is all body)
+                    else:
+                        self._consume(used)
                 if ev is None:
                     return NEED_DATA
                 if type(ev) is EndOfMessage:
@@ -356,7 +363,12 @@ class RequestParser:
         if self._state != _S_DONE:
             raise RuntimeError("start_next_request() before EndOfMessage")
         self._state = _S_HEAD
-        self._reset_head()
+        # (_reset_head, inline: this runs once per request)
+        self._crlf_done = False
+        self._scan = 0
+        self._lf_checked = 0
+        self._line_end = -1
+        self._rl = None
 
     # --- PROXY protocol -------------------------------------------------------------------------
     def _next_proxy(self):
@@ -425,12 +437,15 @@ class RequestParser:
                 _PLAIN_FRAMING[version >= V11]
         else:
             content_length, chunked, keep_alive, expect_continue, upgrade = framing(
-                method, version, *(fields or _NO_FIELDS))
+                method, version, fields or _NO_FIELDS)
 
         req = Request(method, target, path, query, fragment, version, headers, content_length,
                       chunked, keep_alive, expect_continue, upgrade, self._proxy_info)
 
-        self._consume(end + 4)
+        if end + 4 >= len(buf):
+            self._buf = b""
+        else:
+            self._consume(end + 4)
         if chunked:
             opts = self._opts
             self._decoder = ChunkedDecoder(opts.max_field_size, opts.max_head,
@@ -490,15 +505,11 @@ class RequestParser:
             return method, target, path, query, fragment, version, [], None
         if end + 4 - (line_end + 2) > self._max_head:
             raise errors.LimitRequestHeaders("header section too large")
-        headers, fields = self._scan_fields(text[line_end + 2:end + 2])
-        return method, target, path, query, fragment, version, headers, fields
 
-    def _scan_fields(self, block):
-        """The field lines (each with its CRLF) -> (headers, framing field values or None).
-
-        One findall splits and validates the block (see grammar.FIELD_SCAN); a line it does
-        not take whole sends the block to the careful pass, which names the error or accepts
-        what a leniency setting allows (obs-fold, space before ":")."""
+        # field lines: one findall splits and validates them (see grammar.FIELD_SCAN); a line
+        # it does not take whole sends the block to the careful pass, which names the error or
+        # accepts what a leniency setting allows (obs-fold, space before ":")
+        block = text[line_end + 2:end + 2]
         if len(block) > self._max_field_size:
             fields = self._split_fields(block[:-2])
         else:
@@ -557,9 +568,8 @@ class RequestParser:
                         seen_ctype = True
                 append((up, value))
             else:
-                if steering:
-                    return headers, (cl, te, conn, expect, has_upgrade)
-                return headers, None
+                return (method, target, path, query, fragment, version, headers,
+                        (cl, te, conn, expect, has_upgrade) if steering else None)
             # a line the scanner did not take whole: start again on the careful pass
             fields = self._split_fields(block[:-2])
             headers.clear()
@@ -751,12 +761,14 @@ class RequestParser:
 
 
 # --- the head, interpret step: framing ---------------------------------------------------------
-def framing(method, version, cl, te, conn, expect, has_upgrade):
-    """Every framing decision for a request, from the fields that steer it (as _scan_head
-    gives them: repeated fields joined with ",", Content-Length already 1*DIGIT).
+def framing(method, version, fields):
+    """Every framing decision for a request, from the fields that steer it as _scan_head
+    gives them: (Content-Length, Transfer-Encoding, Connection, Expect, has Upgrade), repeated
+    fields joined with ",", Content-Length already 1*DIGIT, None for a field not sent.
 
     Returns (content_length, chunked, keep_alive, expect_continue, upgrade).
     """
+    cl, te, conn, expect, has_upgrade = fields
     # RFC 9110 §10.1.1 Expect: only 100-continue is defined; HTTP/1.0 must ignore it.
     expect_continue = False
     if expect is not None:
@@ -807,7 +819,7 @@ def framing(method, version, cl, te, conn, expect, has_upgrade):
 _NO_FIELDS = (None, None, None, None, False)
 # framing() of a head with no field that steers it, by "HTTP/1.1 or later": the fast path's
 # answer, computed by the one function that decides
-_PLAIN_FRAMING = {v >= V11: framing("GET", v, *_NO_FIELDS) for v in (V10, V11)}
+_PLAIN_FRAMING = {v >= V11: framing("GET", v, _NO_FIELDS) for v in (V10, V11)}
 
 
 def _transfer_codings(te):
