@@ -8,14 +8,16 @@ connection: receive_data(bytes), next_event() until EndOfMessage, start_next_req
 Both trees' ``unicornd/http`` packages (self-contained: relative imports only) are loaded in
 one process under their own names, and timed in short turns (new, old, old, new...) so that
 what else runs on the machine weighs on both alike. A round's figure for a tree is the best of
-its ``--repeat`` turns of ``--number`` ops; the report gives the median over rounds and the
-median of the per-round new/old ratios. Never run by the test suite: numbers depend on the machine.
+its ``--repeat`` turns of ``--number`` ops, timed in this process's CPU time (time spent
+descheduled does not count); the report gives the median over rounds and the median of the
+per-round new/old ratios. Never run by the test suite: numbers depend on the machine.
 """
 import argparse
 import importlib.util
 import os
 import statistics
 import sys
+import time
 import timeit
 
 CASES = {
@@ -105,7 +107,8 @@ def main():
             best = {label: float("inf") for label, _ in trees}
             for i in range(args.repeat):
                 for label, op in (ops if (r + i) % 2 == 0 else ops[::-1]):
-                    best[label] = min(best[label], timeit.timeit(op, number=args.number))
+                    best[label] = min(best[label], timeit.Timer(op, timer=time.process_time)
+                                                      .timeit(args.number))
             for label, _ in trees:
                 rounds[label][case].append(args.number / best[label])
     print(f"{'case':<12} " + " ".join(f"{label + ' ops/s':>14}" for label, _ in trees)

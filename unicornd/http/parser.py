@@ -431,13 +431,24 @@ class RequestParser:
 
         method, target, path, query, fragment, version, headers, fields = \
             self._scan_head(buf, end)
-        if fields is None and method != "CONNECT":
+        if method == "CONNECT":
+            content_length, chunked, keep_alive, expect_continue, upgrade = framing(
+                method, version, fields or _NO_FIELDS)
+        elif fields is None:
             # the common head: no field that steers framing (a GET with ordinary fields)
             content_length, chunked, keep_alive, expect_continue, upgrade = \
                 _PLAIN_FRAMING[version >= V11]
         else:
-            content_length, chunked, keep_alive, expect_continue, upgrade = framing(
-                method, version, fields or _NO_FIELDS)
+            # framing() depends on nothing else than (version, fields) for any other method:
+            # the answers it gave (never its errors) are kept for the heads that repeat
+            key = (version, fields)
+            decided = _FRAMING_SEEN.get(key)
+            if decided is None:
+                decided = framing(method, version, fields)
+                if len(_FRAMING_SEEN) >= 256:
+                    _FRAMING_SEEN.clear()
+                _FRAMING_SEEN[key] = decided
+            content_length, chunked, keep_alive, expect_continue, upgrade = decided
 
         req = Request(method, target, path, query, fragment, version, headers, content_length,
                       chunked, keep_alive, expect_continue, upgrade, self._proxy_info)
@@ -820,6 +831,7 @@ _NO_FIELDS = (None, None, None, None, False)
 # framing() of a head with no field that steers it, by "HTTP/1.1 or later": the fast path's
 # answer, computed by the one function that decides
 _PLAIN_FRAMING = {v >= V11: framing("GET", v, _NO_FIELDS) for v in (V10, V11)}
+_FRAMING_SEEN = {}     # (version, fields) -> framing() of a method other than CONNECT (bounded)
 
 
 def _transfer_codings(te):
