@@ -94,40 +94,53 @@ class RequestBody:
         return memoryview(buf)[pos:] if pos else buf
 
     def read(self, size=-1):
-        if size is None or size < 0:
-            out = _Out(self._rest())
-            data = self._next()
+        buf, pos = self._buf, self._pos
+        n = len(buf)
+        everything = size is None or size < 0
+        if not everything:
+            end = pos + size
+            if end <= n:
+                # the common case: what is asked for is in the current piece
+                if pos == 0 and end == n:
+                    self._buf = b""
+                    return buf
+                self._pos = end
+                return buf[pos:end]
+            need = end - n
+        self._buf = b""
+        self._pos = 0
+        data = self._next()
+        if not data:
+            # the body ends within the current piece (a small body that came with the head)
+            return buf[pos:] if pos else buf
+        if pos == n and not everything and len(data) >= need:
+            # nothing left of the current piece, and the next one holds the answer
+            if len(data) == need:
+                return data
+            self._buf = data
+            self._pos = need
+            return data[:need]
+        out = _Out(None if pos == n else memoryview(buf)[pos:] if pos else buf)
+        if everything:
             while data:
                 out.add(data)
                 data = self._next()
             return out.value()
-        buf, pos = self._buf, self._pos
-        end = pos + size
-        if end <= len(buf):
-            # the common case: what is asked for is in the current piece
-            if pos == 0 and end == len(buf):
-                self._buf = b""
-                return buf
-            self._pos = end
-            return buf[pos:end]
-        need = end - len(buf)
-        out = _Out(self._rest())
         while True:
+            dn = len(data)
+            if dn >= need:
+                if dn == need:
+                    out.add(data)
+                else:
+                    out.add(memoryview(data)[:need])
+                    self._buf = data
+                    self._pos = need
+                break
+            out.add(data)
+            need -= dn
             data = self._next()
             if not data:
                 break
-            n = len(data)
-            if n < need:
-                out.add(data)
-                need -= n
-                continue
-            if n == need:
-                out.add(data)
-            else:
-                out.add(memoryview(data)[:need])
-                self._buf = data
-                self._pos = need
-            break
         return out.value()
 
     def readline(self, size=-1):
