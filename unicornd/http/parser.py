@@ -363,12 +363,7 @@ class RequestParser:
         if self._state != _S_DONE:
             raise RuntimeError("start_next_request() before EndOfMessage")
         self._state = _S_HEAD
-        # (_reset_head, inline: this runs once per request)
-        self._crlf_done = False
-        self._scan = 0
-        self._lf_checked = 0
-        self._line_end = -1
-        self._rl = None
+        self._reset_head()
 
     # --- PROXY protocol -------------------------------------------------------------------------
     def _next_proxy(self):
@@ -440,14 +435,16 @@ class RequestParser:
                 _PLAIN_FRAMING[version >= V11]
         else:
             # framing() depends on nothing else than (version, fields) for any other method:
-            # the answers it gave (never its errors) are kept for the heads that repeat
+            # the answers it gave (never its errors) are kept for the heads that repeat, when
+            # the values are short (the cache stays small whatever the peers send)
             key = (version, fields)
             decided = _FRAMING_SEEN.get(key)
             if decided is None:
                 decided = framing(method, version, fields)
-                if len(_FRAMING_SEEN) >= 256:
-                    _FRAMING_SEEN.clear()
-                _FRAMING_SEEN[key] = decided
+                if sum(len(v) for v in fields[:4] if v) <= 64:
+                    if len(_FRAMING_SEEN) >= 256:
+                        _FRAMING_SEEN.clear()
+                    _FRAMING_SEEN[key] = decided
             content_length, chunked, keep_alive, expect_continue, upgrade = decided
 
         req = Request(method, target, path, query, fragment, version, headers, content_length,
@@ -831,7 +828,7 @@ _NO_FIELDS = (None, None, None, None, False)
 # framing() of a head with no field that steers it, by "HTTP/1.1 or later": the fast path's
 # answer, computed by the one function that decides
 _PLAIN_FRAMING = {v >= V11: framing("GET", v, _NO_FIELDS) for v in (V10, V11)}
-_FRAMING_SEEN = {}     # (version, fields) -> framing() of a method other than CONNECT (bounded)
+_FRAMING_SEEN = {}     # (version, fields) -> framing(), for methods but CONNECT (bounded, short)
 
 
 def _transfer_codings(te):
