@@ -107,9 +107,9 @@ class RequestBody:
                 self._pos = end
                 return buf[pos:end]
             need = end - n
+        data = self._next()
         self._buf = b""
         self._pos = 0
-        data = self._next()
         if not data:
             # the body ends within the current piece (a small body that came with the head)
             return buf[pos:] if pos else buf
@@ -121,26 +121,30 @@ class RequestBody:
             self._pos = need
             return data[:need]
         out = _Out(None if pos == n else memoryview(buf)[pos:] if pos else buf)
-        if everything:
-            while data:
-                out.add(data)
-                data = self._next()
-            return out.value()
-        while True:
-            dn = len(data)
-            if dn >= need:
-                if dn == need:
+        try:
+            if everything:
+                while data:
                     out.add(data)
-                else:
-                    out.add(memoryview(data)[:need])
-                    self._buf = data
-                    self._pos = need
-                break
-            out.add(data)
-            need -= dn
-            data = self._next()
-            if not data:
-                break
+                    data = self._next()
+                return out.value()
+            while True:
+                dn = len(data)
+                if dn >= need:
+                    if dn == need:
+                        out.add(data)
+                    else:
+                        out.add(memoryview(data)[:need])
+                        self._buf = data
+                        self._pos = need
+                    break
+                out.add(data)
+                need -= dn
+                data = self._next()
+                if not data:
+                    break
+        except BaseException:
+            self._unread(out)
+            raise
         return out.value()
 
     def readline(self, size=-1):
@@ -160,29 +164,39 @@ class RequestBody:
             return buf[pos:end]
         got = n - pos
         out = _Out(self._rest())
-        while True:
-            data = self._next()
-            if not data:
+        try:
+            while True:
+                data = self._next()
+                if not data:
+                    break
+                n = len(data)
+                stop = n if size < 0 or got + n <= size else size - got
+                idx = data.find(b"\n", 0, stop)
+                if idx >= 0:
+                    end = idx + 1
+                elif stop < n or got + n == size:
+                    end = stop
+                else:
+                    out.add(data)
+                    got += n
+                    continue
+                if end == n:
+                    out.add(data)
+                else:
+                    out.add(memoryview(data)[:end])
+                    self._buf = data
+                    self._pos = end
                 break
-            n = len(data)
-            stop = n if size < 0 or got + n <= size else size - got
-            idx = data.find(b"\n", 0, stop)
-            if idx >= 0:
-                end = idx + 1
-            elif stop < n or got + n == size:
-                end = stop
-            else:
-                out.add(data)
-                got += n
-                continue
-            if end == n:
-                out.add(data)
-            else:
-                out.add(memoryview(data)[:end])
-                self._buf = data
-                self._pos = end
-            break
+        except BaseException:
+            self._unread(out)
+            raise
         return out.value()
+
+    def _unread(self, out):
+        """A pull failed (the client stalled or went away) in the middle of a read: what the
+        read had gathered stays unread, as if it had not started."""
+        self._buf = out.value()
+        self._pos = 0
 
     def readlines(self, hint=-1):
         lines = []

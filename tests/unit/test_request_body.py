@@ -316,3 +316,39 @@ def test_reading_a_large_body_is_linear_and_bounded(how, line, asked, size):
     assert total == size
     assert longest == asked or how[0] == "readlines"
     assert meter.allocated >= size  # the meter saw the pieces go by (it measures something)
+
+
+class Stalls(Pieces):
+    """Pieces whose pull raises once, at the given call (a client that stalls mid-body)."""
+
+    def __init__(self, pieces, fail_at):
+        super().__init__(pieces)
+        self.fail_at = fail_at
+
+    def __call__(self):
+        if self.calls + 1 == self.fail_at:
+            self.calls += 1
+            self.fail_at = None
+            raise TimeoutError("stalled")
+        return super().__call__()
+
+
+@given(st.lists(piece, max_size=8), ops, st.integers(1, 8))
+def test_a_failed_pull_loses_nothing_the_read_had_gathered(pieces, script, fail_at):
+    """A pull that raises (a 408 for a stalled body, a disconnect) leaves every byte already
+    received unread, as the one-buffer model does: an app that catches it and reads on gets
+    the body in order."""
+    mine, model = Stalls(pieces, fail_at), Stalls(pieces, fail_at)
+    body, ref = RequestBody(mine), ReferenceBody(model)
+    for op in script + [("read", -1)]:
+        got = expected = None
+        try:
+            got = apply(body, op)
+        except TimeoutError:
+            got = "raised"
+        try:
+            expected = apply(ref, op)
+        except TimeoutError:
+            expected = "raised"
+        assert got == expected, op
+        assert mine.calls == model.calls, op
