@@ -7,6 +7,8 @@ its connection through one ``pull()`` call.
 
 import os
 import stat
+from collections import deque
+from io import BytesIO
 from urllib.parse import unquote_to_bytes
 
 from unicornd import SERVER_SOFTWARE
@@ -51,56 +53,150 @@ class RequestBody:
 
     ``pull()`` returns the next piece of body or ``b""`` at its end. Reads never go past the
     end of this request's body, so ``wsgi.input_terminated`` is true.
+
+    The unread bytes are the tail ``_buf[_pos:]`` of the current piece, then the pieces fed
+    ahead (``feed``), then what ``pull()`` has not returned yet. Pieces are never concatenated
+    into a growing buffer: a read takes what it needs, copying each byte once into the bytes
+    it returns, so reading a body costs time linear in its size and holds no more than what
+    the app asked for plus one piece.
     """
 
-    __slots__ = ("_pull", "_buf", "_done")
+    __slots__ = ("_pull", "_buf", "_pos", "_fed", "_done")
 
     def __init__(self, pull, has_body: bool = True):
         self._pull = pull
         self._buf = b""
+        self._pos = 0
+        self._fed = None    # a deque of pieces fed ahead of pull(), made on the first feed
         self._done = not has_body
 
-    def _more(self) -> bool:
+    def _next(self) -> bytes:
+        """The piece after the current one: fed ahead, else pulled; b"" at the end."""
+        fed = self._fed
+        if fed:
+            return fed.popleft()
         if self._done:
-            return False
+            return b""
         data = self._pull()
         if not data:
             self._done = True
-            return False
-        self._buf = self._buf + data if self._buf else data
-        return True
+            return b""
+        return data
+
+    def _rest(self):
+        """The unread tail of the current piece, taken out of it (a view when it is not the
+        whole piece: the bytes returned copy it once); None when there is none."""
+        buf, pos = self._buf, self._pos
+        self._buf = b""
+        self._pos = 0
+        if pos >= len(buf):
+            return None
+        return memoryview(buf)[pos:] if pos else buf
 
     def read(self, size=-1):
-        if size is None or size < 0:
-            while self._more():
-                pass
-            data, self._buf = self._buf, b""
-            return data
-        while len(self._buf) < size and self._more():
-            pass
-        data, self._buf = self._buf[:size], self._buf[size:]
-        return data
+        buf, pos = self._buf, self._pos
+        n = len(buf)
+        everything = size is None or size < 0
+        if not everything:
+            end = pos + size
+            if end <= n:
+                # the common case: what is asked for is in the current piece
+                if pos == 0 and end == n:
+                    self._buf = b""
+                    return buf
+                self._pos = end
+                return buf[pos:end]
+            need = end - n
+        data = self._next()
+        self._buf = b""
+        self._pos = 0
+        if not data:
+            # the body ends within the current piece (a small body that came with the head)
+            return buf[pos:] if pos else buf
+        if pos == n and not everything and len(data) >= need:
+            # nothing left of the current piece, and the next one holds the answer
+            if len(data) == need:
+                return data
+            self._buf = data
+            self._pos = need
+            return data[:need]
+        out = _Out(None if pos == n else memoryview(buf)[pos:] if pos else buf)
+        try:
+            if everything:
+                while data:
+                    out.add(data)
+                    data = self._next()
+                return out.value()
+            while True:
+                dn = len(data)
+                if dn >= need:
+                    if dn == need:
+                        out.add(data)
+                    else:
+                        out.add(memoryview(data)[:need])
+                        self._buf = data
+                        self._pos = need
+                    break
+                out.add(data)
+                need -= dn
+                data = self._next()
+                if not data:
+                    break
+        except BaseException:
+            self._unread(out)
+            raise
+        return out.value()
 
     def readline(self, size=-1):
         if size is None:
             size = -1
-        start = 0
-        while True:
-            idx = self._buf.find(b"\n", start)
-            if idx >= 0:
-                end = idx + 1
+        buf, pos = self._buf, self._pos
+        n = len(buf)
+        stop = n if size < 0 or pos + size > n else pos + size
+        idx = buf.find(b"\n", pos, stop)
+        if idx >= 0 or (size >= 0 and stop == pos + size):
+            # the line (or as much of it as asked for) is in the current piece
+            end = idx + 1 if idx >= 0 else stop
+            if pos == 0 and end == n:
+                self._buf = b""
+                return buf
+            self._pos = end
+            return buf[pos:end]
+        got = n - pos
+        out = _Out(self._rest())
+        try:
+            while True:
+                data = self._next()
+                if not data:
+                    break
+                n = len(data)
+                stop = n if size < 0 or got + n <= size else size - got
+                idx = data.find(b"\n", 0, stop)
+                if idx >= 0:
+                    end = idx + 1
+                elif stop < n or got + n == size:
+                    end = stop
+                else:
+                    out.add(data)
+                    got += n
+                    continue
+                if end == n:
+                    out.add(data)
+                else:
+                    out.add(memoryview(data)[:end])
+                    self._buf = data
+                    self._pos = end
                 break
-            if 0 <= size <= len(self._buf):
-                end = size
-                break
-            start = len(self._buf)
-            if not self._more():
-                end = len(self._buf)
-                break
-        if 0 <= size < end:
-            end = size
-        data, self._buf = self._buf[:end], self._buf[end:]
-        return data
+        except BaseException:
+            self._unread(out)
+            raise
+        return out.value()
+
+    def _unread(self, out):
+        """A pull failed (the client stalled or went away) in the middle of a read: what the
+        read had gathered stays unread, as if it had not started."""
+        self._buf = out.value()
+        self._pos = 0
 
     def readlines(self, hint=-1):
         lines = []
@@ -126,7 +222,47 @@ class RequestBody:
     def feed(self, data: bytes) -> None:
         """Body bytes read for the app ahead of its reads: those that came with the head, and
         an unread rest read before the response head goes out (connection._head_bytes)."""
-        self._buf = self._buf + data if self._buf else data
+        if not data:
+            return
+        if self._pos >= len(self._buf) and not self._fed:
+            self._buf = data
+            self._pos = 0
+            return
+        if self._fed is None:
+            self._fed = deque()
+        self._fed.append(data)
+
+
+class _Out:
+    """What one read returns, gathered piece by piece: a lone piece is returned as it is;
+    more go into a BytesIO, whose value is not copied again (BytesIO.getvalue hands over its
+    buffer), so a read holds at most what it returns plus the piece being added."""
+
+    __slots__ = ("first", "io")
+
+    def __init__(self, first):
+        self.first = first
+        self.io = None
+
+    def add(self, data):
+        io_ = self.io
+        if io_ is not None:
+            io_.write(data)
+        elif self.first is None:
+            self.first = data
+        else:
+            io_ = self.io = BytesIO()
+            io_.write(self.first)
+            self.first = None
+            io_.write(data)
+
+    def value(self) -> bytes:
+        if self.io is not None:
+            return self.io.getvalue()
+        first = self.first
+        if first is None:
+            return b""
+        return first if type(first) is bytes else bytes(first)
 
 
 def _path_to_wsgi(path: str) -> str:

@@ -23,7 +23,10 @@ PATH_INFO by default) are kept whatever ``header_map`` says, as gunicorn 27 does
 How a head is parsed: find the blank line that ends it, decode it once as latin-1, match the
 request line with one compiled pattern and split + validate every field line with one ``findall``.
 Only when that fast path does not match does a careful line-by-line pass run, to accept what the
-leniency settings allow (obs-fold, spaces before ":") or to name the exact error.
+leniency settings allow (obs-fold, spaces before ":") or to name the exact error. That is the scan
+step (``_scan_head``); it hands the values of the fields that steer framing (Content-Length,
+Transfer-Encoding, Connection, Expect, Upgrade) to the interpret step, ``framing()``, where every
+framing decision is made. A head with none of them (a GET with ordinary fields) skips the call.
 After an error the parser is spent: ``next_event`` raises the same error again.
 """
 from dataclasses import dataclass, field
@@ -327,9 +330,13 @@ class RequestParser:
             if state == _S_HEAD:
                 return self._next_head()
             if state == _S_BODY:
-                ev, used = self._decoder.step(self._buf, self._eof)
+                buf = self._buf
+                ev, used = self._decoder.step(buf, self._eof)
                 if used:
-                    self._consume(used)
+                    if used >= len(buf):
+                        self._buf = b""     # (the common case: the piece is all body)
+                    else:
+                        self._consume(used)
                 if ev is None:
                     return NEED_DATA
                 if type(ev) is EndOfMessage:
@@ -386,6 +393,8 @@ class RequestParser:
 
     # --- the head -------------------------------------------------------------------------------
     def _next_head(self):
+        """Wait for a whole head, then scan it (``_scan_head``) and interpret its framing
+        fields (``framing``); answer the Request and set up the body's decoder."""
         buf = self._buf
         if not buf:
             # nothing of this request yet (at most the one CRLF ignored below)
@@ -415,6 +424,58 @@ class RequestParser:
         if end < 0:
             return self._head_incomplete(buf)
 
+        method, target, path, query, fragment, version, headers, fields = \
+            self._scan_head(buf, end)
+        if method == "CONNECT":
+            content_length, chunked, keep_alive, expect_continue, upgrade = framing(
+                method, version, fields or _NO_FIELDS)
+        elif fields is None:
+            # the common head: no field that steers framing (a GET with ordinary fields)
+            content_length, chunked, keep_alive, expect_continue, upgrade = \
+                _PLAIN_FRAMING[version >= V11]
+        else:
+            # framing() depends on nothing else than (version, fields) for any other method:
+            # the answers it gave (never its errors) are kept for the heads that repeat, when
+            # the values are short (the cache stays small whatever the peers send)
+            key = (version, fields)
+            decided = _FRAMING_SEEN.get(key)
+            if decided is None:
+                decided = framing(method, version, fields)
+                if sum(len(v) for v in fields[:4] if v) <= 64:
+                    if len(_FRAMING_SEEN) >= 256:
+                        _FRAMING_SEEN.clear()
+                    _FRAMING_SEEN[key] = decided
+            content_length, chunked, keep_alive, expect_continue, upgrade = decided
+
+        req = Request(method, target, path, query, fragment, version, headers, content_length,
+                      chunked, keep_alive, expect_continue, upgrade, self._proxy_info)
+
+        if end + 4 >= len(buf):
+            self._buf = b""
+        else:
+            self._consume(end + 4)
+        if chunked:
+            opts = self._opts
+            self._decoder = ChunkedDecoder(opts.max_field_size, opts.max_head,
+                                           self._parse_trailers)
+            self._state = _S_BODY
+        elif content_length:
+            self._decoder = LengthDecoder(content_length)
+            self._state = _S_BODY
+        else:
+            self._state = _S_NO_BODY
+        return req
+
+    # --- the head, scan step: lines, limits, field syntax -----------------------------------------
+    def _scan_head(self, buf, end):
+        """The complete head in buf[:end + 4], split and checked line by line.
+
+        Returns method, target, path, query, fragment, version, headers ((NAME, value) pairs)
+        and the values of the fields that steer framing: None when there are none, else
+        (Content-Length, Transfer-Encoding, Connection, Expect, has Upgrade), repeated fields
+        joined with ",". What one field line can break (its syntax, a second Content-Length,
+        Host or Content-Type, a "_" in its name) is refused here, in the order of the lines.
+        """
         line_end = self._line_end
         if line_end < 0:
             line_end = buf.find(b"\r\n", 0, end + 2)
@@ -448,133 +509,80 @@ class RequestParser:
         else:
             method, target, path, query, fragment, version = rl
 
-        # header section: one findall splits and validates it (see grammar.FIELD_SCAN)
+        if line_end == end:
+            return method, target, path, query, fragment, version, [], None
+        if end + 4 - (line_end + 2) > self._max_head:
+            raise errors.LimitRequestHeaders("header section too large")
+
+        # field lines: one findall splits and validates them (see grammar.FIELD_SCAN); a line
+        # it does not take whole sends the block to the careful pass, which names the error or
+        # accepts what a leniency setting allows (obs-fold, space before ":")
+        block = text[line_end + 2:end + 2]
+        if len(block) > self._max_field_size:
+            fields = self._split_fields(block[:-2])
+        else:
+            fields = FIELD_SCAN(block)
+            if len(fields) > self._max_fields:
+                fields = self._split_fields(block[:-2])
         headers = []
         cl = te = conn = expect = None
-        has_upgrade = False
-        if line_end != end:
-            if end + 4 - (line_end + 2) > self._max_head:
-                raise errors.LimitRequestHeaders("header section too large")
-            block = text[line_end + 2:end + 2]
-            if len(block) > self._max_field_size:
-                fields = self._split_fields(block[:-2])
-            else:
-                fields = FIELD_SCAN(block)
-                if len(fields) > self._max_fields:
-                    fields = self._split_fields(block[:-2])
-            append = headers.append
-            seen_host = seen_ctype = False
-            cache = _NAME_CACHE
-            while True:
-                for name, value, bad in fields:
-                    if bad:
-                        break
-                    info = cache.get(name)
-                    if info is None:
-                        info = _name_info(name)
-                    up, kind = info
-                    if kind:
-                        if kind == _K_CL:
-                            # RFC 9110 §8.6 Content-Length = 1*DIGIT, in one field line only
-                            # (RFC 9112 §6.3; several, even equal, are refused, as §8.6 allows)
-                            if cl is not None:
-                                raise errors.InvalidHeader("more than one Content-Length")
-                            if not CONTENT_LENGTH(value):
-                                raise errors.InvalidHeader(f"Content-Length: {value[:40]!r}")
-                            cl = value
-                        elif kind == _K_HOST:
-                            # RFC 9112 §3.2: more than one Host, or an invalid one, is a 400
-                            if seen_host:
-                                raise errors.InvalidHeader("more than one Host")
-                            if value not in _HOSTS_OK:
-                                _check_host(value)
-                            seen_host = True
-                        elif kind == _K_CONNECTION:
-                            conn = value if conn is None else f"{conn},{value}"
-                        elif kind == _K_TE:
-                            te = value if te is None else f"{te},{value}"
-                        elif kind == _K_UNDERSCORE:
-                            if not self._keep_underscore(up):
-                                continue
-                        elif kind == _K_EXPECT:
-                            expect = value if expect is None else f"{expect},{value}"
-                        elif kind == _K_UPGRADE:
-                            has_upgrade = True
-                        elif kind == _K_CTYPE:
-                            # RFC 9110 §5.3: a singleton field; a repeat is ambiguous
-                            if seen_ctype:
-                                raise errors.InvalidHeader("more than one Content-Type")
-                            seen_ctype = True
-                    append((up, value))
-                else:
+        has_upgrade = steering = False
+        append = headers.append
+        seen_host = seen_ctype = False
+        cache = _NAME_CACHE
+        while True:
+            for name, value, bad in fields:
+                if bad:
                     break
-                # a line the scanner did not take whole: the careful pass names the error, or
-                # accepts what a leniency setting allows (obs-fold, space before ":")
-                fields = self._split_fields(block[:-2])
-                headers.clear()
-                cl = te = conn = expect = None
-                has_upgrade = seen_host = seen_ctype = False
-
-        # RFC 9110 §10.1.1 Expect: only 100-continue is defined; HTTP/1.0 must ignore it.
-        expect_continue = False
-        if expect is not None:
-            for item in expect.split(","):
-                if item.strip(OWS).lower() != "100-continue":
-                    raise errors.ExpectationFailed(f"Expect: {expect[:80]!r}")
-            expect_continue = version >= V11
-
-        # RFC 9110 §7.6.1 Connection options; RFC 9112 §9.3 persistence
-        upgrade = False
-        if conn is None:
-            keep_alive = version >= V11
-        else:
-            options = _CONNECTION_COMMON.get(conn)
-            if options is None:
-                options = frozenset(o.strip(OWS).lower() for o in conn.split(","))
-            if "close" in options:
-                keep_alive = False
-            elif version >= V11:
-                keep_alive = True
+                info = cache.get(name)
+                if info is None:
+                    info = _name_info(name)
+                up, kind = info
+                if kind:
+                    if kind == _K_CL:
+                        # RFC 9110 §8.6 Content-Length = 1*DIGIT, in one field line only
+                        # (RFC 9112 §6.3; several, even equal, are refused, as §8.6 allows)
+                        if cl is not None:
+                            raise errors.InvalidHeader("more than one Content-Length")
+                        if not CONTENT_LENGTH(value):
+                            raise errors.InvalidHeader(f"Content-Length: {value[:40]!r}")
+                        cl = value
+                        steering = True
+                    elif kind == _K_HOST:
+                        # RFC 9112 §3.2: more than one Host, or an invalid one, is a 400
+                        if seen_host:
+                            raise errors.InvalidHeader("more than one Host")
+                        if value not in _HOSTS_OK:
+                            _check_host(value)
+                        seen_host = True
+                    elif kind == _K_CONNECTION:
+                        conn = value if conn is None else f"{conn},{value}"
+                        steering = True
+                    elif kind == _K_TE:
+                        te = value if te is None else f"{te},{value}"
+                        steering = True
+                    elif kind == _K_UNDERSCORE:
+                        if not self._keep_underscore(up):
+                            continue
+                    elif kind == _K_EXPECT:
+                        expect = value if expect is None else f"{expect},{value}"
+                        steering = True
+                    elif kind == _K_UPGRADE:
+                        has_upgrade = steering = True
+                    elif kind == _K_CTYPE:
+                        # RFC 9110 §5.3: a singleton field; a repeat is ambiguous
+                        if seen_ctype:
+                            raise errors.InvalidHeader("more than one Content-Type")
+                        seen_ctype = True
+                append((up, value))
             else:
-                keep_alive = "keep-alive" in options
-            upgrade = has_upgrade and "upgrade" in options
-        if method == "CONNECT":
-            # what follows a CONNECT is tunnel data, never another request (as gunicorn 27)
-            keep_alive = False
-
-        chunked = False
-        content_length = None
-        if te is not None:
-            chunked, passthrough = _transfer_codings(te)
-            if version < V11:
-                # RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
-                raise errors.InvalidHeader("Transfer-Encoding in an HTTP/1.0 request")
-            if cl is not None:
-                # RFC 9112 §6.3: both framings at once is how requests are smuggled.
-                raise errors.InvalidHeader("both Content-Length and Transfer-Encoding")
-            if passthrough:
-                keep_alive = False
-        elif cl is not None:
-            try:
-                content_length = int(cl)
-            except ValueError:   # more digits than int() takes from a str
-                raise errors.InvalidHeader("Content-Length too large") from None
-
-        req = Request(method, target, path, query, fragment, version, headers, content_length,
-                      chunked, keep_alive, expect_continue, upgrade, self._proxy_info)
-
-        self._consume(end + 4)
-        if chunked:
-            opts = self._opts
-            self._decoder = ChunkedDecoder(opts.max_field_size, opts.max_head,
-                                           self._parse_trailers)
-            self._state = _S_BODY
-        elif content_length:
-            self._decoder = LengthDecoder(content_length)
-            self._state = _S_BODY
-        else:
-            self._state = _S_NO_BODY
-        return req
+                return (method, target, path, query, fragment, version, headers,
+                        (cl, te, conn, expect, has_upgrade) if steering else None)
+            # a line the scanner did not take whole: start again on the careful pass
+            fields = self._split_fields(block[:-2])
+            headers.clear()
+            cl = te = conn = expect = None
+            has_upgrade = steering = seen_host = seen_ctype = False
 
     def _keep_underscore(self, up):
         """header_map for a field name with "_" (which a WSGI environ cannot tell from "-")."""
@@ -758,6 +766,69 @@ class RequestParser:
                 seen_ctype = True
             trailers.append((up, value))
         return trailers
+
+
+# --- the head, interpret step: framing ---------------------------------------------------------
+def framing(method, version, fields):
+    """Every framing decision for a request, from the fields that steer it as _scan_head
+    gives them: (Content-Length, Transfer-Encoding, Connection, Expect, has Upgrade), repeated
+    fields joined with ",", Content-Length already 1*DIGIT, None for a field not sent.
+
+    Returns (content_length, chunked, keep_alive, expect_continue, upgrade).
+    """
+    cl, te, conn, expect, has_upgrade = fields
+    # RFC 9110 §10.1.1 Expect: only 100-continue is defined; HTTP/1.0 must ignore it.
+    expect_continue = False
+    if expect is not None:
+        for item in expect.split(","):
+            if item.strip(OWS).lower() != "100-continue":
+                raise errors.ExpectationFailed(f"Expect: {expect[:80]!r}")
+        expect_continue = version >= V11
+
+    # RFC 9110 §7.6.1 Connection options; RFC 9112 §9.3 persistence
+    upgrade = False
+    if conn is None:
+        keep_alive = version >= V11
+    else:
+        options = _CONNECTION_COMMON.get(conn)
+        if options is None:
+            options = frozenset(o.strip(OWS).lower() for o in conn.split(","))
+        if "close" in options:
+            keep_alive = False
+        elif version >= V11:
+            keep_alive = True
+        else:
+            keep_alive = "keep-alive" in options
+        upgrade = has_upgrade and "upgrade" in options
+    if method == "CONNECT":
+        # what follows a CONNECT is tunnel data, never another request (as gunicorn 27)
+        keep_alive = False
+
+    chunked = False
+    content_length = None
+    if te is not None:
+        chunked, passthrough = _transfer_codings(te)
+        if version < V11:
+            # RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means faulty framing.
+            raise errors.InvalidHeader("Transfer-Encoding in an HTTP/1.0 request")
+        if cl is not None:
+            # RFC 9112 §6.3: both framings at once is how requests are smuggled.
+            raise errors.InvalidHeader("both Content-Length and Transfer-Encoding")
+        if passthrough:
+            keep_alive = False
+    elif cl is not None:
+        try:
+            content_length = int(cl)
+        except ValueError:   # more digits than int() takes from a str
+            raise errors.InvalidHeader("Content-Length too large") from None
+    return content_length, chunked, keep_alive, expect_continue, upgrade
+
+
+_NO_FIELDS = (None, None, None, None, False)
+# framing() of a head with no field that steers it, by "HTTP/1.1 or later": the fast path's
+# answer, computed by the one function that decides
+_PLAIN_FRAMING = {v >= V11: framing("GET", v, _NO_FIELDS) for v in (V10, V11)}
+_FRAMING_SEEN = {}     # (version, fields) -> framing(), for methods but CONNECT (bounded, short)
 
 
 def _transfer_codings(te):
