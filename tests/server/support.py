@@ -192,6 +192,22 @@ def raw_request(address, data: bytes, timeout=10.0, shut_wr=False) -> bytes:
             chunks.append(chunk)
 
 
+def unix_request(path, data: bytes, timeout=5.0):
+    """Send ``data`` over a unix socket and read the answer until the server closes; None if
+    the socket cannot be reached."""
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(timeout)
+            s.connect(str(path))
+            s.sendall(data)
+            received = b""
+            while chunk := s.recv(65536):
+                received += chunk
+            return received
+    except OSError:
+        return None
+
+
 def parse_response(data: bytes):
     """(status, headers dict lower-cased, body) of one response; chunked bodies are decoded."""
     head, _, body = data.partition(b"\r\n\r\n")

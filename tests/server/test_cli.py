@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from support import APPS, Server, raw_request, run_cli, parse_response, wait_for
+from support import APPS, Server, parse_response, raw_request, run_cli, unix_request, wait_for
 
 
 @pytest.mark.parametrize("args, names", [
@@ -127,17 +127,7 @@ def test_unix_socket_served_and_removed(tmp_path):
 
 
 def _unix_get(path):
-    try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(5)
-            s.connect(str(path))
-            s.sendall(b"GET /echo HTTP/1.1\r\nHost: example.org:8080\r\n\r\n")
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-            return data
-    except OSError:
-        return None
+    return unix_request(path, b"GET /echo HTTP/1.1\r\nHost: example.org:8080\r\n\r\n")
 
 
 def test_ipv6():

@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 
-from support import APPS, REPO, Load, Server, alive, children, request, wait_for
+from support import APPS, REPO, Load, Server, alive, children, request, unix_request, wait_for
 
 
 def who(address, path="/"):
@@ -194,14 +194,8 @@ def test_binary_upgrade_of_a_daemon_keeps_its_unix_socket(tmp_path):
 
 
 def unix_serves(path):
-    try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(5)
-            s.connect(str(path))
-            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            return s.recv(100).startswith(b"HTTP/1.1 200")
-    except OSError:
-        return False
+    answer = unix_request(path, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    return answer is not None and answer.startswith(b"HTTP/1.1 200")
 
 
 # -- case 6: USR2 under systemd: the old master sends no STOPPING -----------------------------------
