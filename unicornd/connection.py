@@ -13,18 +13,15 @@ import socket
 import ssl
 import time
 
-from unicornd.config import default_hooks
+from unicornd.closing import RECV_SIZE, input_waiting, kernel_socket
+from unicornd.context import ServerContext  # noqa: F401  (its home is unicornd.context)
 from unicornd.exchange import Exchange
 from unicornd.http import response as resp
 from unicornd.http.errors import HTTPError, PayloadTooLarge, RequestTimeout
-from unicornd.http.forwarded import AddressList
-from unicornd.http.parser import CLOSED, NEED_DATA, ParserOptions, RequestParser
+from unicornd.http.parser import CLOSED, NEED_DATA, RequestParser
 from unicornd.http.writer import ResponseWriter
-from unicornd.accesslog import make_access_log
-from unicornd.logging import ErrorStream, RateLimiter
-from unicornd.wsgi import EnvironBuilder, FileWrapper, RequestBody, reraise
+from unicornd.wsgi import FileWrapper, RequestBody, reraise
 
-RECV_SIZE = 65536
 # A keep-alive connection may carry on after the app left part of the body unread (a 401, a
 # redirect, a 413 answered without reading), as with gunicorn: before the response head goes
 # out, the rest is read (and kept for the app, which may still read it) if it is at most
@@ -32,21 +29,11 @@ RECV_SIZE = 65536
 # "Connection: close" (RFC 9112 §9.6) and the connection closes the lingering way.
 UNREAD_KEEP_BYTES = 1 << 16
 UNREAD_WAIT_SECONDS = 1.0
-# Refused requests (400, 408, 413, 431...) logged at warning level: at most this many lines
-# per window and worker, so a flood of bad requests cannot fill the disk.
-REFUSED_LOG_LINES = 20
-REFUSED_LOG_WINDOW = 60.0
-# The reason we put in a refusal's body (as gunicorn does) is cut to this many characters.
-REFUSED_REASON_CHARS = 200
 # Body bytes that arrived together with the head are decoded before the app is called, so a
 # request whose framing is broken there is refused without the app ever seeing it.
 MAX_PREFETCH = 1 << 16
-_PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
 _list_types = (list, tuple)
 _monotonic = time.monotonic
-# A socket the app took over (a websocket) and has returned from: how long we wait for the
-# peer to close its end (or the app's library to close the socket) before we close it.
-TAKEN_OVER_LINGER_SECONDS = 1.0
 # struct timeval 0: no kernel send/receive timeout (SO_RCVTIMEO / SO_SNDTIMEO).
 _NO_KERNEL_TIMEOUT = bytes(16)
 
@@ -57,74 +44,12 @@ LINGER = 1
 IDLE = 2
 
 
-def _plain(sock):
-    """The kernel socket under a cooperative one: gevent's and eventlet's sockets hold it (as
-    _sock, or fd); a plain or TLS socket is its own."""
-    if isinstance(sock, _socket.socket):
-        return sock
-    inner = getattr(sock, "_sock", None)
-    return inner if isinstance(inner, _socket.socket) else getattr(sock, "fd", sock)
-
-
 class ClientDisconnected(Exception):
     """The peer went away (reset, broken pipe, receive timeout) while we talked to it."""
 
 
 class _ReceiveTimeout(ClientDisconnected):
     """Nothing arrived from the client within the socket's timeout (header_timeout)."""
-
-
-def _peer_ip(peer) -> str:
-    if isinstance(peer, (tuple, list)) and peer:
-        return str(peer[0])
-    return "unix"  # a Unix socket's peer has no address
-
-
-class ServerContext:
-    """What all connections of one worker share; built once per worker, not per request."""
-
-    def __init__(self, cfg, app, log, worker=None, *, multithread=False, keep_alive=True,
-                 ssl_context=None):
-        self.cfg = cfg
-        self.app = app
-        self.log = log
-        self.worker = worker
-        self.keep_alive = keep_alive
-        self.multithread = multithread
-        self.parser_options = ParserOptions.from_config(cfg)
-        self.proxy_protocol = self.parser_options.proxy_protocol not in ("off", None, False)
-        self.proxy_allow = AddressList(cfg.proxy_allow_ips)
-        self.forwarded_allow = AddressList(cfg.forwarded_allow_ips)
-        self.error_stream = ErrorStream(log)
-        self.use_sendfile = cfg.sendfile is not False
-        # The default hooks do nothing: skip the call on every request.
-        self.pre_request = None if cfg.pre_request is default_hooks.pre_request else cfg.pre_request
-        self.post_request = None if cfg.post_request is default_hooks.post_request else cfg.post_request
-        self.limit_request_body = getattr(cfg, "limit_request_body", 0)
-        self.min_body_rate = getattr(cfg, "min_body_rate", 0)
-        self.ssl_context = ssl_context
-        # The sync worker's scoreboard slot (SlotWriter): its one request's progress is written
-        # there as it happens, since its loop is busy with it. None for the other classes,
-        # whose loop reads each connection's ``progress``/``waiting`` (workers/base.py).
-        self.mirror = None
-        self.access_log = make_access_log(cfg, log)
-        # Cooperative sockets (gevent, eventlet): how to wait until one can be written to, so
-        # that files go out with os.sendfile on them too; None for kernel sockets.
-        self.wait_writable = getattr(worker, "wait_write", None)
-        self.refused_log = RateLimiter(REFUSED_LOG_LINES, REFUSED_LOG_WINDOW)
-        self.scheme = "https" if ssl_context is not None else "http"
-        self._builders = {}
-        self.requests_served = 0
-
-    def environ_builder(self, listener_addr):
-        """One EnvironBuilder per listening address, made on first use."""
-        key = listener_addr if isinstance(listener_addr, (str, bytes)) else tuple(listener_addr[:2])
-        builder = self._builders.get(key)
-        if builder is None:
-            builder = EnvironBuilder(self.cfg, self.error_stream, listener_addr,
-                                     multithread=self.multithread, scheme=self.scheme)
-            self._builders[key] = builder
-        return builder
 
 
 class Connection:
@@ -136,7 +61,8 @@ class Connection:
     """
 
     __slots__ = ("ctx", "sock", "peer", "builder", "parser", "ex", "_nodelay", "trusted",
-                 "stashed", "raw", "taken_over", "progress", "waiting", "app_owned")
+                 "stashed", "raw", "taken_over", "progress", "waiting", "app_owned",
+                 "handshake")
 
     def __init__(self, ctx: ServerContext, sock, peer, listener_addr):
         self.ctx = ctx
@@ -160,8 +86,21 @@ class Connection:
         # A cooperative (gevent, eventlet) plain socket's kernel socket, for sends that need
         # no waiting; None for a kernel socket (sync, gthread) or TLS.
         self.raw = None
-        if ctx.ssl_context is None and not isinstance(sock, _socket.socket):
-            self.raw = _plain(sock)
+        # With TLS, the socket is wrapped here, once, before any request: ``sock`` is the one
+        # the worker watches and closes from now on (the plain socket is detached). The
+        # handshake itself is serve()'s (it may wait on the client); its error, if the wrap
+        # already failed, too.
+        self.handshake = None
+        if ctx.ssl_context is not None:
+            try:
+                self.sock = ctx.ssl_context.wrap_socket(
+                    sock, server_side=True, do_handshake_on_connect=False,
+                    suppress_ragged_eofs=ctx.cfg.suppress_ragged_eofs)
+                self.handshake = True if ctx.cfg.do_handshake_on_connect else None
+            except (ssl.SSLError, OSError) as exc:
+                self.handshake = exc
+        elif not isinstance(sock, _socket.socket):
+            self.raw = kernel_socket(sock)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -184,7 +123,7 @@ class Connection:
                 return True
             try:
                 # The plain socket: gevent's would wait for data instead of saying "none yet".
-                data = _socket.socket.recv(_plain(self.sock), RECV_SIZE, socket.MSG_DONTWAIT)
+                data = _socket.socket.recv(kernel_socket(self.sock), RECV_SIZE, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return False
             except OSError:
@@ -230,8 +169,8 @@ class Connection:
             raise RequestTimeout(f"the request body stalled: nothing for {self._stall_seconds()} s "
                                  "(header_timeout)") from None
         if type(ev) is bytes:
-            if self.ctx.limit_request_body or self.ctx.min_body_rate:
-                self._check_body(len(ev))
+            if self.ctx.body_limited:
+                self.ctx.check_body(self.ex, len(ev))
             return ev
         ex.message_done = True  # EndOfMessage
         return b""
@@ -239,20 +178,6 @@ class Connection:
     def _stall_seconds(self):
         timeout = self.sock.gettimeout()  # None on a kernel socket: SO_RCVTIMEO is header_timeout
         return timeout if timeout else self.ctx.cfg.header_timeout
-
-    def _check_body(self, size: int) -> None:
-        ex = self.ex
-        received = ex.body_received = ex.body_received + size
-        if self.ctx.limit_request_body and received > self.ctx.limit_request_body:
-            raise PayloadTooLarge(f"body larger than limit_request_body ({self.ctx.limit_request_body})")
-        if self.ctx.min_body_rate:
-            now = time.monotonic()
-            if ex.body_started is None:
-                ex.body_started = now
-            elapsed = now - ex.body_started
-            # A grace of a few seconds before judging, so one slow start is not fatal.
-            if elapsed > 5.0 and received < self.ctx.min_body_rate * elapsed:
-                raise RequestTimeout(f"body arriving at {received / elapsed:.0f} B/s, below min_body_rate")
 
     # -- progress, for the timeout decision ------------------------------------------------
 
@@ -495,24 +420,9 @@ class Connection:
 
     def refuse(self, exc: HTTPError, count: bool = False) -> None:
         """Answer a request we refuse ourselves (400, 408, 413, 431...) and close: the reason
-        goes in the body and, rate-limited, to the error log at warning level, as gunicorn's
-        "Invalid request from ip=..." line. ``count``: no request was under way (the head
-        was refused), so count it in the metrics here (else request_finished does)."""
-        ctx = self.ctx
-        reason = str(exc)
-        allowed, suppressed = ctx.refused_log.allow()
-        if allowed:
-            if suppressed:
-                ctx.log.warning("%d more invalid requests were not logged (at most %d lines "
-                                "every %.0f s)", suppressed, REFUSED_LOG_LINES, REFUSED_LOG_WINDOW)
-            ctx.log.warning("Invalid request from ip=%s: %s", _peer_ip(self.peer), reason)
-        worker = ctx.worker
-        if count and worker is not None:
-            counted = getattr(worker, "request_refused", None)
-            if counted is not None:
-                counted(exc.status)
-        if len(reason) > REFUSED_REASON_CHARS:
-            reason = reason[:REFUSED_REASON_CHARS] + "..."
+        goes in the body and, rate-limited, to the error log (ServerContext.refusal).
+        ``count``: no request was under way (the head was refused), so count it here."""
+        reason = self.ctx.refusal(self.peer, exc, count)
         self._send_error(exc.status, exc.reason, f"{exc.status} {exc.reason}\n{reason}\n")
 
     def _send_error(self, status: int, reason: str, body: str = ""):
@@ -534,12 +444,12 @@ class Connection:
         may watch it in a selector and call ``serve`` again when it is readable).
         """
         ctx = self.ctx
-        if ctx.ssl_context is not None and not isinstance(self.sock, ssl.SSLSocket):
+        if self.handshake is not None:
+            handshake, self.handshake = self.handshake, None
             try:
-                # From here on the worker must use conn.sock: the plain socket is detached.
-                self.sock = ctx.ssl_context.wrap_socket(
-                    self.sock, server_side=True, do_handshake_on_connect=ctx.cfg.do_handshake_on_connect,
-                    suppress_ragged_eofs=ctx.cfg.suppress_ragged_eofs)
+                if handshake is not True:
+                    raise handshake  # the wrap failed
+                self.sock.do_handshake()  # do_handshake_on_connect (else: on the first read)
             except (ssl.SSLError, OSError) as exc:
                 ctx.log.debug("TLS handshake with %s failed: %s", self.peer, exc)
                 return CLOSE
@@ -597,15 +507,12 @@ class Connection:
             self.parser.start_next_request()
 
     def _input_pending(self, message_done: bool) -> bool:
-        if not message_done or self.parser.buffered:
-            return True
-        try:
-            # The plain socket's recv: a TLS socket refuses flags, and raw bytes count too.
-            return bool(_socket.socket.recv(_plain(self.sock), 1, _PEEK_FLAGS))
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            return False
+        return not message_done or bool(self.parser.buffered) or input_waiting(self.sock)
+
+    @property
+    def pipelined(self) -> bool:
+        """Bytes of a next request are buffered already (pipelining)."""
+        return bool(self.parser.buffered)
 
     def _handle(self, req, ex) -> bool:
         ctx = self.ctx
@@ -670,8 +577,8 @@ class Connection:
             if type(ev) is not bytes:
                 self.ex.message_done = True  # EndOfMessage
                 return
-            if self.ctx.limit_request_body or self.ctx.min_body_rate:
-                self._check_body(len(ev))
+            if self.ctx.body_limited:
+                self.ctx.check_body(self.ex, len(ev))
             body.feed(ev)
             got += len(ev)
 
@@ -710,66 +617,3 @@ class Connection:
                     close()
                 except Exception:
                     ctx.log.exception("Error closing the response iterable of %s %s", req.method, req.target)
-
-
-def lingering_shutdown(sock) -> None:
-    """First half of a lingering close: no more output, so the peer sees our FIN."""
-    try:
-        sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-
-
-def drain(sock) -> bool:
-    """Read and drop what the peer sent, without blocking; True once it closed or failed."""
-    try:
-        while True:
-            data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
-            if not data:
-                return True
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return True
-
-
-def _peer_closed(sock) -> bool:
-    """The peer has closed its end (EOF, or an error), seen without reading anything."""
-    try:
-        return _socket.socket.recv(_plain(sock), 1, _PEEK_FLAGS) == b""
-    except (BlockingIOError, InterruptedError):
-        return False
-    except (OSError, ValueError, TypeError):
-        return True
-
-
-def release_taken_over(sock, sleep=time.sleep, linger: float = TAKEN_OVER_LINGER_SECONDS) -> None:
-    """Before closing a socket the app took over (a websocket) and returned from. The same
-    policy in every worker class (``sleep`` is the green one in gevent/eventlet).
-
-    The app's library may not be done with it: simple-websocket's reader, in another thread or
-    greenlet, signals "closed" to the app before it sends its reply to the peer's close frame.
-    So wait, up to ``linger`` seconds, until the peer has closed its end or the library has
-    closed the socket itself; nothing is read (those bytes are the library's). Then shut it
-    down both ways, which also wakes a reader still blocked on it (close() from another thread
-    would not), and let the caller close it.
-    """
-    deadline = _monotonic() + linger
-    delay = 0.002
-    while True:
-        try:
-            if sock.fileno() < 0:
-                return  # the library closed it
-        except (OSError, ValueError):
-            return
-        if _peer_closed(sock):
-            break
-        remaining = deadline - _monotonic()
-        if remaining <= 0:
-            break
-        sleep(min(delay, remaining))
-        delay = min(delay * 2, 0.05)
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except (OSError, ValueError):
-        pass

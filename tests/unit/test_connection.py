@@ -12,7 +12,8 @@ import threading
 import pytest
 
 from unicornd.config import load_config
-from unicornd.connection import CLOSE, IDLE, LINGER, Connection, ServerContext
+from unicornd.connection import CLOSE, IDLE, LINGER, Connection
+from unicornd.context import ServerContext
 
 
 def app(environ, start_response):

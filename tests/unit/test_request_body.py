@@ -189,7 +189,7 @@ def test_fed_pieces_come_before_the_pulled_ones_without_pulling():
 KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
-PIECE = 64 * KiB            # what one recv() gives the parser (connection.RECV_SIZE)
+PIECE = 64 * KiB            # what one recv() gives the parser (closing.RECV_SIZE)
 ALLOCATED_PER_BODY_BYTE = 3  # the piece as received, the bytes returned to the app, one spare
 SLACK = 4 * MiB             # the interpreter's own allocations while the test runs
 

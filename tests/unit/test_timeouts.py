@@ -10,7 +10,8 @@ import threading
 import pytest
 
 from unicornd.config import load_config
-from unicornd.connection import Connection, ServerContext
+from unicornd.connection import Connection
+from unicornd.context import ServerContext
 from unicornd.master.scoreboard import BOOTING, BUSY, IDLE, SERIAL, Scoreboard
 from unicornd.master.timeouts import hung_reason, request_stalled
 

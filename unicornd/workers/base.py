@@ -4,7 +4,6 @@ A subclass only says how it accepts connections and schedules ``Connection.serve
 """
 
 import contextlib
-import errno
 import os
 import random
 import signal
@@ -14,7 +13,7 @@ import time
 import traceback
 
 from unicornd.app_loading import AppImportError, load_app
-from unicornd.connection import ServerContext
+from unicornd.context import ServerContext
 from unicornd.logging import reopen_log_files
 from unicornd.master.listeners import set_client_timeouts
 from unicornd.master.process import rss, set_owner
@@ -34,17 +33,13 @@ _MASTER_SIGNALS = ("SIGHUP", "SIGQUIT", "SIGINT", "SIGTERM", "SIGTTIN", "SIGTTOU
                    "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGCHLD")
 
 
-# accept() errors that mean "out of a resource for now" (fds, buffers): back off, don't spin.
-ACCEPT_BACKOFF_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+# accept() failing (out of fds, buffers...): wait this long before the next try, don't spin.
 ACCEPT_BACKOFF_SECONDS = 0.1
 ACCEPT_LOG_EVERY_SECONDS = 60.0
 FIRST_REQUEST_SECONDS = 5.0
-# Connection policy timings shared by every worker class (defined once, here):
-# a lingering close (RFC 9112 §9.6) reads and drops the peer's input for at most this long;
-LINGER_SECONDS = 2.0
-# on a graceful stop, a keep-alive connection idle for less than this may still have its next
-# request on the way, and is given that long before it is closed.
-STOP_GRACE_SECONDS = 1.0
+# With header_timeout 0 (off), a request head may take this long (about 31 years): a deadline
+# still, so that every class computes and compares its waits the same way.
+NO_HEAD_DEADLINE_SECONDS = 1e9
 
 
 class AcceptBackoff:
@@ -93,6 +88,9 @@ class Worker:
     # The request runs on the worker's loop (sync): no heartbeat while busy, the request's own
     # progress is written to the slot as it happens (ServerContext.mirror).
     serial = False
+    # Accepted sockets rely on the kernel's SO_RCVTIMEO/SO_SNDTIMEO (set on the listener) for
+    # their I/O timeouts; False for classes whose cooperative sockets time out themselves.
+    kernel_timeouts = True
 
     def __init__(self, age, ppid, listeners, cfg, log, slot=None, app=None):
         self.age = age
@@ -120,6 +118,7 @@ class Worker:
         self._wakeup_r = self._wakeup_w = -1
         self.reloader = None  # cfg.reload: the thread watching the app's files
         self._unsettled = set()  # listeners whose accepted sockets may lack the kernel timeouts
+        self._accept_backoff = AcceptBackoff(log)
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.pid}>"
@@ -139,7 +138,7 @@ class Worker:
             set_client_timeouts(listener, self.cfg.header_timeout)
         self._unsettled = {listener.fileno() for listener in self.listeners
                            if not getattr(listener, "timeouts_from_listen", False)
-                           } if self.cfg.header_timeout else set()
+                           } if self.cfg.header_timeout and self.kernel_timeouts else set()
         # Read the TLS key while still privileged: it is often readable by root only.
         ssl_context = make_ssl_context(self.cfg)
         set_owner(self.cfg.user, self.cfg.group, self.cfg.initgroups)
@@ -305,6 +304,56 @@ class Worker:
 
     def master_alive(self) -> bool:
         return os.getppid() == self.ppid
+
+    # -- policy every class applies the same way (a class only schedules the waits) ---------
+
+    def tick(self) -> bool:
+        """About once a second, from the worker's loop: the heartbeat (and pending USR1
+        work), then whether the master is still there. False, with ``alive`` False, once it
+        is gone: nobody would supervise this worker any more."""
+        self.notify()
+        if self.master_alive():
+            return True
+        self.log.info("Parent changed, shutting down: %s", self)
+        self.alive = False
+        return False
+
+    def drain_wakeup(self) -> None:
+        """Empty the signal wake-up pipe (the signal's handler has run; the byte only woke
+        the loop)."""
+        try:
+            while os.read(self._wakeup_r, 4096):
+                pass
+        except OSError:
+            pass
+
+    def sleep(self, seconds: float) -> None:
+        """Wait without holding up the worker (a greenlet class waits the green way)."""
+        time.sleep(seconds)
+
+    def accept_from(self, lsock, listener_fd: int):
+        """Accept one connection: ``(sock, peer)``, or None if there is none now (the queue is
+        empty, a signal came, the client already left). Out of fds or buffers, or any other
+        error: wait ACCEPT_BACKOFF_SECONDS and say so in the log (once a minute), never spin
+        and never die on it."""
+        try:
+            sock, peer = lsock.accept()
+        except BlockingIOError:
+            if self._unsettled:
+                self.queue_empty(listener_fd)
+            return None
+        except (InterruptedError, ConnectionAbortedError):
+            return None
+        except OSError as exc:
+            self.sleep(self._accept_backoff.failed(exc))
+            return None
+        if self._unsettled:
+            self.settle_timeouts(listener_fd, sock)
+        return sock, peer
+
+    def head_deadline(self, now: float) -> float:
+        """When a request head that started to arrive at ``now`` is answered 408 instead."""
+        return now + (self.cfg.header_timeout or NO_HEAD_DEADLINE_SECONDS)
 
     def run(self) -> None:
         raise NotImplementedError

@@ -22,17 +22,15 @@ sleep, wait-for-readable, a semaphore, its socket class and a count of the hub's
 """
 
 import gc
-import os
 import socket
 import time
 import traceback
 
-from unicornd.connection import (IDLE, LINGER, RECV_SIZE, Connection, lingering_shutdown,
-                                 release_taken_over)
+from unicornd.closing import RECV_SIZE, STOP_GRACE_SECONDS, begin_linger, release_taken_over
+from unicornd.connection import IDLE, LINGER, Connection
 from unicornd.stacks import format_all_stacks
 from unicornd.workers import greenpatch
-from unicornd.workers.base import (ACCEPT_BACKOFF_ERRNOS, LINGER_SECONDS, STOP_GRACE_SECONDS,
-                                   AcceptBackoff, ConcurrentRequests, Worker)
+from unicornd.workers.base import ConcurrentRequests, Worker
 
 TICK_SECONDS = 1.0
 # Connections accepted in a row before the acceptor yields to the ones being served: one at a
@@ -63,6 +61,7 @@ class GreenletWorker(ConcurrentRequests, Worker):
 
     keep_alive = True
     multithread = False
+    kernel_timeouts = False  # a cooperative socket times out itself (io_timeout)
     library = None
 
     # -- the adapter (a subclass implements these) --------------------------------------
@@ -135,7 +134,7 @@ class GreenletWorker(ConcurrentRequests, Worker):
 
     def request_finished(self, req, conn=None, ex=None) -> None:
         super().request_finished(req, conn, ex)
-        if conn is not None and conn.parser.buffered:
+        if conn is not None and conn.pipelined:
             # Pipelined requests are served back to back without waiting on the socket: a
             # client that keeps the pipe full would hold the worker. Everyone else first.
             self.sleep(0)
@@ -175,16 +174,10 @@ class GreenletWorker(ConcurrentRequests, Worker):
             self._acceptors.append(self.spawn(self._accept_loop, lsock, listener.address))
         try:
             while self.alive:
-                self.notify()
-                if not self.master_alive():
-                    self.log.info("Parent changed, shutting down: %s", self)
-                    self.alive = False
+                if not self.tick():
                     break
                 if self.wait_read(self._wakeup_r, TICK_SECONDS):
-                    try:
-                        os.read(self._wakeup_r, 4096)
-                    except OSError:
-                        pass
+                    self.drain_wakeup()
             for green in self._acceptors:
                 self.kill(green)
             for lsock in socks:
@@ -203,22 +196,20 @@ class GreenletWorker(ConcurrentRequests, Worker):
         sem = self._sem
         spawn = self.spawn
         serve = self._serve_connection
+        lfd = lsock.fileno()
         batch = 0
-        backoff = AcceptBackoff(self.log)
         while self.alive:
             sem.acquire()
             try:
-                sock, peer = lsock.accept()
-            except OSError as exc:
-                sem.release()
-                if exc.errno in ACCEPT_BACKOFF_ERRNOS:
-                    self.sleep(backoff.failed(exc))
-                continue
+                accepted = self.accept_from(lsock, lfd)
             except BaseException:
                 sem.release()  # killed at a stop
                 raise
+            if accepted is None:
+                sem.release()
+                continue
             self.nconns += 1
-            spawn(serve, sock, peer, address)
+            spawn(serve, accepted[0], accepted[1], address)
             batch += 1
             if batch >= ACCEPT_BATCH:
                 # A long backlog: let the connections in progress run before accepting more.
@@ -234,6 +225,7 @@ class GreenletWorker(ConcurrentRequests, Worker):
         try:
             sock.settimeout(self.io_timeout)
             conn = Connection(self.ctx, sock, peer, address)
+            sock = conn.sock  # (with TLS, the wrapped socket)
             wait = self.first_request_seconds
             turn = self.hub_turns()
             while True:
@@ -250,15 +242,12 @@ class GreenletWorker(ConcurrentRequests, Worker):
                     result = conn.time_out_head()  # 408 at header_timeout
                     break
                 result = conn.serve(True)
-                sock = conn.sock  # the TLS socket once serve() wrapped it
                 if result != IDLE:
                     break
                 wait = self.keepalive_seconds
             if result == LINGER:
                 self._linger(sock)
         except Exception:
-            if conn is not None:
-                sock = conn.sock
             self.log.exception("Error handling a connection from %s", peer)
         finally:
             try:
@@ -276,7 +265,7 @@ class GreenletWorker(ConcurrentRequests, Worker):
         """Has any of the next request arrived (nothing is waited for)?"""
         if conn.ctx.ssl_context is not None:
             return False  # (the TLS layer's own buffer was drained by serve() before IDLE)
-        return conn.read_head_nonblocking() or bool(conn.parser.buffered)
+        return conn.read_head_nonblocking() or conn.pipelined
 
     def _read_head(self, conn, sock) -> bool:
         """Take in the request head as it arrives; False if header_timeout ran out first.
@@ -284,7 +273,7 @@ class GreenletWorker(ConcurrentRequests, Worker):
         if conn.read_head_nonblocking():
             return True
         fd = sock.fileno()
-        deadline = time.monotonic() + (self.cfg.header_timeout or 1e9)
+        deadline = self.head_deadline(time.monotonic())
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self.wait_read(fd, remaining):
@@ -308,9 +297,10 @@ class GreenletWorker(ConcurrentRequests, Worker):
 
     def _linger(self, sock) -> None:
         """Half-close, then read and drop what the client still sends (until EOF, 2 s)."""
-        lingering_shutdown(sock)
+        deadline = begin_linger(sock)
+        if not deadline:
+            return
         fd = sock.fileno()
-        deadline = time.monotonic() + LINGER_SECONDS
         try:
             while True:
                 remaining = deadline - time.monotonic()

@@ -32,25 +32,21 @@ failing on a closed connection. Requests in the pool finish, lingering closes co
 import os
 import queue
 import select
-import socket
 import sys
 import threading
 import time
 import traceback
 from collections import deque
 
-from unicornd.connection import (CLOSE, IDLE, LINGER, Connection, drain, lingering_shutdown,
-                                 release_taken_over)
-from unicornd.workers.base import (ACCEPT_BACKOFF_ERRNOS, LINGER_SECONDS, STOP_GRACE_SECONDS,
-                                   AcceptBackoff, ConcurrentRequests, Worker)
+from unicornd.closing import STOP_GRACE_SECONDS, begin_linger, drain, input_waiting, release_taken_over
+from unicornd.connection import CLOSE, IDLE, LINGER, Connection
+from unicornd.workers.base import ConcurrentRequests, Worker
 
 TICK_SECONDS = 1.0
 
 _IN = select.EPOLLIN
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
 _LISTEN = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
-_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
-_plain_recv = socket.socket.recv
 
 # Client states.
 NEW = 0  # accepted, waiting in epoll for its first bytes
@@ -80,18 +76,6 @@ class _Client:
         self.head_deadline = None  # set while a request head has partly arrived
 
 
-def _has_input(sock) -> bool:
-    """Bytes (or EOF) are waiting to be read, without blocking."""
-    try:
-        # The plain socket's recv: a TLS socket refuses flags, and raw bytes count too.
-        _plain_recv(sock, 1, _PEEK)
-        return True  # data, or b"" for EOF: either way serve() should read it
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return True  # an error: let serve() meet it and close
-
-
 class ThreadWorker(ConcurrentRequests, Worker):
     keep_alive = True
     multithread = True
@@ -111,7 +95,6 @@ class ThreadWorker(ConcurrentRequests, Worker):
         self._ep = None
         self._pipe_r = self._pipe_w = -1
         self._paused = False
-        self._accept_backoff = AcceptBackoff(self.log)
         self._pool = []
 
     def capacity(self) -> int:
@@ -201,12 +184,13 @@ class ThreadWorker(ConcurrentRequests, Worker):
             now = time.monotonic()
             if now >= next_sweep:
                 next_sweep = self._sweep(now)
-                self.notify()
-                if not self.master_alive():
-                    self.log.info("Parent changed, shutting down: %s", self)
-                    self.alive = False
+                self.tick()
 
     def _read_pipe(self, fd) -> None:
+        if fd == self._wakeup_r:
+            self.drain_wakeup()
+            return
+        # The hand-back pipe: a pool thread passed connections to watch here (lingering).
         try:
             while os.read(fd, 4096):
                 pass
@@ -214,11 +198,10 @@ class ThreadWorker(ConcurrentRequests, Worker):
             pass
         except OSError:
             return
-        if fd == self._pipe_r:
-            handback = self._handback
-            while handback:
-                client = handback.popleft()
-                self._arm(client, _IN)  # lingering: level-triggered until EOF or deadline
+        handback = self._handback
+        while handback:
+            client = handback.popleft()
+            self._arm(client, _IN)  # lingering: level-triggered until EOF or deadline
 
     def _forget_fd(self, fd) -> None:
         """An event for no connection of ours: never read it (it may be a new connection's
@@ -275,21 +258,10 @@ class ThreadWorker(ConcurrentRequests, Worker):
             if len(clients) < self.max_conns and self.alive:
                 self._set_accepting(True)
             return
-        try:
-            sock, peer = listener.sock.accept()
-        except BlockingIOError:
-            if self._unsettled:
-                self.queue_empty(listener.fileno())
+        accepted = self.accept_from(listener.sock, listener.fileno())
+        if accepted is None:
             return
-        except (InterruptedError, ConnectionAbortedError):
-            return
-        except OSError as exc:
-            if exc.errno in ACCEPT_BACKOFF_ERRNOS:
-                time.sleep(self._accept_backoff.failed(exc))
-                return
-            raise
-        if self._unsettled:
-            self.settle_timeouts(listener.fileno(), sock)
+        sock, peer = accepted
         fd = sock.fileno()
         now = time.monotonic()
         client = _Client(sock, fd, peer, listener.address, now, now + self.first_request_seconds)
@@ -334,15 +306,15 @@ class ThreadWorker(ConcurrentRequests, Worker):
                 pass
             client.registered = False
             client.conn.time_out_head()
-            lingering_shutdown(client.sock)
-            if drain(client.sock):
+            deadline = begin_linger(client.sock)
+            if not deadline:
                 self._close(client)
             else:
                 client.state = LINGERING
-                client.deadline = time.monotonic() + LINGER_SECONDS
+                client.deadline = deadline
                 self._arm(client, _IN)  # level-triggered until EOF or deadline
             return
-        if _has_input(client.sock):
+        if input_waiting(client.sock):
             # Out of band: disarm it first, so no event hands it to the pool a second time.
             try:
                 self._ep.unregister(client.fd)
@@ -435,12 +407,13 @@ class ThreadWorker(ConcurrentRequests, Worker):
                 conn = client.conn
                 if conn is None:
                     conn = client.conn = Connection(ctx, client.sock, client.peer, client.address)
+                    client.sock = conn.sock  # (with TLS, the wrapped socket: the same fd)
                 while True:
                     if not conn.read_head_nonblocking():
                         # Part of a head: no thread waits for the rest (slowloris), epoll does,
                         # until header_timeout, when the main thread answers 408.
                         if client.head_deadline is None:
-                            client.head_deadline = time.monotonic() + (self.cfg.header_timeout or 1e9)
+                            client.head_deadline = self.head_deadline(time.monotonic())
                         if self._park(client, client.head_deadline):
                             result = IDLE
                             break
@@ -448,31 +421,26 @@ class ThreadWorker(ConcurrentRequests, Worker):
                     else:
                         client.head_deadline = None
                         result = conn.serve(True)
-                    # With TLS the first serve() wraps the socket (the plain one is detached):
-                    # from then on, close and watch the TLS socket (same fd).
-                    client.sock = conn.sock
                     if result != IDLE:
                         break
                     if self._park(client):
                         break
                     # Not watched: a request already sent is answered, else it closes now.
-                    if not _has_input(client.sock):
+                    if not input_waiting(client.sock):
                         result = CLOSE
                         break
             except Exception:
                 log.exception("Error handling a connection from %s", client.peer)
-                if client.conn is not None:
-                    client.sock = client.conn.sock
                 result = CLOSE
             if result == IDLE:
                 continue
             if client.conn is not None and client.conn.taken_over:
                 release_taken_over(client.sock)
             elif result == LINGER:
-                lingering_shutdown(client.sock)
-                if not drain(client.sock):
+                deadline = begin_linger(client.sock)
+                if deadline:
                     client.state = LINGERING
-                    client.deadline = time.monotonic() + LINGER_SECONDS
+                    client.deadline = deadline
                     self._handback.append(client)
                     self._wake()
                     continue

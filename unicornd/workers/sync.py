@@ -12,12 +12,12 @@ park the worker until the client closes (gunicorn 27 waits up to 2 s per connect
 such a socket is half-closed and drained from the poll set between other connections.
 """
 
-import os
 import select
 import time
 
-from unicornd.connection import LINGER, Connection, drain, lingering_shutdown, release_taken_over
-from unicornd.workers.base import ACCEPT_BACKOFF_ERRNOS, LINGER_SECONDS, AcceptBackoff, Worker
+from unicornd.closing import begin_linger, drain, release_taken_over
+from unicornd.connection import LINGER, Connection
+from unicornd.workers.base import Worker
 
 IDLE_WAKE_SECONDS = 1.0
 
@@ -37,46 +37,30 @@ class SyncWorker(Worker):
         self._lingering = {}  # fd -> (socket, deadline)
         self._reading = {}    # fd -> (Connection whose head is incomplete, deadline)
         ctx = self.ctx
-        head_timeout = self.cfg.header_timeout or None
         max_reading = max(1, self.cfg.worker_connections)
-        backoff = AcceptBackoff(self.log)
 
         while self.alive:
             for listener in listeners:
-                accept = listener.sock.accept
+                lsock = listener.sock
                 address = listener.address
                 lfd = listener.fileno()
                 while self.alive and len(self._reading) < max_reading:
-                    try:
-                        sock, peer = accept()
-                    except BlockingIOError:
-                        if self._unsettled:
-                            self.queue_empty(lfd)
+                    accepted = self.accept_from(lsock, lfd)
+                    if accepted is None:
                         break
-                    except InterruptedError:
-                        break
-                    except OSError as exc:
-                        if exc.errno in ACCEPT_BACKOFF_ERRNOS:
-                            time.sleep(backoff.failed(exc))
-                        break
-                    if self._unsettled:
-                        self.settle_timeouts(lfd, sock)
-                    conn = Connection(ctx, sock, peer, address)
+                    conn = Connection(ctx, accepted[0], accepted[1], address)
                     if conn.read_head_nonblocking():
                         self._serve(conn)
                     else:
-                        fd = sock.fileno()
-                        deadline = time.monotonic() + head_timeout if head_timeout else float("inf")
-                        self._reading[fd] = (conn, deadline)
+                        fd = conn.sock.fileno()
+                        self._reading[fd] = (conn, self.head_deadline(time.monotonic()))
                         poller.register(fd, select.POLLIN)
                     if self._lingering or self._reading:
                         self._wait(0.0)  # busy: tend the connections set aside, between others
                     if len(listeners) > 1:
                         break  # take turns between listeners
-            if not self.master_alive():
-                self.log.info("Parent changed, shutting down: %s", self)
-                return
-            self.notify()
+            if not self.tick():
+                break
             self._wait(IDLE_WAKE_SECONDS)
         for fd in list(self._reading):
             self._drop_reading(fd).sock.close()
@@ -90,18 +74,18 @@ class SyncWorker(Worker):
             linger = False
         if conn.taken_over:
             release_taken_over(conn.sock)
-        self._close(conn.sock, linger)  # (conn.sock: the TLS socket, when serve() wrapped it)
+        self._close(conn.sock, linger)
 
     def _close(self, sock, linger: bool) -> None:
         if not linger:
             sock.close()
             return
-        lingering_shutdown(sock)
-        if drain(sock):
+        deadline = begin_linger(sock)
+        if not deadline:
             sock.close()
             return
         fd = sock.fileno()
-        self._lingering[fd] = (sock, time.monotonic() + LINGER_SECONDS)
+        self._lingering[fd] = (sock, deadline)
         self._poller.register(fd, select.POLLIN)
 
     def _wait(self, timeout: float) -> None:
@@ -116,10 +100,7 @@ class SyncWorker(Worker):
             return
         for fd, _ in events:
             if fd == self._wakeup_r:
-                try:
-                    os.read(fd, 4096)
-                except OSError:
-                    pass
+                self.drain_wakeup()
             elif fd in self._reading:
                 conn = self._reading[fd][0]
                 if conn.read_head_nonblocking():
