@@ -280,7 +280,8 @@ class EnvironBuilder:
 
     def __init__(self, cfg, error_stream, listener_addr, *, multithread=False, scheme="http"):
         self.script_name = os.environ.get("SCRIPT_NAME", "")
-        self.secure_scheme_headers = dict(cfg.secure_scheme_headers or {})
+        # Upper-cased once, as the parser gives header names.
+        self.secure_scheme_headers = {k.upper(): v for k, v in (cfg.secure_scheme_headers or {}).items()}
         self.unix = isinstance(listener_addr, (str, bytes))
         if self.unix:
             self.server_name, self.server_port = "", ""
@@ -313,6 +314,8 @@ class EnvironBuilder:
 
         host = None
         script_name = self.script_name
+        scheme_said = False
+        secure = self.secure_scheme_headers if trusted_forwarder else None
         for name, value in req.headers:
             if name == "CONTENT-TYPE":
                 environ["CONTENT_TYPE"] = value
@@ -325,13 +328,15 @@ class EnvironBuilder:
             elif name == "SCRIPT_NAME":
                 # Only present when a trusted front end sent it (forwarder_headers).
                 script_name = environ["SCRIPT_NAME"] = value
+            if secure and name in secure:
+                scheme_said = True
             key = "HTTP_" + name.replace("-", "_")
             prev = environ.get(key)
             # RFC 9110 §5.3: repeated fields combine into one comma-separated list.
             environ[key] = value if prev is None else prev + "," + value
 
-        if trusted_forwarder and self.secure_scheme_headers:
-            scheme = scheme_from_headers(req.headers, self.secure_scheme_headers)
+        if scheme_said:
+            scheme = scheme_from_headers(req.headers, secure)
             if scheme:
                 environ["wsgi.url_scheme"] = scheme
 

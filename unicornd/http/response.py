@@ -32,6 +32,53 @@ CHUNKED = 2       # HTTP/1.1 without a length
 UNTIL_CLOSE = 3   # HTTP/1.0 without a length: the end of the body is the close
 
 
+# What a header pair from the app means, checked once and remembered: apps send the same
+# few pairs again and again (Content-Type, a Content-Length, Cache-Control), and checking
+# them is most of a response head's cost. A pair that fails the checks is never remembered.
+_KEEP = 0         # sent as is
+_LENGTH = 1       # Content-Length (its value: the int and the text sent)
+_CONNECTION = 2   # Connection: dropped; its value (close?, upgrade?) decides
+_UPGRADE = 3      # Upgrade: sent only with a 101
+_DROP = 4         # another server-owned field
+_checked = {}
+_CHECKED_MAX = 1024  # past this many distinct pairs, start over (bounded memory)
+_checked_status = {}
+
+
+def _check_field(name, value):
+    """(kind, name, value) for a header pair; InvalidResponse if it is not one."""
+    if type(name) is not str or _TOKEN.fullmatch(name) is None:
+        raise InvalidResponse(f"invalid header name {name!r}")
+    if type(value) is not str or _FIELD_VALUE.fullmatch(value) is None:
+        # The value is not echoed: it may hold secrets and is the injected part.
+        raise InvalidResponse(f"invalid value for header {name!r}")
+    lname = name.lower()
+    if lname == "content-length":
+        value = value.strip(" \t")
+        if not value.isdigit() or not value.isascii():
+            raise InvalidResponse(f"invalid Content-Length {value!r}")
+        return _LENGTH, name, (int(value), value)
+    if lname in _SERVER_OWNED:
+        if lname == "connection":
+            tokens = {t.strip().lower() for t in value.split(",")}
+            return _CONNECTION, name, ("close" in tokens, "upgrade" in tokens)
+        if lname == "upgrade":
+            return _UPGRADE, name, value.strip(" \t")
+        return _DROP, name, value
+    return _KEEP, name, value
+
+
+def _check_status(status):
+    """(status line text, code) for a WSGI status; InvalidResponse if it is not one."""
+    if not isinstance(status, str):
+        raise InvalidResponse(f"status must be a str, got {status!r}")
+    m = _STATUS.fullmatch(status)
+    if m is None:
+        raise InvalidResponse(f"invalid status {status!r}")
+    # RFC 9112 §4: the SP after the code is required even when the reason is empty.
+    return (status if len(status) > 3 else status + " "), int(m.group(1))
+
+
 class InvalidResponse(Exception):
     """The app broke PEP 3333 or HTTP in its status or headers; answered with a 500."""
 
@@ -64,51 +111,51 @@ class ResponseHead:
                  "close", "upgrade", "version")
 
     def __init__(self, status, headers, *, method, version, keep_alive):
-        if not isinstance(status, str):
-            raise InvalidResponse(f"status must be a str, got {status!r}")
-        m = _STATUS.fullmatch(status)
-        if m is None:
-            raise InvalidResponse(f"invalid status {status!r}")
-        code = int(m.group(1))
-        # RFC 9112 §4: the SP after the code is required even when the reason is empty.
-        self.status = status if len(status) > 3 else status + " "
+        try:
+            self.status, code = _checked_status[status]
+        except (KeyError, TypeError):
+            checked = _check_status(status)
+            if len(_checked_status) >= _CHECKED_MAX:
+                _checked_status.clear()
+            _checked_status[status] = checked
+            self.status, code = checked
         self.status_code = code
         self.version = version
         kept = []
         content_length = None
         close = not keep_alive
         upgrade = False
+        checked = _checked
         for item in headers:
             try:
                 name, value = item
             except (TypeError, ValueError):
                 raise InvalidResponse(f"header must be a (name, value) pair, got {item!r}") from None
-            if type(name) is not str or _TOKEN.fullmatch(name) is None:
-                raise InvalidResponse(f"invalid header name {name!r}")
-            if type(value) is not str or _FIELD_VALUE.fullmatch(value) is None:
-                # The value is not echoed: it may hold secrets and is the injected part.
-                raise InvalidResponse(f"invalid value for header {name!r}")
-            lname = name.lower()
-            if lname == "content-length":
-                value = value.strip(" \t")
-                if not value.isdigit() or not value.isascii():
-                    raise InvalidResponse(f"invalid Content-Length {value!r}")
-                if content_length is not None and int(value) != content_length:
-                    raise InvalidResponse("conflicting Content-Length headers")
+            try:
+                kind, name, value = checked[(name, value)]
+            except (KeyError, TypeError):
+                field = _check_field(name, value)
+                if type(name) is str and type(value) is str:
+                    if len(checked) >= _CHECKED_MAX:
+                        checked.clear()
+                    checked[(name, value)] = field
+                kind, name, value = field
+            if kind == _KEEP:
+                kept.append((name, value))
+            elif kind == _LENGTH:
                 if content_length is not None:
+                    if value[0] != content_length:
+                        raise InvalidResponse("conflicting Content-Length headers")
                     continue
-                content_length = int(value)
-            elif lname in _SERVER_OWNED:
-                if lname == "connection":
-                    tokens = {t.strip().lower() for t in value.split(",")}
-                    if "close" in tokens:
-                        close = True
-                    if "upgrade" in tokens:
-                        upgrade = True
-                elif lname == "upgrade" and code == 101:
-                    kept.append((name, value.strip(" \t")))
-                continue
-            kept.append((name, value))
+                content_length = value[0]
+                kept.append((name, value[1]))
+            elif kind == _CONNECTION:
+                if value[0]:
+                    close = True
+                if value[1]:
+                    upgrade = True
+            elif kind == _UPGRADE and code == 101:
+                kept.append((name, value))
         self.headers = kept
 
         if method == "HEAD" or code < 200 or code == 204 or code == 304:

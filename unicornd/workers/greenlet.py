@@ -23,6 +23,8 @@ sleep, wait-for-readable, a semaphore, its socket class and a count of the hub's
 
 import gc
 import socket
+
+from greenlet import getcurrent
 import time
 import traceback
 
@@ -56,6 +58,20 @@ def format_greenlet_stacks() -> str:
     return "\n".join(parts)
 
 
+class _Readable:
+    __slots__ = ("wait_read", "fd")
+
+    def __init__(self, wait_read, fd):
+        self.wait_read = wait_read
+        self.fd = fd
+
+    def wait(self, timeout) -> bool:
+        return self.wait_read(self.fd, timeout)
+
+    def close(self) -> None:
+        pass
+
+
 class GreenletWorker(ConcurrentRequests, Worker):
     """The shared implementation; subclasses set ``library`` and the adapter methods."""
 
@@ -78,6 +94,12 @@ class GreenletWorker(ConcurrentRequests, Worker):
     def wait_read(self, fd, timeout) -> bool:
         """Wait until fd is readable (True) or timeout seconds pass (False)."""
         raise NotImplementedError
+
+    def readable(self, fd):
+        """A waiter for one connection's fd, used for each of its waits: ``wait(timeout)``
+        (True once readable, False after timeout seconds) and ``close()``, called before the
+        socket is closed. A library whose waits cost a new watcher each may keep one."""
+        return _Readable(self.wait_read, fd)
 
     def wait_write(self, fd, timeout) -> bool:
         """Wait until fd is writable (True) or timeout seconds pass (False; None: no limit).
@@ -140,7 +162,6 @@ class GreenletWorker(ConcurrentRequests, Worker):
             self.sleep(0)
 
     def current_owner(self):
-        from greenlet import getcurrent
         return getcurrent()
 
     def stalled(self, entry, now: float) -> None:
@@ -221,11 +242,13 @@ class GreenletWorker(ConcurrentRequests, Worker):
 
     def _serve_connection(self, sock, peer, address) -> None:
         conn = None
+        readable = None
         result = IDLE
         try:
             sock.settimeout(self.io_timeout)
             conn = Connection(self.ctx, sock, peer, address)
             sock = conn.sock  # (with TLS, the wrapped socket)
+            readable = self.readable(sock.fileno())
             wait = self.first_request_seconds
             turn = self.hub_turns()
             while True:
@@ -235,10 +258,10 @@ class GreenletWorker(ConcurrentRequests, Worker):
                 # did not wait goes to the back of the line, so a fast client cannot hog the
                 # worker (a yield instead of a poll doubled the tail at c=1000).
                 if not (self.hub_turns() != turn and self._arrived(conn)) and \
-                        not self._wait_request(sock, wait):
+                        not self._wait_request(readable, wait):
                     break
                 turn = self.hub_turns()
-                if not self._read_head(conn, sock):
+                if not self._read_head(conn, readable):
                     result = conn.time_out_head()  # 408 at header_timeout
                     break
                 result = conn.serve(True)
@@ -246,10 +269,12 @@ class GreenletWorker(ConcurrentRequests, Worker):
                     break
                 wait = self.keepalive_seconds
             if result == LINGER:
-                self._linger(sock)
+                self._linger(sock, readable)
         except Exception:
             self.log.exception("Error handling a connection from %s", peer)
         finally:
+            if readable is not None:
+                readable.close()
             try:
                 if conn is not None and conn.taken_over:
                     release_taken_over(sock, self.sleep)
@@ -267,44 +292,41 @@ class GreenletWorker(ConcurrentRequests, Worker):
             return False  # (the TLS layer's own buffer was drained by serve() before IDLE)
         return conn.read_head_nonblocking() or conn.pipelined
 
-    def _read_head(self, conn, sock) -> bool:
+    def _read_head(self, conn, readable) -> bool:
         """Take in the request head as it arrives; False if header_timeout ran out first.
         (A greenlet waiting is cheap, but a slowloris client still gets its 408 on time.)"""
         if conn.read_head_nonblocking():
             return True
-        fd = sock.fileno()
         deadline = self.head_deadline(time.monotonic())
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.wait_read(fd, remaining):
+            if remaining <= 0 or not readable.wait(remaining):
                 return False
             if conn.read_head_nonblocking():
                 return True
 
-    def _wait_request(self, sock, seconds) -> bool:
+    def _wait_request(self, readable, seconds) -> bool:
         """A new or idle keep-alive connection: True when a request arrives, False to close
         (after ``seconds``; during a stop, once idle for STOP_GRACE_SECONDS)."""
-        fd = sock.fileno()
         idle_since = time.monotonic()
         deadline = idle_since + seconds
         while True:
             limit = deadline if self.alive else min(deadline, idle_since + STOP_GRACE_SECONDS)
             remaining = limit - time.monotonic()
             if remaining <= 0:
-                return self.wait_read(fd, 0)
-            if self.wait_read(fd, min(remaining, TICK_SECONDS)):
+                return readable.wait(0)
+            if readable.wait(min(remaining, TICK_SECONDS)):
                 return True
 
-    def _linger(self, sock) -> None:
+    def _linger(self, sock, readable) -> None:
         """Half-close, then read and drop what the client still sends (until EOF, 2 s)."""
         deadline = begin_linger(sock)
         if not deadline:
             return
-        fd = sock.fileno()
         try:
             while True:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self.wait_read(fd, remaining):
+                if remaining <= 0 or not readable.wait(remaining):
                     return
                 if not sock.recv(RECV_SIZE):
                     return
