@@ -1,19 +1,25 @@
-"""The gthread worker: a pool of threads runs requests; one thread accepts and watches.
+"""The gthread worker: a pool of threads that wait on one epoll set and serve what it reports.
 
-The main thread owns an epoll instance holding the listeners, the signal wakeup pipe, a
-hand-back pipe from the pool, and every connection the worker holds. A connection is armed
-with EPOLLONESHOT: when it becomes readable the main thread hands it to the pool and the
-kernel disarms it, so exactly one thread owns it at a time. A pool thread runs
+Every connection the worker holds, and the listeners, are in one epoll instance. The pool
+threads are its followers: each waits in ``epoll_wait`` for one event and handles it itself,
+with no hand-off: a listener's event is an ``accept()``; a connection's is served by
 ``Connection.serve(park_when_idle=True)``, which answers every request already received
-(pipelined requests in order) and returns once the connection waits for its next request;
-the thread then re-arms it in epoll itself (one ``epoll_ctl``, no round trip through the main
-thread). An idle keep-alive connection therefore costs no thread, only an epoll entry.
+(pipelined requests in order) and returns once the connection waits for its next request; the
+thread then re-arms it (one ``epoll_ctl``) and waits again. A connection is armed with
+EPOLLONESHOT: the kernel reports it to one thread and disarms it, so exactly one thread owns it
+at a time; an idle keep-alive connection costs no thread, only an epoll entry. (Handing each
+ready connection from an accepting thread to a queue cost two thread wake-ups a request.)
+
+The main thread runs no request: it takes signals, reports to the master (the heartbeat) and
+sweeps deadlines. A waiting connection is taken by a pool thread (its event) or by the main
+thread (its deadline) only through ``_claim``, under one lock: a connection whose deadline
+passes just as its next request arrives is either served or closed, never both.
 
 Limits:
 
 - ``keepalive``: an idle connection is closed that many seconds after its last response
   (0 turns keep-alive off). A new connection that sends nothing gets ``max(keepalive, 5)``.
-- ``worker_connections``: the connections a worker holds (idle, in the pool, or lingering).
+- ``worker_connections``: the connections a worker holds (idle, being served, or lingering).
   At the cap the listeners leave the epoll set, so further connections wait in the kernel's
   backlog (or go to another worker) instead of being accepted and dropped.
 
@@ -25,18 +31,16 @@ Graceful stop (``alive`` False): the listeners leave the epoll set; idle connect
 closed at once, except those whose last response left less than STOP_GRACE_SECONDS (1 s) ago,
 kept that long because their client may be sending its next request right now (a closed-loop
 client under load always is): such a request is answered, with ``Connection: close``, instead of
-failing on a closed connection. Requests in the pool finish, lingering closes complete, then
-``run()`` returns.
+failing on a closed connection. Requests in progress finish, lingering closes complete, then
+the pool threads leave and ``run()`` returns.
 """
 
 import os
-import queue
 import select
 import sys
 import threading
 import time
 import traceback
-from collections import deque
 
 from unicornd.closing import STOP_GRACE_SECONDS, begin_linger, drain, input_waiting, release_taken_over
 from unicornd.connection import CLOSE, IDLE, LINGER, Connection
@@ -51,8 +55,8 @@ _LISTEN = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
 # Client states.
 NEW = 0  # accepted, waiting in epoll for its first bytes
 PARKED = 1  # idle keep-alive, waiting in epoll
-ACTIVE = 2  # queued for, or being served by, a pool thread
-LINGERING = 3  # half-closed by us, the main thread drains it until EOF or its deadline
+ACTIVE = 2  # taken (_claim): being served by a pool thread, or closed by the main thread
+LINGERING = 3  # half-closed by us, drained on each event until EOF or its deadline
 CLOSED = 4
 
 
@@ -86,14 +90,16 @@ class ThreadWorker(ConcurrentRequests, Worker):
         self.nthreads = max(1, cfg.threads)
         self._inflight_lock = threading.Lock()  # pool threads finish requests concurrently
         self._clients = {}  # fd -> _Client: every connection held (the worker_connections count)
-        # Held to add a client and to remove one: an app that closed the socket it took over
-        # (a websocket) frees the fd number while its client is still in _clients, and the
-        # next accept() may get it; removing "the client at that fd" must not remove that one.
-        self._clients_lock = threading.Lock()
-        self._handback = deque()  # clients a pool thread passes to the main thread (lingering)
-        self._queue = None
+        # Held to add or remove a client, and to take one out of a waiting state (_claim).
+        # (An app that closed the socket it took over (a websocket) frees the fd number while
+        # its client is still in _clients, and the next accept() may get it: removing "the
+        # client at that fd" must not remove that one.)
+        self._lock = threading.Lock()
+        self._accept_lock = threading.Lock()  # listeners in or out of the epoll set
         self._ep = None
-        self._pipe_r = self._pipe_w = -1
+        self._stop_r = self._stop_w = -1  # readable: the pool threads leave
+        self._main_r = self._main_w = -1  # readable: the main thread looks again (stopping)
+        self._pool_stop = False
         self._paused = False
         self._pool = []
 
@@ -116,22 +122,25 @@ class ThreadWorker(ConcurrentRequests, Worker):
             "are stalled. Its stack:\n%s", self.pid, req.method, req.path, now - entry.started,
             now - entry.conn.progress, name, self.nthreads, where)
 
-    # -- the main thread ---------------------------------------------------------------
+    # -- the main thread: signals, heartbeat, deadlines ------------------------------------
 
     def run(self) -> None:
         if self.max_conns < self.nthreads:
             self.log.warning("worker_connections (%d) is below threads (%d): at most %d threads "
                              "will ever be busy", self.max_conns, self.nthreads, self.max_conns)
         self._ep = ep = select.epoll()
-        self._pipe_r, self._pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        ep.register(self._wakeup_r, _IN)
-        ep.register(self._pipe_r, _IN)
+        self._stop_r, self._stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._main_r, self._main_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # Level-triggered and never read: once written, every pool thread sees it.
+        ep.register(self._stop_r, _IN)
         self._listeners = {}
         for listener in self.listeners:
             listener.sock.setblocking(False)
             self._listeners[listener.fileno()] = listener
         self._set_accepting(True)
-        self._queue = queue.SimpleQueue()
+        self._waker = select.poll()
+        self._waker.register(self._wakeup_r, select.POLLIN)
+        self._waker.register(self._main_r, select.POLLIN)
         for i in range(self.nthreads):
             t = threading.Thread(target=self._pool_thread, name=f"unicornd-thread-{i + 1}", daemon=True)
             t.start()
@@ -139,140 +148,50 @@ class ThreadWorker(ConcurrentRequests, Worker):
         try:
             self._loop()
             self._drain_and_stop()
-            for _ in self._pool:
-                self._queue.put(None)
+            self._pool_stop = True
+            os.write(self._stop_w, b"\0")
             until = time.monotonic() + 1.0
             for t in self._pool:
                 t.join(max(0.0, until - time.monotonic()))
         finally:
-            for fd in (self._pipe_r, self._pipe_w):
+            for fd in (self._stop_r, self._stop_w, self._main_r, self._main_w):
                 try:
                     os.close(fd)
                 except OSError:
                     pass
             ep.close()
 
+    def _wait_main(self, seconds: float) -> None:
+        """The main thread waits for a signal, a nudge from a pool thread, or ``seconds``."""
+        try:
+            events = self._waker.poll(max(0.0, seconds) * 1000)
+        except InterruptedError:
+            return
+        for fd, _ in events:
+            if fd == self._wakeup_r:
+                self.drain_wakeup()
+            else:
+                try:
+                    while os.read(fd, 4096):
+                        pass
+                except OSError:
+                    pass
+
+    def _nudge_main(self) -> None:
+        try:
+            os.write(self._main_w, b"\0")
+        except OSError:
+            pass  # full: the main thread is awake anyway
+
     def _loop(self) -> None:
-        ep = self._ep
-        clients = self._clients
-        listeners = self._listeners
-        put = self._queue.put
         next_sweep = 0.0
         while self.alive:
-            timeout = next_sweep - time.monotonic()
-            try:
-                events = ep.poll(timeout if timeout > 0 else 0)
-            except InterruptedError:
-                events = ()
-            for fd, _ in events:
-                client = clients.get(fd)
-                if client is not None:
-                    state = client.state
-                    if state == PARKED or state == NEW:
-                        client.state = ACTIVE
-                        put(client)
-                    elif state == LINGERING:
-                        self._tend_lingering(client)
-                elif fd in listeners:
-                    self._accept(listeners[fd])
-                elif fd == self._pipe_r or fd == self._wakeup_r:
-                    self._read_pipe(fd)
-                else:
-                    self._forget_fd(fd)
-            if self._paused and len(clients) < self.max_conns and self.alive:
-                self._set_accepting(True)
             now = time.monotonic()
             if now >= next_sweep:
                 next_sweep = self._sweep(now)
                 self.tick()
-
-    def _read_pipe(self, fd) -> None:
-        if fd == self._wakeup_r:
-            self.drain_wakeup()
-            return
-        # The hand-back pipe: a pool thread passed connections to watch here (lingering).
-        try:
-            while os.read(fd, 4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            return
-        handback = self._handback
-        while handback:
-            client = handback.popleft()
-            self._arm(client, _IN)  # lingering: level-triggered until EOF or deadline
-
-    def _forget_fd(self, fd) -> None:
-        """An event for no connection of ours: never read it (it may be a new connection's
-        number, its request not yet ours to take); stop watching it."""
-        try:
-            self._ep.unregister(fd)
-        except OSError:
-            pass
-
-    def _arm(self, client, events) -> bool:
-        try:
-            if client.registered:
-                self._ep.modify(client.fd, events)
-            else:
-                self._ep.register(client.fd, events)
-                client.registered = True
-            return True
-        except OSError as exc:
-            self.log.debug("cannot watch connection from %s: %s", client.peer, exc)
-            self._close(client)
-            return False
-
-    def _wake(self) -> None:
-        try:
-            os.write(self._pipe_w, b"\0")
-        except OSError:
-            pass  # full: the main thread is awake anyway
-
-    def _set_accepting(self, on: bool) -> None:
-        ep = self._ep
-        if on:
-            self._paused = False
-            for fd in self._listeners:
-                try:
-                    ep.register(fd, _LISTEN)
-                except FileExistsError:
-                    pass
-        else:
-            # Flag first: a pool thread closing a connection from now on wakes us to resume.
-            self._paused = True
-            for fd in self._listeners:
-                try:
-                    ep.unregister(fd)
-                except (FileNotFoundError, OSError):
-                    pass
-
-    def _accept(self, listener) -> None:
-        if not self.alive:
-            return  # stopping (or at max_requests): what is accepted already is all it serves
-        clients = self._clients
-        if len(clients) >= self.max_conns:
-            self._set_accepting(False)
-            # A connection may have closed meanwhile: look again with the flag set.
-            if len(clients) < self.max_conns and self.alive:
-                self._set_accepting(True)
-            return
-        accepted = self.accept_from(listener.sock, listener.fileno())
-        if accepted is None:
-            return
-        sock, peer = accepted
-        fd = sock.fileno()
-        now = time.monotonic()
-        client = _Client(sock, fd, peer, listener.address, now, now + self.first_request_seconds)
-        with self._clients_lock:
-            clients[fd] = client
-        # Served once it has bytes to read: a client that connects and says nothing holds no thread.
-        self._arm(client, _ONESHOT_IN)
-        if len(clients) >= self.max_conns:
-            self._set_accepting(False)
-            if len(clients) < self.max_conns and self.alive:
-                self._set_accepting(True)
+                continue
+            self._wait_main(next_sweep - now)
 
     def _sweep(self, now: float) -> float:
         """Close what is past its deadline; returns when to sweep next."""
@@ -288,7 +207,8 @@ class ThreadWorker(ConcurrentRequests, Worker):
                 soonest = client.deadline
         for client in expired:
             if client.state == LINGERING:
-                self._close(client)
+                if self._claim(client, lingering=True):
+                    self._close(client)
             else:
                 self._take_idle(client)
         return soonest
@@ -296,54 +216,21 @@ class ThreadWorker(ConcurrentRequests, Worker):
     def _take_idle(self, client) -> None:
         """Close an idle (NEW/PARKED) connection now, unless a request is already waiting on it:
         that one is served (during a graceful stop, with Connection: close)."""
-        if (client.state != PARKED and client.state != NEW) or client.parking:
+        if client.parking or not self._claim(client):
             return  # a pool thread has it, or is still arming it: look again next time
         if client.head_deadline is not None and client.conn is not None:
             # header_timeout ran out on a half-sent head: 408, then a lingering close.
-            try:
-                self._ep.unregister(client.fd)
-            except OSError:
-                pass
-            client.registered = False
             client.conn.time_out_head()
-            deadline = begin_linger(client.sock)
-            if not deadline:
-                self._close(client)
-            else:
-                client.state = LINGERING
-                client.deadline = deadline
-                self._arm(client, _IN)  # level-triggered until EOF or deadline
+            self._linger(client)
             return
         if input_waiting(client.sock):
-            # Out of band: disarm it first, so no event hands it to the pool a second time.
-            try:
-                self._ep.unregister(client.fd)
-            except OSError:
-                pass
-            client.registered = False
-            client.state = ACTIVE
-            self._queue.put(client)
+            # Its request came just now: a pool thread serves it (the main thread runs no
+            # request). Armed again, it is reported at once; the deadline gives it time.
+            client.deadline = time.monotonic() + TICK_SECONDS
+            client.state = PARKED
+            self._arm(client)
             return
         self._close(client)
-
-    def _tend_lingering(self, client) -> None:
-        if drain(client.sock):
-            self._close(client)
-
-    def _close(self, client) -> None:
-        client.state = CLOSED
-        # Forget it before closing: once closed, accept() may reuse the fd number. Not if the
-        # fd is another connection's already (the app closed this one's socket itself).
-        with self._clients_lock:
-            if self._clients.get(client.fd) is not client:
-                return
-            del self._clients[client.fd]
-        try:
-            client.sock.close()
-        except OSError:
-            pass
-        if self._paused and threading.current_thread() is not threading.main_thread():
-            self._wake()
 
     def _drain_and_stop(self) -> None:
         """Graceful stop: no new connections; requests in progress finish; idle connections
@@ -353,7 +240,6 @@ class ThreadWorker(ConcurrentRequests, Worker):
         self._set_accepting(False)
         clients = self._clients
         deadline = time.monotonic() + self.graceful_timeout
-        ep = self._ep
         while clients:
             now = time.monotonic()
             if now >= deadline or not self.master_alive():
@@ -364,7 +250,8 @@ class ThreadWorker(ConcurrentRequests, Worker):
                 state = client.state
                 if state == LINGERING:
                     if client.deadline <= now:
-                        self._close(client)
+                        if self._claim(client, lingering=True):
+                            self._close(client)
                     else:
                         soonest = min(soonest, client.deadline)
                 elif state == PARKED or state == NEW:
@@ -373,103 +260,233 @@ class ThreadWorker(ConcurrentRequests, Worker):
                         self._take_idle(client)
                     else:
                         soonest = min(soonest, until)
-            try:
-                events = ep.poll(max(0.0, soonest - time.monotonic()))
-            except InterruptedError:
-                events = ()
-            for fd, _ in events:
-                client = clients.get(fd)
-                if client is not None:
-                    if client.state == LINGERING:
-                        self._tend_lingering(client)
-                    elif client.state == PARKED or client.state == NEW:
-                        client.state = ACTIVE
-                        self._queue.put(client)
-                elif fd == self._pipe_r or fd == self._wakeup_r:
-                    self._read_pipe(fd)
-                elif fd not in self._listeners:
-                    self._forget_fd(fd)
+            if clients:
+                self._wait_main(min(soonest, deadline) - time.monotonic())
         for client in list(clients.values()):
-            if client.state != ACTIVE:
+            if self._claim(client) or self._claim(client, lingering=True):
                 self._close(client)
+
+    # -- connections changing hands ---------------------------------------------------------
+
+    def _claim(self, client, lingering=False) -> bool:
+        """Take a connection out of its waiting state (idle: NEW or PARKED; or LINGERING) to
+        act on it: True for exactly one of the threads that try."""
+        with self._lock:
+            state = client.state
+            if lingering:
+                if state != LINGERING:
+                    return False
+            elif state != PARKED and state != NEW:
+                return False
+            client.state = ACTIVE
+            return True
+
+    def _watch(self, client) -> None:
+        """Arm it for one readable event (OSError if that failed). ``registered`` is set
+        before the epoll_ctl: once armed, another thread may take it at once and re-arm it."""
+        if not client.registered:
+            client.registered = True
+            try:
+                self._ep.register(client.fd, _ONESHOT_IN)
+                return
+            except FileExistsError:
+                pass
+        self._ep.modify(client.fd, _ONESHOT_IN)
+
+    def _arm(self, client) -> bool:
+        """Watch it (again) for one readable event; False, and closed, if that failed."""
+        try:
+            self._watch(client)
+            return True
+        except (OSError, ValueError) as exc:
+            self.log.debug("cannot watch connection from %s: %s", client.peer, exc)
+            self._close(client)
+            return False
+
+    def _linger(self, client) -> None:
+        """Close it the lingering way: at once if the peer is done, else watched (a pool thread
+        drains it on each event) until EOF or its deadline (the sweep closes it then)."""
+        deadline = begin_linger(client.sock)
+        if not deadline:
+            self._close(client)
+            return
+        client.deadline = deadline
+        client.state = LINGERING
+        self._arm(client)
+
+    def _close(self, client) -> None:
+        client.state = CLOSED
+        # Forget it before closing: once closed, accept() may reuse the fd number. Not if the
+        # fd is another connection's already (the app closed this one's socket itself).
+        with self._lock:
+            if self._clients.get(client.fd) is not client:
+                return
+            del self._clients[client.fd]
+        try:
+            client.sock.close()
+        except OSError:
+            pass
+        if self._paused:
+            self._resume_accepting()
+        if not self.alive:
+            self._nudge_main()  # stopping: the main thread looks whether all are gone
+
+    def _set_accepting(self, on: bool) -> None:
+        ep = self._ep
+        with self._accept_lock:
+            if on:
+                self._paused = False
+                for fd in self._listeners:
+                    try:
+                        ep.register(fd, _LISTEN)
+                    except FileExistsError:
+                        pass
+            else:
+                self._paused = True
+                for fd in self._listeners:
+                    try:
+                        ep.unregister(fd)
+                    except (FileNotFoundError, OSError):
+                        pass
+
+    def _resume_accepting(self) -> None:
+        """A connection closed while accepting was paused at the cap: accept again."""
+        if len(self._clients) < self.max_conns and self.alive:
+            with self._accept_lock:
+                if not self._paused or not self.alive:
+                    return
+            self._set_accepting(True)
+
+    def _accept(self, listener) -> None:
+        if not self.alive:
+            # Stopping (or at max_requests): what is accepted already is all it serves. (The
+            # listener is level-triggered: out of the set now, or every thread spins on it.)
+            self._set_accepting(False)
+            self._nudge_main()
+            return
+        clients = self._clients
+        if len(clients) >= self.max_conns:
+            self._set_accepting(False)
+            # A connection may have closed meanwhile: look again with the flag set.
+            self._resume_accepting()
+            return
+        accepted = self.accept_from(listener.sock, listener.fileno())
+        if accepted is None:
+            return
+        sock, peer = accepted
+        fd = sock.fileno()
+        now = time.monotonic()
+        client = _Client(sock, fd, peer, listener.address, now, now + self.first_request_seconds)
+        with self._lock:
+            clients[fd] = client
+        # Served once it has bytes to read: a client that connects and says nothing holds no thread.
+        self._arm(client)
+        if len(clients) >= self.max_conns:
+            self._set_accepting(False)
+            self._resume_accepting()
+
+    def _forget_fd(self, fd) -> None:
+        """An event for no connection of ours: never read it (it may be a new connection's
+        number, its request not yet ours to take); stop watching it."""
+        try:
+            self._ep.unregister(fd)
+        except OSError:
+            pass
 
     # -- the pool ------------------------------------------------------------------------
 
     def _pool_thread(self) -> None:
-        get = self._queue.get
-        ctx = self.ctx
-        log = self.log
-        while True:
-            client = get()
-            if client is None:
-                return
+        poll = self._ep.poll
+        clients = self._clients
+        listeners = self._listeners
+        stop_r = self._stop_r
+        while not self._pool_stop:
             try:
-                conn = client.conn
-                if conn is None:
-                    conn = client.conn = Connection(ctx, client.sock, client.peer, client.address)
-                    client.sock = conn.sock  # (with TLS, the wrapped socket: the same fd)
-                while True:
-                    if not conn.read_head_nonblocking():
-                        # Part of a head: no thread waits for the rest (slowloris), epoll does,
-                        # until header_timeout, when the main thread answers 408.
-                        if client.head_deadline is None:
-                            client.head_deadline = self.head_deadline(time.monotonic())
-                        if self._park(client, client.head_deadline):
-                            result = IDLE
-                            break
-                        result = conn.serve(True)  # not watched: read it here after all
-                    else:
-                        client.head_deadline = None
-                        result = conn.serve(True)
-                    if result != IDLE:
-                        break
-                    if self._park(client):
-                        break
-                    # Not watched: a request already sent is answered, else it closes now.
-                    if not input_waiting(client.sock):
-                        result = CLOSE
-                        break
-            except Exception:
-                log.exception("Error handling a connection from %s", client.peer)
-                result = CLOSE
-            if result == IDLE:
+                events = poll(-1, 1)  # one event a thread: the others take the next ones
+            except InterruptedError:
                 continue
-            if client.conn is not None and client.conn.taken_over:
-                release_taken_over(client.sock)
-            elif result == LINGER:
-                deadline = begin_linger(client.sock)
-                if deadline:
-                    client.state = LINGERING
-                    client.deadline = deadline
-                    self._handback.append(client)
-                    self._wake()
-                    continue
-            self._close(client)
+            except (OSError, ValueError):
+                return  # the epoll set is closed: the worker is exiting
+            for fd, _ in events:
+                client = clients.get(fd)
+                if client is not None:
+                    state = client.state
+                    if state == LINGERING:
+                        if self._claim(client, lingering=True):
+                            if drain(client.sock):
+                                self._close(client)
+                            else:
+                                client.state = LINGERING
+                                self._arm(client)
+                    elif self._claim(client):
+                        self._serve(client)
+                elif fd in listeners:
+                    self._accept(listeners[fd])
+                elif fd == stop_r:
+                    return
+                else:
+                    self._forget_fd(fd)
+
+    def _serve(self, client) -> None:
+        """Serve the requests that came on a connection, until it waits for its next one
+        (parked again) or must close."""
+        try:
+            conn = client.conn
+            if conn is None:
+                conn = client.conn = Connection(self.ctx, client.sock, client.peer, client.address)
+                client.sock = conn.sock  # (with TLS, the wrapped socket: the same fd)
+            while True:
+                if not conn.read_head_nonblocking():
+                    # Part of a head: no thread waits for the rest (slowloris), epoll does,
+                    # until header_timeout, when the main thread answers 408.
+                    if client.head_deadline is None:
+                        client.head_deadline = self.head_deadline(time.monotonic())
+                    if self._park(client, client.head_deadline):
+                        return
+                    result = conn.serve(True)  # not watched: read it here after all
+                else:
+                    client.head_deadline = None
+                    result = conn.serve(True)
+                if result != IDLE:
+                    break
+                if self._park(client):
+                    return
+                # Not watched: a request already sent is answered, else it closes now.
+                if not input_waiting(client.sock):
+                    result = CLOSE
+                    break
+        except Exception:
+            self.log.exception("Error handling a connection from %s", client.peer)
+            result = CLOSE
+        if client.conn is not None and client.conn.taken_over:
+            release_taken_over(client.sock)
+        elif result == LINGER:
+            self._linger(client)
+            return
+        self._close(client)
 
     def _park(self, client, deadline=None) -> bool:
         """Back into epoll until its next request (while stopping, for STOP_GRACE_SECONDS at
         most); False if that failed.
 
-        No lock: only a pool thread moves a connection into PARKED, and only the main thread
-        moves it out (an event, an expired deadline, a stop). ``parking`` tells the main
-        thread not to close it while the epoll_ctl is under way (the fd must stay ours).
+        From PARKED, a pool thread (its event) or the main thread (its deadline) takes it
+        with ``_claim``; ``parking`` tells the main thread not to close it while the
+        epoll_ctl is under way (the fd must stay ours). A pool thread may take it at once.
         """
         client.parking = True
         client.idle_since = now = time.monotonic()
         client.deadline = deadline if deadline is not None else now + self.keepalive_seconds
         client.state = PARKED
         try:
-            if client.registered:
-                self._ep.modify(client.fd, _ONESHOT_IN)
-            else:
-                self._ep.register(client.fd, _ONESHOT_IN)
-                client.registered = True
+            self._watch(client)
         except (OSError, ValueError):
             # Not watched (or the worker is going away): serve() meets whatever comes.
-            client.state = ACTIVE
-            return False
-        finally:
+            if self._claim(client):
+                client.parking = False
+                return False
             client.parking = False
+            return True  # (another thread took it meanwhile: it is that thread's)
+        client.parking = False
         if not self.alive:
-            self._wake()  # stopping: the main thread closes it after the stop grace
+            self._nudge_main()  # stopping: the main thread closes it after the stop grace
         return True
