@@ -8,13 +8,15 @@ and after a failed reload, and that the app port serves on during the drain. The
 
 import json
 import os
+import re
 import signal
+import socket
 import threading
 import time
 
 import pytest
 
-from support import Load, Server, children, raw_request, parse_response, request, wait_for
+from support import Load, Server, alive, children, parse_response, raw_request, request, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -41,9 +43,9 @@ def answers(address):
         return False
 
 
-def life(tmp_path, *args, **kw):
+def life(tmp_path, *args, env=None, **kw):
     return Server("-b", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0", *args, "lifeapp:app",
-                  env={"LIFEAPP_DIR": str(tmp_path)}, **kw)
+                  env=env or {"LIFEAPP_DIR": str(tmp_path)}, **kw)
 
 
 def booted(tmp_path, pids):
@@ -212,3 +214,71 @@ def test_drain_delay_is_validated():
     result = run_cli("--drain-delay", "-1", "--check-config", "lifeapp:app")
     assert result.returncode == 2, result
     assert "drain_delay" in result.stderr or "drain-delay" in result.stderr, result.stderr
+
+
+def test_systemd_hears_stopping_when_term_arrives_not_when_the_drain_ends(tmp_path):
+    notify_path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify_path))
+    listener.settimeout(0.2)
+    messages = []
+
+    def said(text):
+        while True:
+            try:
+                messages.append(listener.recv(4096).decode())
+            except (socket.timeout, OSError):
+                break
+        return any(text in m for m in messages)
+
+    try:
+        with life(tmp_path, "-w", "1", "--drain-delay", "120",
+                  env={"LIFEAPP_DIR": str(tmp_path), "NOTIFY_SOCKET": str(notify_path)}) as srv:
+            metrics = address_in_log(srv, _METRICS)
+            wait_for(lambda: said("READY=1"), 30, message=lambda: messages)
+            srv.signal(signal.SIGTERM)
+            wait_for(lambda: said("STOPPING=1"), 30, message=lambda: messages)
+            assert srv.proc.poll() is None and probe(metrics)[0] == 503  # still draining
+            assert answers(srv.address)
+            srv.signal(signal.SIGTERM)
+            assert srv.wait(60) == 0
+    finally:
+        listener.close()
+
+
+def test_term_ending_a_binary_upgrade_does_not_drain_and_the_promoted_master_does(tmp_path):
+    with life(tmp_path, "-w", "1", "--drain-delay", "120") as srv:
+        metrics = address_in_log(srv, _METRICS)
+        wait_for(lambda: probe(metrics)[0] == 200, 30, message=lambda: srv.log)
+        old = srv.proc.pid
+        (old_worker,) = children(old)
+        srv.signal(signal.SIGUSR2)
+        new = wait_for(lambda: next(iter(children(old) - {old_worker}), None), 30,
+                       message=lambda: srv.log)
+        wait_for(lambda: len(children(new)) == 1 and booted(tmp_path, children(new)), 30,
+                 message=lambda: srv.log)
+        srv.signal(signal.SIGWINCH)
+        wait_for(lambda: old_worker not in children(old), 30, message=lambda: srv.log)
+        started = time.monotonic()
+        srv.signal(signal.SIGTERM)  # the old master leaves: the new one serves the sockets
+        assert srv.wait(60) == 0, srv.log
+        assert time.monotonic() - started < 60  # not the 120 s of drain_delay
+        assert "Draining" not in srv.log
+        # The promoted master takes the metrics endpoint and is ready; its own TERM drains.
+        wait_for(lambda: "Master has been promoted" in srv.log, 30, message=lambda: srv.log)
+        # (Its own endpoint: a port of its own here, since the test asked for port 0.)
+        found = re.search(rf"\[{new}\] \[INFO\] " + _METRICS, srv.log)
+        metrics = found.group(1), int(found.group(2))
+        wait_for(lambda: probe_or_none(metrics) == 200, 30, message=lambda: srv.log)
+        os.kill(new, signal.SIGTERM)
+        wait_for(lambda: "Draining for 120 s" in srv.log, 30, message=lambda: srv.log)
+        assert probe(metrics)[0] == 503 and answers(srv.address)
+        os.kill(new, signal.SIGTERM)
+        wait_for(lambda: not alive(new), 60, message=lambda: srv.log)
+
+
+def probe_or_none(metrics):
+    try:
+        return probe(metrics)[0]
+    except (OSError, AssertionError, IndexError, ValueError):
+        return None
