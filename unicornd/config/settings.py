@@ -462,7 +462,8 @@ SETTINGS: tuple[Setting, ...] = (
         only).
         The Prometheus endpoint (`metrics_bind`) always reports it, per listener."""),
     _s(LOG, "metrics_bind", "--metrics-bind", metrics_addr.metrics_address, None, """
-        Where the master serves `GET /metrics` (Prometheus) and `GET /status` (JSON):
+        Where the master serves `GET /metrics` (Prometheus), `GET /status` (JSON) and the
+        health checks `GET /healthz` and `GET /readyz` (docs/metrics.md):
         `HOST:PORT`, `[IPV6]:PORT` or `unix:PATH`. The metrics are counters added up over all
         workers, past and present; `/status` is what `unicornd status` shows; a Unix socket is
         created mode 0600. Unset, there is no endpoint. Keep it on loopback or a private network. unicornd's own setting.""",
