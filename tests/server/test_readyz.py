@@ -161,6 +161,14 @@ def test_term_with_drain_delay_serves_on_while_readyz_is_503(tmp_path):
         finally:
             ok, failures = load.stop()
         assert failures == [], failures[:5]
+        # A worker lost while draining is replaced: the server serves at full strength to the end.
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: (lambda now: len(now) == 2 and victim not in now)(children(srv.proc.pid)),
+                 30, message=lambda: srv.log)
+        wait_for(lambda: len(re.findall(r"Booting worker", srv.log)) == 3, 30,
+                 message=lambda: srv.log)
+        assert request(srv.address, "/")[0] == 200 and probe(metrics)[0] == 503
         # A second TERM ends the drain: the graceful stop follows at once.
         started = time.monotonic()
         srv.signal(signal.SIGTERM)
