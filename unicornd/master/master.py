@@ -24,8 +24,8 @@ from unicornd.master import listeners as lst
 from unicornd.master import rawos
 from unicornd.master.lifecycle import HaltServer, Lifecycle
 from unicornd.master.pidfile import Pidfile
-from unicornd.master.readiness import readiness as readiness_of
 from unicornd.master.process import has_controlling_terminal, rss
+from unicornd.master.readiness import readiness as readiness_of
 from unicornd.master.scoreboard import Scoreboard
 from unicornd.master.systemd import Notifier, listen_fds
 from unicornd.metrics.endpoint import MasterMetrics
