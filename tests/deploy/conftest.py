@@ -77,9 +77,9 @@ def example_sock():
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def example_upstreams():
-    """[(host, port), ...] of the upstream servers in upstream.conf."""
-    found = re.findall(r"^\s*server\s+([\d.]+):(\d+)[\s;]", example_text("upstream.conf"), re.M)
+def example_upstreams(name="upstream.conf"):
+    """[(host, port), ...] of the upstream servers in examples/nginx/NAME."""
+    found = re.findall(r"^\s*server\s+([\d.]+):(\d+)[\s;]", example_text(name), re.M)
     return [(host, int(port)) for host, port in found]
 
 
@@ -250,7 +250,7 @@ def fixed_addresses():
     try:
         wait_for(take, 100, interval=0.05,
                  message="the lock on the nginx examples' address (another test run holds it)")
-        for name in ("unicornd.conf", "upstream.conf"):
+        for name in ("unicornd.conf", "upstream.conf", "three-instances.conf"):
             address = example_listen(name)
             if connectable(address):
                 pytest.fail(f"something already listens on {address[0]}:{address[1]}, the address of "

@@ -192,6 +192,17 @@ SETTINGS: tuple[Setting, ...] = (
     _int(WP, "graceful_timeout", "--graceful-timeout", 30, """
         Seconds workers get to finish the requests in hand after being told to stop or restart;
         those still running when it expires are killed."""),
+    _int(WP, "drain_delay", "--drain-delay", 0, """
+        Seconds to keep accepting and serving after `TERM` before stopping gracefully, while
+        `GET /readyz` on the `metrics_bind` endpoint answers 503: time for a load balancer to
+        stop routing here before the listeners close. A second `TERM` ends the drain at once
+        (then the graceful stop runs as usual); `INT` and `QUIT` stop at once as always; `HUP`,
+        `USR2` and `WINCH` are ignored while draining. No drain when the server never became
+        ready, or when `TERM` ends a binary upgrade (a new master serves the sockets). The
+        whole stop then takes up to `drain_delay` + `graceful_timeout` seconds (plus a few to
+        reap): size a supervisor's stop timeout (Kubernetes' `terminationGracePeriodSeconds`)
+        above that. 0 (the default) closes the listeners as soon as `TERM` arrives, as
+        gunicorn does. unicornd's own setting."""),
     _int(WP, "keepalive", "--keep-alive", 2, """
         Seconds to wait for the next request on an idle keep-alive connection. A few seconds suit
         servers facing clients directly; behind a load balancer a longer value is common. The
@@ -451,7 +462,8 @@ SETTINGS: tuple[Setting, ...] = (
         only).
         The Prometheus endpoint (`metrics_bind`) always reports it, per listener."""),
     _s(LOG, "metrics_bind", "--metrics-bind", metrics_addr.metrics_address, None, """
-        Where the master serves `GET /metrics` (Prometheus) and `GET /status` (JSON):
+        Where the master serves `GET /metrics` (Prometheus), `GET /status` (JSON) and the
+        health checks `GET /healthz` and `GET /readyz` (docs/metrics.md):
         `HOST:PORT`, `[IPV6]:PORT` or `unix:PATH`. The metrics are counters added up over all
         workers, past and present; `/status` is what `unicornd status` shows; a Unix socket is
         created mode 0600. Unset, there is no endpoint. Keep it on loopback or a private network. unicornd's own setting.""",

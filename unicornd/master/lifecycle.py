@@ -129,6 +129,7 @@ class Lifecycle:
         self.retry_at = 0.0            # no spawn before this (back-off)
         self.ready_sent = False
         self.stopping = False
+        self.reload_failure = None     # why the last reload failed; None once one completes
         self.upgraded_from = upgraded_from   # our old master's pid (we are the USR2 child)
         self.upgrade_child = 0               # the new master we started with USR2
 
@@ -262,6 +263,7 @@ class Lifecycle:
                 r.superseded == "reload" and r.phase in (BOOTING, SERVING)
                 for r in self.workers.values()):
             self.reload = None
+            self.reload_failure = None
             self.log.info("Reload complete: %d worker(s) of the new settings serving",
                           len(serving_current))
             self.ops.notify("ready", self.status_text())
@@ -426,6 +428,7 @@ class Lifecycle:
 
     def _reload_failed(self, what) -> None:
         self.log.error("Reload failed: the new workers %s; the old workers stay", what)
+        self.reload_failure = f"the new workers {what}"
         self._roll_back("reload failed")
         self.ops.notify("ready", self.status_text())
 

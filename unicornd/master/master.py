@@ -25,6 +25,7 @@ from unicornd.master import rawos
 from unicornd.master.lifecycle import HaltServer, Lifecycle
 from unicornd.master.pidfile import Pidfile
 from unicornd.master.process import has_controlling_terminal, rss
+from unicornd.master.readiness import readiness as readiness_of
 from unicornd.master.scoreboard import Scoreboard
 from unicornd.master.systemd import Notifier, listen_fds
 from unicornd.metrics.endpoint import MasterMetrics
@@ -38,6 +39,9 @@ SIGNAL_NAMES = {
     for name in ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH", "CHLD")
 }
 LOOP_WAKE_SECONDS = 1.0
+# While draining (TERM with drain_delay) the workers keep serving as they are: no new
+# settings, no new master, no stopping them early.
+IGNORED_WHILE_DRAINING = ("hup", "usr2", "winch")
 OLD_MASTER_ENV = "UNICORND_PID"
 
 __all__ = ["Master", "HaltServer"]
@@ -58,6 +62,7 @@ class Master:
         self.sig_queue = collections.deque(maxlen=64)
         self._wake_r = self._wake_w = -1
         self.reexec_pid = 0         # the new master started by USR2
+        self.drain_until = None     # TERM with drain_delay: when the drain ends (monotonic)
         self.master_pid = int(self.environ.pop(OLD_MASTER_ENV, 0) or 0)  # our old master, if any
         self.inherited_fds = self.environ.pop(lst.INHERIT_ENV, None)
         self.inherited_systemd = self.environ.pop(lst.INHERIT_SYSTEMD_ENV, None) == "1"
@@ -162,8 +167,13 @@ class Master:
                     name = SIGNAL_NAMES.get(signum)
                     if name != "chld":
                         self.log.info("Handling signal: %s", name)
+                    if self.drain_until is not None and name in IGNORED_WHILE_DRAINING:
+                        self.log.warning("%s ignored: the server is draining before it stops",
+                                         name.upper())
+                        continue
                     getattr(self, f"handle_{name}")()
                     continue
+                self.check_drain()
                 self.check_workers()
                 self.sleep()
         except StopIteration:
@@ -194,6 +204,8 @@ class Master:
             self.pidfile.unlink()
 
     def sleep(self, seconds: float = LOOP_WAKE_SECONDS) -> None:
+        if self.drain_until is not None:  # wake when the drain is over
+            seconds = max(0.0, min(seconds, self.drain_until - time.monotonic()))
         metrics = self.metrics
         rfds, wfds = (), ()
         if metrics is not None:
@@ -218,6 +230,11 @@ class Master:
         self.reap_workers()
 
     def handle_term(self) -> None:
+        if self.drain_until is None and self.begin_drain():
+            return
+        if self.drain_until is not None:
+            self.log.info("TERM while draining: the drain ends now")
+            self.drain_until = None
         self.stop(graceful=True)
         raise StopIteration
 
@@ -251,6 +268,7 @@ class Master:
         except (ConfigError, ValueError, lst.BindError) as exc:
             os.chdir(cwd)
             self.log.error("Reload failed, the current settings stay: %s", exc)
+            self.model.reload_failure = f"the new settings did not load: {exc}"
             self.notifier.ready(self.model.status_text())
             return
         from unicornd.cli import apply_process_settings
@@ -431,10 +449,49 @@ class Master:
             views[pid] = board.read(rec.slot)
         self.model.tick(views)
 
+    # -- readiness, and the drain after TERM (drain_delay) --------------------------------
+
+    def readiness(self):
+        """(ready, why): what ``GET /readyz`` answers; the rule is in master/readiness.py."""
+        return readiness_of(self.model, self.drain_left())
+
+    def drain_left(self):
+        """Seconds of drain still to run after TERM, or None when not draining."""
+        if self.drain_until is None:
+            return None
+        return max(0.0, self.drain_until - time.monotonic())
+
+    def begin_drain(self) -> bool:
+        """TERM with drain_delay: /readyz answers 503 from now, the listeners stay open and
+        the workers serve on until the delay is over. False when there is nothing to drain:
+        no delay set, the server never became ready (no balancer routes here yet), or this
+        master is one half of a binary upgrade (the other master serves the same sockets)."""
+        delay = self.cfg.drain_delay
+        if self.reexec_pid and not rawos.exists(self.reexec_pid):
+            self.reexec_pid = self.model.upgrade_child = 0
+        model = self.model
+        if not delay or not model.ready_sent or model.upgrade_child or model.upgraded_from:
+            return False
+        self.drain_until = time.monotonic() + delay
+        # STOPPING=1 now: systemd starts counting its stop timeout from TERM anyway.
+        self.notifier.notify("STOPPING=1", f"STATUS=Draining for {delay} s, then stopping")
+        self.log.info("Draining for %s s (drain_delay): serving on while /readyz answers 503, "
+                      "then stopping gracefully", delay)
+        return True
+
+    def check_drain(self) -> None:
+        """The drain is over: stop gracefully, as TERM does without drain_delay."""
+        if self.drain_until is not None and time.monotonic() >= self.drain_until:
+            self.drain_until = None
+            self.log.info("Drain over: closing the listeners")
+            self.stop(graceful=True)
+            raise StopIteration
+
     # -- stop ----------------------------------------------------------------------------
 
     def stop(self, graceful: bool = True) -> None:
         """Close the listeners, then stop the workers: TERM and wait, or QUIT; KILL stragglers."""
+        self.drain_until = None  # INT or QUIT while draining: the drain is over too
         if self.reexec_pid and not rawos.exists(self.reexec_pid):
             self.reexec_pid = self.model.upgrade_child = 0
         notify, unlink = self.model.stop_plan()

@@ -1,7 +1,9 @@
 """The master's side of metrics: its small HTTP server, restart counts, statsd gauges.
 
 ``metrics_bind`` (``HOST:PORT``, ``[IPV6]:PORT`` or ``unix:PATH``) serves ``GET /metrics``
-(Prometheus text) and ``GET /status`` (JSON, what ``unicornd status`` prints). With a pid file,
+(Prometheus text), ``GET /status`` (JSON, what ``unicornd status`` prints), ``GET /healthz``
+(200 whenever the loop answers: liveness) and ``GET /readyz`` (200 or 503, the rule in
+master/readiness.py). With a pid file,
 the same is served on a Unix socket next to it, ``PIDFILE.sock``, mode 0600 (owner only),
 which is how ``unicornd status --pid PIDFILE`` finds a running master.
 
@@ -316,7 +318,14 @@ class MasterMetrics:
         if target == "/status":
             body = json.dumps(self.status(), indent=None).encode() + b"\n"
             return _response(200, "application/json", body, head)
-        return _response(404, "text/plain", b"not found: try /metrics or /status\n", head)
+        if target == "/healthz":  # answered at all: the master's loop runs
+            return _response(200, "text/plain", b"ok\n", head)
+        if target == "/readyz":
+            ready, why = self.master.readiness()
+            return _response(200 if ready else 503, "text/plain",
+                             f"{'ready' if ready else 'not ready'}: {why}\n".encode(), head)
+        return _response(404, "text/plain",
+                         b"not found: try /metrics, /status, /healthz or /readyz\n", head)
 
     # -- what is served --------------------------------------------------------------------
 
@@ -355,6 +364,7 @@ class MasterMetrics:
             "requests": totals.by_status(),
             "restarts": dict(self.restarts),
             "workers": workers,
+            "ready": dict(zip(("ready", "why"), master.readiness())),
         }
 
     # -- restarts --------------------------------------------------------------------------
@@ -378,7 +388,7 @@ class MasterMetrics:
 
 def _response(code, ctype, body, head=False, extra=""):
     reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-              431: "Request Header Fields Too Large"}[code]
+              431: "Request Header Fields Too Large", 503: "Service Unavailable"}[code]
     header = (f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n"
               f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n")
     return header.encode("latin-1") + (b"" if head else body)
