@@ -177,6 +177,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                                   self.log)
         self.loaded_since = None      # world.loaded since then
         self.unloaded_since = self.world.now
+        self.last_flip = None
         self.last_change = None       # world.now of the last change of the worker count
         self.lines_seen = 0
         self.bad_hups = 0
@@ -243,10 +244,17 @@ class LifecycleMachine(RuleBasedStateMachine):
     @rule(loaded=st.booleans())
     def load_steps(self, loaded):
         """Clients come (enough to keep every worker busy) or go."""
-        if loaded != self.world.loaded:
-            self.world.loaded = loaded
-            self.loaded_since = self.world.now if loaded else None
-            self.unloaded_since = None if loaded else self.world.now
+        world = self.world
+        if loaded != world.loaded:
+            world.loaded = loaded
+            # The state before lasted no time at all (two flips at one moment): the stretch
+            # before it goes on.
+            resumed = self.last_flip == world.now
+            if loaded and not (resumed and self.loaded_since is not None):
+                self.loaded_since = world.now
+            if not loaded and not (resumed and self.unloaded_since is not None):
+                self.unloaded_since = world.now
+            self.last_flip = world.now
 
     @precondition(lambda self: not self.stopped)
     @rule(loaded=st.booleans(), ticks=st.integers(1, 12))
