@@ -16,6 +16,11 @@ Limits:
 - ``worker_connections``: the connections a worker holds (idle, in the pool, or lingering).
   At the cap the listeners leave the epoll set, so further connections wait in the kernel's
   backlog (or go to another worker) instead of being accepted and dropped.
+- With ``max_workers`` (the master scales the workers on their load), the listeners also
+  leave the epoll set while every thread has a request (running or queued): a worker takes
+  no more than it can start, the rest go to the other workers, and the requests in flight
+  that the master reads are where the load really is. Without it, one worker whose
+  listener wakes first may take every connection and queue them behind its threads.
 
 Deadlines are checked by a sweep over the held connections, at most once a second or when
 the nearest deadline is due; every deadline is at least a second away when set, so none is
@@ -196,7 +201,8 @@ class ThreadWorker(ConcurrentRequests, Worker):
                     self._read_pipe(fd)
                 else:
                     self._forget_fd(fd)
-            if self._paused and len(clients) < self.max_conns and self.alive:
+            if self._paused and len(clients) < self.max_conns and self.alive \
+                    and not self._saturated():
                 self._set_accepting(True)
             now = time.monotonic()
             if now >= next_sweep:
@@ -265,14 +271,24 @@ class ThreadWorker(ConcurrentRequests, Worker):
                 except (FileNotFoundError, OSError):
                     pass
 
+    def _saturated(self) -> bool:
+        """With max_workers: every thread has a request, running or queued for it."""
+        return self.load_slot is not None \
+            and len(self._inflight) + self._queue.qsize() >= self.nthreads
+
+    def request_finished(self, req, conn=None, ex=None) -> None:
+        super().request_finished(req, conn, ex)
+        if self._paused:  # a thread is free: the main thread may accept again
+            self._wake()
+
     def _accept(self, listener) -> None:
         if not self.alive:
             return  # stopping (or at max_requests): what is accepted already is all it serves
         clients = self._clients
-        if len(clients) >= self.max_conns:
+        if len(clients) >= self.max_conns or self._saturated():
             self._set_accepting(False)
             # A connection may have closed meanwhile: look again with the flag set.
-            if len(clients) < self.max_conns and self.alive:
+            if len(clients) < self.max_conns and self.alive and not self._saturated():
                 self._set_accepting(True)
             return
         try:
