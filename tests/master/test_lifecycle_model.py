@@ -199,7 +199,10 @@ class LifecycleMachine(RuleBasedStateMachine):
         world = self.world
         world.now += seconds
         for proc in world.procs.values():
-            if not proc.alive or proc.hung:
+            if not proc.alive:
+                continue
+            if proc.hung:
+                proc.load += seconds  # stuck in its request: busy (no heartbeat)
                 continue
             if proc.state == SLOT_BOOTING:
                 if proc.behaviour == "ok":
@@ -210,7 +213,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 else:
                     continue  # slow: still importing
             proc.heartbeat = world.now
-            if world.loaded or proc.hung:  # a hung worker is stuck in a request: busy
+            if world.loaded:
                 proc.load += seconds
         self._deliver_exits()
         views = {}
@@ -336,6 +339,8 @@ class LifecycleMachine(RuleBasedStateMachine):
     @precondition(lambda self: not self.stopped)
     @rule(down=st.booleans())
     def database(self, down):
+        if down and not self.world.db_down and self.model.reload is not None:
+            self.bad_hups += 1  # the reload rolling now may fail: its next worker cannot boot
         self.world.db_down = down
 
     @precondition(lambda self: not self.stopped)

@@ -98,16 +98,18 @@ class Autoscaler:
 
     # -- decisions -------------------------------------------------------------------------
 
-    def decide(self, now: float, count: int):
-        """(+1, reason), (-1, reason) or None, for a server asked to run ``count`` workers."""
-        if not self.enabled:
+    def decide(self, count: int):
+        """(+1, reason), (-1, reason) or None, for a server asked to run ``count`` workers.
+        A run is known only up to the last sample (not up to now: asked between two ticks,
+        the time since that sample has not been measured)."""
+        if not self.enabled or self.sampled_at is None:
             return None
         if self.busy_since is not None and count < self.ceiling:
-            busy = now - self.busy_since
+            busy = self.sampled_at - self.busy_since
             if busy >= self.up_period:
                 return +1, f"all {len(self.loads)} busy for {busy:.1f} s"
         if self.spare_since is not None and count > self.floor:
-            spare = now - self.spare_since
+            spare = self.sampled_at - self.spare_since
             if spare >= self.down_period:
                 return -1, (f"at most {self.spare_peak:.1f} of {len(self.loads)} workers' "
                             f"capacity in use for {spare:.1f} s")

@@ -396,7 +396,7 @@ class Lifecycle:
 
     def _autoscale(self, now, active) -> None:
         """max_workers: one worker more or fewer, when the load has asked for it long enough."""
-        decision = self.scaling.decide(now, self.target)
+        decision = self.scaling.decide(self.target)
         if decision is None:
             return
         delta, why = decision
