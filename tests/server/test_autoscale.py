@@ -159,7 +159,7 @@ def test_ttin_moves_the_floor(tmp_path):
         assert scaling["last"]["reason"] == "TTIN: floor 2, ceiling 3"
         # Idle, with a 1 s scale-down period: the new floor holds (checked over several
         # periods, by the master's own count of its changes).
-        wait_for(lambda: _status(port)["scaling"]["last"]["seconds_ago"] >= 3, 20, 0.2)
+        wait_for(lambda: _status(port)["scaling"]["last"]["seconds_ago"] >= 5, 20, 0.2)
         assert _serving(port) == 2 and "Scaling down" not in srv.log
 
 
