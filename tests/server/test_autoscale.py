@@ -169,3 +169,25 @@ def test_max_workers_below_workers_is_refused_before_any_fork():
     assert result.returncode == 2
     assert "max_workers: 2" in result.stderr and "below workers (4)" in result.stderr
     assert "Booting worker" not in result.stderr + result.stdout
+
+
+def test_a_gthread_worker_whose_threads_are_all_busy_leaves_new_connections_to_the_others():
+    """With max_workers, a gthread worker accepts only while a thread is free: a request that
+    comes while its one thread is busy goes to the other worker at once, instead of waiting
+    behind the slow one (and the master sees the load where it really is)."""
+    port = _free_port()
+    with Server("-k", "gthread", "--threads", "1", "-w", "2", "--max-workers", "2",
+                "--metrics-bind", f"127.0.0.1:{port}", "-b", "127.0.0.1:0",
+                "testapp:app") as srv:
+        wait_for(lambda: _serving(port) == 2, 20)
+        for _ in range(3):
+            slow = {}
+            thread = threading.Thread(target=lambda: slow.update(
+                json.loads(request(srv.address, "/sleep?ms=2000", timeout=30)[2])))
+            thread.start()
+            wait_for(lambda: any(w["state"] == "busy" for w in _status(port)["workers"]), 10)
+            status, _, body = request(srv.address, "/sleep?ms=1", timeout=30)
+            fast = json.loads(body)
+            thread.join(30)
+            assert status == 200 and slow
+            assert fast["pid"] != slow["pid"] and fast["end"] < slow["end"], (fast, slow)

@@ -17,10 +17,13 @@ Limits:
   At the cap the listeners leave the epoll set, so further connections wait in the kernel's
   backlog (or go to another worker) instead of being accepted and dropped.
 - With ``max_workers`` (the master scales the workers on their load), the listeners also
-  leave the epoll set while every thread has a request (running or queued): a worker takes
-  no more than it can start, the rest go to the other workers, and the requests in flight
-  that the master reads are where the load really is. Without it, one worker whose
-  listener wakes first may take every connection and queue them behind its threads.
+  leave the epoll set as soon as every thread has a connection to serve (being served or
+  queued for a thread), and come back when one is free: a worker takes no more than it can
+  start, the rest go to the other workers, and the requests in flight that the master reads
+  are where the load really is. Without it, one worker whose listener wakes first may take
+  every connection and queue them behind its threads. (Left at once, not at the next
+  accept: with EPOLLEXCLUSIVE a worker that is woken and declines would leave the
+  connection in the backlog with no other worker woken for it.)
 
 Deadlines are checked by a sweep over the held connections, at most once a second or when
 the nearest deadline is due; every deadline is at least a second away when set, so none is
@@ -116,6 +119,9 @@ class ThreadWorker(ConcurrentRequests, Worker):
         self._ep = None
         self._pipe_r = self._pipe_w = -1
         self._paused = False
+        # With max_workers: connections handed to the pool and not yet done with (queued or
+        # held by a thread), under _inflight_lock; at nthreads the worker stops accepting.
+        self._holding = 0
         self._accept_backoff = AcceptBackoff(self.log)
         self._pool = []
 
@@ -178,7 +184,7 @@ class ThreadWorker(ConcurrentRequests, Worker):
         ep = self._ep
         clients = self._clients
         listeners = self._listeners
-        put = self._queue.put
+        put = self._to_pool
         next_sweep = 0.0
         while self.alive:
             timeout = next_sweep - time.monotonic()
@@ -272,13 +278,23 @@ class ThreadWorker(ConcurrentRequests, Worker):
                     pass
 
     def _saturated(self) -> bool:
-        """With max_workers: every thread has a request, running or queued for it."""
-        return self.load_slot is not None \
-            and len(self._inflight) + self._queue.qsize() >= self.nthreads
+        """With max_workers: every thread has a connection to serve, held or queued."""
+        return self.load_slot is not None and self._holding >= self.nthreads
 
-    def request_finished(self, req, conn=None, ex=None) -> None:
-        super().request_finished(req, conn, ex)
-        if self._paused:  # a thread is free: the main thread may accept again
+    def _to_pool(self, client) -> None:
+        """(Main thread) a connection with bytes to read goes to the pool."""
+        if self.load_slot is not None:
+            with self._inflight_lock:
+                self._holding += 1
+            if self._holding >= self.nthreads and not self._paused:
+                self._set_accepting(False)  # now, not when the next connection wakes us
+        self._queue.put(client)
+
+    def _thread_free(self) -> None:
+        """(Pool thread) done with a connection: the main thread may accept again."""
+        with self._inflight_lock:
+            self._holding -= 1
+        if self._paused:
             self._wake()
 
     def _accept(self, listener) -> None:
@@ -366,7 +382,7 @@ class ThreadWorker(ConcurrentRequests, Worker):
                 pass
             client.registered = False
             client.state = ACTIVE
-            self._queue.put(client)
+            self._to_pool(client)
             return
         self._close(client)
 
@@ -428,7 +444,7 @@ class ThreadWorker(ConcurrentRequests, Worker):
                         self._tend_lingering(client)
                     elif client.state == PARKED or client.state == NEW:
                         client.state = ACTIVE
-                        self._queue.put(client)
+                        self._to_pool(client)
                 elif fd == self._pipe_r or fd == self._wakeup_r:
                     self._read_pipe(fd)
                 elif fd not in self._listeners:
@@ -443,8 +459,12 @@ class ThreadWorker(ConcurrentRequests, Worker):
         get = self._queue.get
         ctx = self.ctx
         log = self.log
+        counting, held = self.load_slot is not None, False
         while True:
+            if held:
+                self._thread_free()  # done with the previous connection
             client = get()
+            held = counting
             if client is None:
                 return
             try:
