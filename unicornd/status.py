@@ -5,7 +5,8 @@
     unicornd status --metrics URL       the metrics_bind endpoint (http://127.0.0.1:9100)
 
 Prints one line per worker: pid, state, requests served, the age of the request being served
-(or of the worker while it boots), RSS, the request. ``--json`` prints the master's answer.
+(or of the worker while it boots), RSS, the request; with ``max_workers``, first the floor, the
+ceiling and the last change of the count with its reason. ``--json`` prints the master's answer.
 """
 
 import argparse
@@ -68,6 +69,16 @@ def format_table(data: dict) -> str:
     lines = [f"master {m['pid']} ({m['proc_name']}), unicornd {m['version']}, "
              f"{len(data['workers'])}/{m['workers_target']} {m['worker_class']} workers, "
              f"{sum(req.values())} requests served, RSS {_mib(m['rss'])}"]
+    scaling = data.get("scaling")
+    if scaling and scaling["enabled"]:
+        line = (f"scaling between {scaling['floor']} and {scaling['ceiling']} workers "
+                f"(up after {scaling['scale_up_period']:g} s busy, down after "
+                f"{scaling['scale_down_period']:g} s spare)")
+        last = scaling["last"]
+        if last is not None:
+            line += (f"; last: {last['direction']} to {last['workers']}, "
+                     f"{last['seconds_ago']:g} s ago: {last['reason']}")
+        lines.append(line)
     rows = [("PID", "STATE", "REQUESTS", "AGE", "RSS", "REQUEST")]
     for w in data["workers"]:
         state = w["state"] + (" (retiring)" if w["retiring"] else "")

@@ -19,7 +19,8 @@ OWN_DEFAULTS = {"config", "default_proc_name", "chdir", "user", "group", "contro
 
 # unicornd's own settings, which gunicorn does not have.
 OWN_SETTINGS = {"metrics_bind", "max_worker_memory", "boot_timeout", "access_log_json",
-                "limit_request_body", "header_timeout", "min_body_rate"}
+                "limit_request_body", "header_timeout", "min_body_rate",
+                "max_workers", "scale_up_period", "scale_down_period"}
 OWN_SETTINGS |= {"drain_delay"}
 
 SUPPORTED = {

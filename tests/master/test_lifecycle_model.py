@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from unicornd.master import lifecycle as lc
-from unicornd.master.scoreboard import BOOTING as SLOT_BOOTING, BUSY, IDLE, SERIAL, WANTS_RECYCLE
+from unicornd.master.scoreboard import (BOOTING as SLOT_BOOTING, BUSY, IDLE, SERIAL,
+                                        WANTS_RECYCLE, SlotView)
 from unicornd.workers.base import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 
 MAX_REQUESTS = 20
@@ -26,8 +27,12 @@ pytestmark = pytest.mark.timeout(900)
 class Cfg:
     """The settings the model reads, plus how this generation's app behaves at import."""
 
-    def __init__(self, workers=2, behaviour="ok", max_requests=MAX_REQUESTS, max_worker_memory=0):
+    def __init__(self, workers=2, behaviour="ok", max_requests=MAX_REQUESTS, max_worker_memory=0,
+                 max_workers=0, scale_up_period=5.0, scale_down_period=30.0):
         self.workers = workers
+        self.max_workers = max_workers
+        self.scale_up_period = scale_up_period
+        self.scale_down_period = scale_down_period
         self.behaviour = behaviour  # ok | broken (import error) | slow (import hangs)
         self.timeout = 30
         self.boot_timeout = 10
@@ -58,11 +63,15 @@ class View:
     """What Scoreboard.read() returns, as plain values."""
 
     __slots__ = ("pid", "state", "flags", "mode", "heartbeat", "boot_start", "request_start",
-                 "requests", "method", "path", "progress", "recent", "candidates", "capacity")
+                 "requests", "method", "path", "progress", "recent", "candidates", "capacity",
+                 "inflight", "load", "load_at")
 
     def __init__(self):
         self.mode, self.capacity, self.candidates = SERIAL, 1, 0
         self.progress = self.recent = 0.0
+        self.inflight, self.load, self.load_at = 0, 0.0, 0.0
+
+    load_seconds = SlotView.load_seconds
 
 
 class Proc:
@@ -72,6 +81,7 @@ class Proc:
         self.heartbeat = now
         self.request_start = 0.0
         self.requests = 0
+        self.load = 0.0             # request-seconds served (the autoscaler's measure)
         self.flags = 0
         self.hung = False
         self.status = None          # wait status once it has exited
@@ -102,6 +112,8 @@ class World:
         self.forgotten = []
         self.db_down = False
         self.kills = []
+        self.loaded = False         # every serving worker busy (clients outnumber them)
+        self.hooked = []            # (now, name, args) of the hooks the model fired
 
     def spawn(self, gen):
         self.next_pid += 1
@@ -138,12 +150,13 @@ class World:
         self.slots_in_use.discard(rec.slot)
 
     def hook(self, name, *args):
-        pass
+        self.hooked.append((self.now, name, args))
 
     def view(self, proc):
         v = View()
         v.pid, v.state, v.flags, v.heartbeat = proc.pid, proc.state, proc.flags, proc.heartbeat
         v.boot_start, v.request_start, v.requests = 0.0, proc.request_start, proc.requests
+        v.load = proc.load
         v.method = v.path = ""
         if proc.hung:  # a sync worker stuck in its one request, no progress since it began
             v.candidates, v.progress, v.recent = 1, proc.request_start, proc.request_start
@@ -151,15 +164,22 @@ class World:
 
 
 class LifecycleMachine(RuleBasedStateMachine):
-    @initialize(workers=st.integers(1, 3))
-    def boot(self, workers):
+    @initialize(workers=st.integers(1, 3), headroom=st.sampled_from([None, 0, 1, 3, 3]))
+    def boot(self, workers, headroom):
+        """``headroom``: max_workers - workers (None: no max_workers, scaling off)."""
         self.world = World()
         self.world.now_fn = None
         self.log = Log()
         ops = self.world
         ops.now = self.world.now  # replaced by a method below
         self.ops = _Ops(self.world)
-        self.model = lc.Lifecycle(Cfg(workers), None, self.ops, self.log)
+        self.model = lc.Lifecycle(Cfg(workers, **_scaling(workers, headroom)), None, self.ops,
+                                  self.log)
+        self.loaded_since = None      # world.loaded since then
+        self.unloaded_since = self.world.now
+        self.last_flip = None
+        self.last_change = None       # world.now of the last change of the worker count
+        self.lines_seen = 0
         self.bad_hups = 0
         self.stopped = False
         self.kept = None  # (pids serving when a bad HUP came) until that reload has failed
@@ -179,7 +199,10 @@ class LifecycleMachine(RuleBasedStateMachine):
         world = self.world
         world.now += seconds
         for proc in world.procs.values():
-            if not proc.alive or proc.hung:
+            if not proc.alive:
+                continue
+            if proc.hung:
+                proc.load += seconds  # stuck in its request: busy (no heartbeat)
                 continue
             if proc.state == SLOT_BOOTING:
                 if proc.behaviour == "ok":
@@ -190,6 +213,8 @@ class LifecycleMachine(RuleBasedStateMachine):
                 else:
                     continue  # slow: still importing
             proc.heartbeat = world.now
+            if world.loaded:
+                proc.load += seconds
         self._deliver_exits()
         views = {}
         for pid in list(self.model.workers):
@@ -219,8 +244,35 @@ class LifecycleMachine(RuleBasedStateMachine):
         self._advance(seconds)
 
     @precondition(lambda self: not self.stopped)
-    @rule(behaviour=st.sampled_from(["ok", "ok", "broken", "slow"]), workers=st.integers(1, 4))
-    def hup(self, behaviour, workers):
+    @rule(loaded=st.booleans())
+    def load_steps(self, loaded):
+        """Clients come (enough to keep every worker busy) or go."""
+        world = self.world
+        if loaded != world.loaded:
+            world.loaded = loaded
+            # The state before lasted no time at all (two flips at one moment): the stretch
+            # before it goes on.
+            resumed = self.last_flip == world.now
+            if loaded and not (resumed and self.loaded_since is not None):
+                self.loaded_since = world.now
+            if not loaded and not (resumed and self.unloaded_since is not None):
+                self.unloaded_since = world.now
+            self.last_flip = world.now
+
+    @precondition(lambda self: not self.stopped)
+    @rule(loaded=st.booleans(), ticks=st.integers(1, 12))
+    def a_load_holds(self, loaded, ticks):
+        """The clients come or go and stay so while the master ticks once a second (the
+        invariants are checked after the whole run, so each tick checks them too)."""
+        self.load_steps(loaded)
+        for _ in range(ticks):
+            self._advance(1.0)
+            self.scaling_stays_between_floor_and_ceiling_one_change_per_period()
+
+    @precondition(lambda self: not self.stopped)
+    @rule(behaviour=st.sampled_from(["ok", "ok", "broken", "slow"]), workers=st.integers(1, 4),
+          headroom=st.sampled_from([None, 0, 2]))
+    def hup(self, behaviour, workers, headroom):
         if behaviour != "ok" or self.world.db_down:
             self.bad_hups += 1
             if self.kept is None and self.model.reload is None:
@@ -229,7 +281,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             self.kept = None
         if self.model.reload is None:
             self.reload_since = self.world.now
-        self.model.begin_reload(Cfg(workers, behaviour), None)
+        self.model.begin_reload(Cfg(workers, behaviour, **_scaling(workers, headroom)), None)
         self._deliver_exits()
 
     @precondition(lambda self: not self.stopped)
@@ -287,6 +339,8 @@ class LifecycleMachine(RuleBasedStateMachine):
     @precondition(lambda self: not self.stopped)
     @rule(down=st.booleans())
     def database(self, down):
+        if down and not self.world.db_down and self.model.reload is not None:
+            self.bad_hups += 1  # the reload rolling now may fail: its next worker cannot boot
         self.world.db_down = down
 
     @precondition(lambda self: not self.stopped)
@@ -319,6 +373,32 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert self.world.next_pid == spawned
 
     # -- invariants ------------------------------------------------------------------------
+
+    @invariant()
+    def scaling_stays_between_floor_and_ceiling_one_change_per_period(self):
+        if self.stopped:
+            return
+        m, world = self.model, self.world
+        sc = m.scaling
+        if sc.enabled and m.reload is None and m.target:
+            assert 1 <= sc.floor <= m.target <= sc.ceiling, (sc.floor, m.target, sc.ceiling)
+        new = self.log.lines[self.lines_seen:]
+        self.lines_seen = len(self.log.lines)
+        scaled = [line for _, line in new if line.startswith("Scaling ")]
+        assert len(scaled) <= 1, scaled  # one rule, one moment: at most one change
+        for line in scaled:
+            up = line.startswith("Scaling up")
+            period = sc.up_period if up else sc.down_period
+            if self.last_change is not None:
+                assert world.now - self.last_change >= period, (line, self.last_change)
+            if up:  # every worker busy all along: the clients, or all stuck in requests
+                assert (world.loaded and world.now - self.loaded_since >= period) or any(
+                    p.hung for p in world.procs.values() if p.alive), line
+            else:  # and no scaling down while the clients keep every worker busy
+                assert not world.loaded and world.now - self.unloaded_since >= period, line
+            assert (world.now, "nworkers_changed") in [(t, n) for t, n, _ in world.hooked]
+        if scaled or any(n == "nworkers_changed" and t == world.now for t, n, _ in world.hooked):
+            self.last_change = world.now
 
     @invariant()
     def records_match_the_processes(self):
@@ -379,6 +459,12 @@ class LifecycleMachine(RuleBasedStateMachine):
             # Only the first settings may be bad for ever... they are not: every bad HUP that
             # has run its course has been rolled back.
             raise AssertionError(f"bad settings became current: {self.log.lines[-6:]}")
+
+
+def _scaling(workers, headroom):
+    if headroom is None:
+        return {}
+    return {"max_workers": workers + headroom, "scale_up_period": 2.0, "scale_down_period": 6.0}
 
 
 class _Ops:

@@ -321,6 +321,18 @@ class _Loader:
             raise _refused(BY_NAME["dirty_apps"], self.sources["dirty_apps"],
                            f" with dirty_workers = {self.values['dirty_workers']}: gunicorn's "
                            f"dirty arbiter is not implemented")
+        if 0 < self.values["max_workers"] < self.values["workers"]:
+            # The ceiling below the floor: neither value alone is wrong, so name both.
+            def where(name):
+                source = self.sources[name]
+                return "" if source in (COMMAND_LINE, "default") else f" (set in {source})"
+            raise ConfigError(
+                f"Invalid value for max_workers: {self.values['max_workers']}"
+                f"{where('max_workers')}: it is below workers "
+                f"({self.values['workers']}{where('workers')}); max_workers is "
+                f"the ceiling the workers scale up to and workers the floor: set max_workers "
+                f"to {self.values['workers']} or more, or 0 to turn scaling off",
+                setting="max_workers", source=self.sources["max_workers"])
         self.warnings.extend(_differences(self.values, self.sources))
 
         if self.values["threads"] > 1 and self.values["worker_class"] == "sync":

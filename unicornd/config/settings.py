@@ -145,6 +145,21 @@ SETTINGS: tuple[Setting, ...] = (
         is set (as some hosting platforms do), otherwise 1.""", validate=v.positive_int,
          default_from=_env("WEB_CONCURRENCY"),
          default_doc="`$WEB_CONCURRENCY`, or `1` when it is not set"),
+    _int(WP, "max_workers", "--max-workers", 0, """
+        The most workers the master scales up to under load; 0 turns scaling off. The count
+        moves between `workers` (the floor) and this ceiling. When every worker has been busy (its capacity in use
+        at least 90% of the time) for `scale_up_period`, the master adds one; when the load
+        would have fitted on one worker fewer, each at most half busy, for `scale_down_period`,
+        it retires the least busy one gracefully. One change per period, never past the floor
+        or the ceiling; `TTIN`/`TTOU` move the floor. Must be at least `workers`. unicornd's
+        own setting: gunicorn has none."""),
+    _s(WP, "scale_up_period", "--scale-up-period", v.positive_seconds, 5.0, """
+        Seconds all workers must be busy before one is added. With `max_workers`: long enough that a short burst does not fork a worker, short enough
+        that a real surge gets one within seconds.""", meta="SECONDS"),
+    _s(WP, "scale_down_period", "--scale-down-period", v.positive_seconds, 30.0, """
+        Seconds of spare capacity before a worker is retired. With `max_workers`: the load must
+        have fitted on one worker fewer that long. Longer than `scale_up_period`, so that bursty traffic does not
+        make the count flap.""", meta="SECONDS"),
     _s(WP, "worker_class", "-k --worker-class", v.worker_class, "sync", """
         How workers accept and schedule connections: `sync`, `gthread`, `gevent` or `eventlet`.
         `sync` serves one request at a time per process; `gthread` runs requests on a pool of

@@ -140,6 +140,23 @@ def positive_int(val):
     return n
 
 
+@kind("number of seconds, above 0 (`0.5`, `5`, ...)")
+def positive_seconds(val):
+    expected = "expected a number of seconds above 0, such as 5 or 0.5"
+    if isinstance(val, bool):
+        raise Invalid(expected)
+    if isinstance(val, (int, float)):
+        n = float(val)
+    else:
+        try:
+            n = float(_str(val, expected))
+        except ValueError:
+            raise Invalid(expected) from None
+    if not n > 0 or n == float("inf"):
+        raise Invalid(expected)
+    return n
+
+
 @kind("integer, 0 or more (`0022` is read as octal)")
 def octal_int(val):
     if isinstance(val, str) and val.strip()[:1] == "0" and val.strip()[1:2].isdigit():

@@ -27,6 +27,9 @@ worker keeps serving until a replacement has booted; then it is retired. The rol
   has booted the old one retires. A worker that reaches ``max_requests`` stops accepting by
   itself in any case, so the limit bounds a per-request leak.
 - **scale** (TTIN/TTOU, WINCH): the target count moves; extra workers retire oldest first.
+- **autoscale** (``max_workers``): the target moves between the floor (``workers``) and the
+  ceiling, one worker at a time, as master/autoscale.py decides from the load sampled at
+  ticks; a worker retired for it is the least busy one. TTIN/TTOU move the floor too.
 
 One place advances all of them: :meth:`Lifecycle.step`, called after every event.
 
@@ -37,6 +40,7 @@ with gunicorn's exit status.
 
 import signal
 
+from unicornd.master.autoscale import DOWN, UP, Autoscaler
 from unicornd.master.scoreboard import (BOOTING as SLOT_BOOTING, BUSY, FREE, IDLE,
                                         OVER_MEMORY_AT_BOOT, WANTS_RECYCLE)
 from unicornd.master.timeouts import hung_reason
@@ -121,6 +125,7 @@ class Lifecycle:
         self.log = log
         self.current = Generation(1, cfg, worker_class)
         self.target = cfg.workers
+        self.scaling = Autoscaler(cfg)  # max_workers: the floor, the ceiling, when to move
         self.workers = {}              # pid -> WorkerRecord
         self.age = 0
         self.reload = None             # (new generation, previous generation) while rolling
@@ -164,6 +169,12 @@ class Lifecycle:
         if new == old:
             return
         self.target = new
+        self.scaling.move_floor(delta, new)
+        if self.scaling.enabled:
+            kind, signame = ("ttin", "TTIN") if delta > 0 else ("ttou", "TTOU")
+            self.scaling.changed(self.ops.now(), UP if delta > 0 else DOWN, kind, new,
+                                 f"{signame}: floor {self.scaling.floor}, "
+                                 f"ceiling {self.scaling.ceiling}")
         self.ops.hook("nworkers_changed", new, old)
         self.step()
         self.ops.notify("status", self.status_text())
@@ -187,7 +198,7 @@ class Lifecycle:
         gen = Generation(self.current.number + 1, cfg, worker_class)
         self.reload = (gen, previous)
         self.current = gen
-        self.target = cfg.workers
+        self.target = self.scaling.configure(cfg, self.target)  # workers, or kept in bounds
         self.failures = 0
         self.retry_at = 0.0
         for rec in self.workers.values():
@@ -230,6 +241,8 @@ class Lifecycle:
             if view is None:
                 continue
             self._observe(rec, view, now)
+        if self.scaling.enabled:
+            self._sample_load(views, now)
         self.step()
 
     # -- the one place rollouts advance ------------------------------------------------------
@@ -239,6 +252,9 @@ class Lifecycle:
             return
         now = self.ops.now()
         active = self.active()
+        if self.scaling.enabled and self.reload is None and self.target:
+            self._autoscale(now, active)
+            active = self.active()
         # Scale down (TTOU, WINCH, a reload to fewer workers): the oldest go first.
         if len(active) > self.target:
             for rec in sorted(active, key=lambda r: r.age)[: len(active) - self.target]:
@@ -368,6 +384,41 @@ class Lifecycle:
         elif rec.gen.memory_recycling:
             self._check_memory(rec, view)
 
+    def _sample_load(self, views, now) -> None:
+        """A tick: each serving worker's load integral, for the autoscaler. Steady only when
+        nothing boots (a replacement, a worker just added) and no reload rolls."""
+        serving = []
+        for rec in self.workers.values():
+            view = views.get(rec.pid)
+            if rec.phase == SERVING and view is not None and view.pid == rec.pid:
+                serving.append((rec.pid, view.load_seconds(now), view.capacity))
+        steady = self.reload is None and self.target > 0 and len(self.active()) == self.target \
+            and not any(r.phase == BOOTING for r in self.workers.values())
+        self.scaling.observe(now, serving, steady)
+
+    def _autoscale(self, now, active) -> None:
+        """max_workers: one worker more or fewer, when the load has asked for it long enough."""
+        decision = self.scaling.decide(self.target)
+        if decision is None:
+            return
+        delta, why = decision
+        old, new = self.target, self.target + delta
+        if delta > 0:
+            self.log.info("Scaling up to %d workers: %s", new, why)
+            self.target = new  # spawned below, as any missing worker
+        else:
+            candidates = [r for r in active if r.phase == SERVING]
+            if not candidates:
+                return
+            rec = self.scaling.least_busy(candidates)
+            self.log.info("Scaling down to %d workers: %s; retiring worker %s", new, why, rec.pid)
+            self.target = new
+            self._retire(rec, "scaled down")
+        self.scaling.changed(now, UP if delta > 0 else DOWN, "busy" if delta > 0 else "spare",
+                             new, why)
+        self.ops.hook("nworkers_changed", new, old)
+        self.ops.notify("status", self.status_text())
+
     def _booted(self, rec, now) -> None:
         rec.phase = SERVING
         rec.phase_at = rec.booted_at = now
@@ -443,7 +494,7 @@ class Lifecycle:
             elif rec.superseded == "reload":
                 rec.superseded = None
         self.current = previous
-        self.target = previous.cfg.workers
+        self.target = self.scaling.configure(previous.cfg, self.target)
         self.failures = 0
         self.retry_at = 0.0
 

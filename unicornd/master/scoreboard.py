@@ -36,13 +36,20 @@ _NSTATUS = len(STATUS_CLASSES)
 _NBUCKETS = len(DURATION_BUCKETS) + 1
 _COUNTERS = struct.Struct(f"={_NSTATUS}Q{_NBUCKETS}Qd")
 _OFF_COUNTERS = _SLOT.size  # 176, 8-aligned
-SLOT_SIZE = _OFF_COUNTERS + _COUNTERS.size  # a multiple of 8: every slot's words stay aligned
+# The load, for scaling the workers (master/autoscale.py): requests in flight now, and the
+# integral of requests in flight over time (request-seconds) up to the moment it last changed.
+_LOAD = struct.Struct("=Qdd")
+_OFF_LOAD = _OFF_COUNTERS + _COUNTERS.size
+SLOT_SIZE = _OFF_LOAD + _LOAD.size  # a multiple of 8: every slot's words stay aligned
 assert SLOT_SIZE % 8 == 0
 # word (8-byte) indexes inside a slot
 _W_REQUESTS = 32 // 8
 _W_STATUS = _OFF_COUNTERS // 8
 _W_BUCKETS = _W_STATUS + _NSTATUS
 _W_SUM = _W_BUCKETS + _NBUCKETS
+_W_INFLIGHT = _OFF_LOAD // 8
+_W_LOAD = _W_INFLIGHT + 1
+_W_LOAD_AT = _W_INFLIGHT + 2
 _W_SLOT = SLOT_SIZE // 8
 
 FREE, BOOTING, IDLE, BUSY = 0, 1, 2, 3
@@ -71,14 +78,20 @@ assert _SLOT.size == 176 and struct.calcsize("=iBBBxdddQ16s96s") == _OFF_PROGRES
 
 class SlotView:
     __slots__ = ("pid", "state", "flags", "mode", "heartbeat", "boot_start", "request_start",
-                 "requests", "method", "path", "progress", "recent", "candidates", "capacity")
+                 "requests", "method", "path", "progress", "recent", "candidates", "capacity",
+                 "inflight", "load", "load_at")
 
-    def __init__(self, raw):
+    def __init__(self, raw, load=(0, 0.0, 0.0)):
         (self.pid, self.state, self.flags, self.mode, self.heartbeat, self.boot_start,
          self.request_start, self.requests, method, path, self.progress, self.recent,
          self.candidates, self.capacity) = raw
         self.method = method.rstrip(b"\0").decode("latin-1")
         self.path = path.rstrip(b"\0").decode("latin-1")
+        self.inflight, self.load, self.load_at = load
+
+    def load_seconds(self, now: float) -> float:
+        """Request-seconds served up to ``now``: the integral of requests in flight."""
+        return self.load + self.inflight * max(0.0, now - self.load_at)
 
     @property
     def state_name(self):
@@ -152,6 +165,7 @@ class Scoreboard:
                         0.0, 0.0, 0, 0)
         _COUNTERS.pack_into(self.mm, index * SLOT_SIZE + _OFF_COUNTERS,
                             *([0] * (_NSTATUS + _NBUCKETS)), 0.0)
+        _LOAD.pack_into(self.mm, index * SLOT_SIZE + _OFF_LOAD, 0, 0.0, 0.0)
         self._free.append(index)
 
     def counters(self, index: int) -> Counters:
@@ -165,7 +179,8 @@ class Scoreboard:
         return total
 
     def read(self, index: int) -> SlotView:
-        return SlotView(_SLOT.unpack_from(self.mm, index * SLOT_SIZE))
+        base = index * SLOT_SIZE
+        return SlotView(_SLOT.unpack_from(self.mm, base), _LOAD.unpack_from(self.mm, base + _OFF_LOAD))
 
     def clear_flags(self, index: int) -> None:
         self.mm[index * SLOT_SIZE + _OFF_FLAGS] = 0
@@ -226,6 +241,15 @@ class SlotWriter:
         no duration and no change of state."""
         c = status // 100
         self.words[self.w + _W_STATUS + (c - 1 if 0 < c < 6 else 5)] += 1
+
+    def in_flight(self, now: float, count: int) -> None:
+        """The number of requests in progress is now ``count`` (one started or ended): the
+        load integral is brought up to ``now`` first. Three word stores; the master may read
+        between them and see one sample off, which the autoscaler's clamping absorbs."""
+        words, floats, w = self.words, self.floats, self.w
+        floats[w + _W_LOAD] += words[w + _W_INFLIGHT] * (now - floats[w + _W_LOAD_AT])
+        floats[w + _W_LOAD_AT] = now
+        words[w + _W_INFLIGHT] = count
 
     def raise_flag(self, flag: int) -> None:
         self.mm[self.base + _OFF_FLAGS] |= flag

@@ -341,7 +341,8 @@ class MasterMetrics:
             by_state[view.state] = by_state.get(view.state, 0) + 1
         totals = master.scoreboard.totals([rec.slot for _, rec, _ in live])
         listeners = [(lst.url(master.scheme), lst.sock) for lst in master.listeners]
-        return prometheus.render(totals, by_state, self.restarts, listeners, master.num_workers)
+        return prometheus.render(totals, by_state, self.restarts, listeners, master.num_workers,
+                                 master.model.scaling)
 
     def status(self) -> dict:
         master = self.master
@@ -355,6 +356,7 @@ class MasterMetrics:
                 "request_seconds": round(now - view.request_start, 3) if busy else None,
                 "booted_seconds": round(now - view.boot_start, 3),
                 "rss": rss(pid), "retiring": rec.retiring,
+                "load": _share(master.model.scaling.loads.get(pid)),
             })
         totals = master.scoreboard.totals([rec.slot for _, rec, _ in self._live()])
         return {
@@ -365,6 +367,7 @@ class MasterMetrics:
             "restarts": dict(self.restarts),
             "workers": workers,
             "ready": dict(zip(("ready", "why"), master.readiness())),
+            "scaling": master.model.scaling.status(now),
         }
 
     # -- restarts --------------------------------------------------------------------------
@@ -384,6 +387,11 @@ class MasterMetrics:
             server.close(unlink=unlink and own)
         if self.statsd is not None and own:
             self.statsd.close()
+
+
+def _share(load):
+    """A worker's load in the autoscaler's last sample (max_workers), or None."""
+    return None if load is None else round(load, 2)
 
 
 def _response(code, ctype, body, head=False, extra=""):

@@ -47,9 +47,10 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def render(totals, workers_by_state, restarts, listeners, target_workers) -> str:
+def render(totals, workers_by_state, restarts, listeners, target_workers, scaling=None) -> str:
     """``totals``: scoreboard Counters (live + ended); ``workers_by_state``: {state: count};
-    ``restarts``: {reason: count}; ``listeners``: [(url, socket)]."""
+    ``restarts``: {reason: count}; ``listeners``: [(url, socket)]; ``scaling``: the
+    master's Autoscaler (max_workers), shown when it is on."""
     out = []
     add = out.append
     add("# HELP unicornd_requests_total Requests served by all workers (live and ended), by "
@@ -72,6 +73,22 @@ def render(totals, workers_by_state, restarts, listeners, target_workers) -> str
     add("# HELP unicornd_workers_target The number of workers the master keeps running.")
     add("# TYPE unicornd_workers_target gauge")
     add(f"unicornd_workers_target {target_workers}")
+    if scaling is not None and scaling.enabled:
+        add("# HELP unicornd_workers_floor The fewest workers the master scales down to "
+            "(workers, moved by TTIN/TTOU).")
+        add("# TYPE unicornd_workers_floor gauge")
+        add(f"unicornd_workers_floor {scaling.floor}")
+        add("# HELP unicornd_workers_ceiling The most workers the master scales up to "
+            "(max_workers).")
+        add("# TYPE unicornd_workers_ceiling gauge")
+        add(f"unicornd_workers_ceiling {scaling.ceiling}")
+        add("# HELP unicornd_worker_scaling_total Changes of the worker count, by direction and "
+            "reason: busy (all workers busy for scale_up_period), spare (the load fitted on one "
+            "fewer for scale_down_period), ttin, ttou.")
+        add("# TYPE unicornd_worker_scaling_total counter")
+        for (direction, reason), count in scaling.changes.items():
+            add(f'unicornd_worker_scaling_total{{direction="{direction}",reason="{reason}"}} '
+                f'{count}')
     add("# HELP unicornd_worker_restarts_total Workers replaced, by reason.")
     add("# TYPE unicornd_worker_restarts_total counter")
     for reason in RESTART_REASONS:

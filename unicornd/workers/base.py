@@ -104,6 +104,9 @@ class Worker:
         self.app = app  # set when the master preloaded it
         self.ctx = None
         self.slot = slot  # this worker's scoreboard slot (a SlotWriter), or None
+        # With max_workers, requests in flight are counted in the slot (the master scales on
+        # them); without, the request path does not pay for it.
+        self.load_slot = slot if getattr(cfg, "max_workers", 0) else None
         self.statsd = statsd_from_config(cfg)  # per-request statsd (its socket made on first use)
         self.nr = 0
         self.max_requests = sys.maxsize
@@ -262,7 +265,10 @@ class Worker:
 
     def request_started(self, req, conn=None) -> None:
         if self.slot is not None:
-            self.slot.busy(time.monotonic(), req.method, req.path)
+            now = time.monotonic()
+            self.slot.busy(now, req.method, req.path)
+            if self.load_slot is not None:
+                self.load_slot.in_flight(now, 1)
 
     def request_refused(self, status: int) -> None:
         """A request refused before the app saw it (a bad or timed-out head): counted by its
@@ -282,6 +288,8 @@ class Worker:
             status, duration = 0, None
         if self.slot is not None:
             self.slot.finished(now, status, duration)
+            if self.load_slot is not None:  # (a class running several: those still running)
+                self.load_slot.in_flight(now, self.requests_in_flight())
         if self.statsd is not None and duration is not None:
             self.statsd.request(status, duration)
         if self.nr >= self.recycle_soon_at and not self.recycle_asked:
@@ -291,6 +299,10 @@ class Worker:
             # is in flight finishes, then the worker exits (its replacement is already up).
             self.log.info("Autorestarting worker after current request.")
             self.alive = False
+
+    def requests_in_flight(self) -> int:
+        """Requests in progress once the one finishing has ended (none, here: one at a time)."""
+        return 0
 
     def ask_recycle(self, why: str) -> None:
         """Ask the master for a replacement; this worker serves on until the master stops it
@@ -413,6 +425,11 @@ class ConcurrentRequests:
             inflight[id(req)] = InFlight(now, req, conn, self.current_owner())
             if self.slot is not None and len(inflight) == 1:
                 self.slot.busy(now, req.method, req.path)
+            if self.load_slot is not None:
+                self.load_slot.in_flight(now, len(inflight))
+
+    def requests_in_flight(self) -> int:
+        return len(self._inflight)  # (called with _inflight_lock held)
 
     def request_refused(self, status: int) -> None:
         with self._inflight_lock:
