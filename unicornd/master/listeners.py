@@ -20,7 +20,7 @@ class BindError(Exception):
 class Listener:
     """One listening socket and what the logs and the environ say about it."""
 
-    __slots__ = ("sock", "kind", "path", "spec", "timeouts_from_listen")
+    __slots__ = ("sock", "kind", "path", "spec", "timeouts_from_listen", "_address")
 
     def __init__(self, sock, kind, path=None, spec=None, timeouts_from_listen=False):
         self.sock = sock
@@ -30,13 +30,20 @@ class Listener:
         # Bound here with the client timeouts set before listen(): every connection it ever
         # queues inherits them (sockets from systemd or an old master may hold older ones).
         self.timeouts_from_listen = timeouts_from_listen
+        self._address = None
 
     @property
     def address(self):
-        """What accept() callers use to name this listener: (host, port) or a unix path."""
-        if self.sock.family == socket.AF_UNIX:
-            return self.path or self.sock.getsockname()
-        return self.sock.getsockname()[:2]
+        """What accept() callers use to name this listener: (host, port) or a unix path.
+        Asked once (a getsockname(2)): a bound socket's address does not change."""
+        address = self._address
+        if address is None:
+            if self.sock.family == socket.AF_UNIX:
+                address = self.path or self.sock.getsockname()
+            else:
+                address = self.sock.getsockname()[:2]
+            self._address = address
+        return address
 
     def url(self, scheme: str = "http") -> str:
         if self.sock.family == socket.AF_UNIX:
