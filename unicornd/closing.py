@@ -49,6 +49,16 @@ def input_waiting(sock) -> bool:
         return True
 
 
+def data_waiting(sock) -> bool:
+    """Bytes (not EOF, not an error) wait to be read: what a lingering close is for."""
+    try:
+        return bool(_socket.socket.recv(kernel_socket(sock), 1, _PEEK_FLAGS))
+    except (BlockingIOError, InterruptedError):
+        return False
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def peer_closed(sock) -> bool:
     """The peer has closed its end (EOF, or an error), seen without reading anything."""
     try:

@@ -13,7 +13,7 @@ import socket
 import ssl
 import time
 
-from unicornd.closing import RECV_SIZE, input_waiting, kernel_socket
+from unicornd.closing import RECV_SIZE, data_waiting, kernel_socket
 from unicornd.context import ServerContext  # noqa: F401  (its home is unicornd.context)
 from unicornd.exchange import Exchange
 from unicornd.http import response as resp
@@ -507,7 +507,7 @@ class Connection:
             self.parser.start_next_request()
 
     def _input_pending(self, message_done: bool) -> bool:
-        return not message_done or bool(self.parser.buffered) or input_waiting(self.sock)
+        return not message_done or bool(self.parser.buffered) or data_waiting(self.sock)
 
     @property
     def pipelined(self) -> bool:
