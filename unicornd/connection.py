@@ -123,7 +123,7 @@ class Connection:
                 return True
             try:
                 # The plain socket: gevent's would wait for data instead of saying "none yet".
-                data = _socket.socket.recv(kernel_socket(self.sock), RECV_SIZE, socket.MSG_DONTWAIT)
+                data = _socket.socket.recv(self.raw or self.sock, RECV_SIZE, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return False
             except OSError:
