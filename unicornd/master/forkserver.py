@@ -356,7 +356,7 @@ def _drop_listeners(listeners) -> None:
         for listener in listeners:
             os.dup2(devnull, listener.fileno(), inheritable=False)
     finally:
-        os.close(devnull)
+        rawos.close(devnull)
 
 
 def _load(cfg, log):
@@ -392,7 +392,7 @@ def _serve(master, gen, app, sock) -> None:
             reply = _fork_worker(master, gen, app, sock, json.loads(data), fds)
         finally:
             for fd in fds:
-                os.close(fd)
+                rawos.close(fd)
         sock.send(json.dumps(reply).encode())
 
 
@@ -405,29 +405,29 @@ def _fork_worker(master, gen, app, sock, request, fds) -> dict:
         middle = rawos.fork()
     except OSError as exc:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, master.signal_numbers)
-        os.close(r)
-        os.close(w)
+        rawos.close(r)
+        rawos.close(w)
         return {"error": f"fork() failed: {exc}"}
     if middle == 0:
         code = 1
         try:
-            os.close(r)
+            rawos.close(r)
             pid = rawos.fork()
             if pid == 0:
-                os.close(w)
+                rawos.close(w)
                 _run_worker(master, gen, app, sock, request, fds)
             os.write(w, str(pid).encode())
             code = 0
         finally:
             os._exit(code)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, master.signal_numbers)
-    os.close(w)
+    rawos.close(w)
     data = b""
     try:
         while chunk := os.read(r, 64):
             data += chunk
     finally:
-        os.close(r)
+        rawos.close(r)
         rawos.waitpid(middle, 0)
     if not data:
         return {"error": "the middle process could not fork the worker"}

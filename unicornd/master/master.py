@@ -397,6 +397,8 @@ class Master:
         for sig in SIGNAL_NAMES:
             signal.signal(sig, signal.SIG_DFL)
         for fd in (self._wake_r, self._wake_w):
+            if fd < 0:
+                continue  # (a worker forked by a fork server: closed there already)
             try:
                 os.close(fd)
             except OSError:

@@ -1,0 +1,222 @@
+"""preload_app with code reload: the fork server (unicornd/master/forkserver.py), end to end.
+
+The app is written into a temporary directory as real source (no bytecode is cached), so a
+HUP really loads new code: its VERSION, or an import that raises.
+"""
+
+import os
+import signal
+import socket
+import textwrap
+
+import pytest
+
+from support import Load, Server, alive, children, request, unix_request, wait_for
+
+APP = """\
+import os
+VERSION = {version!r}
+{extra}
+IMPORTED_BY = os.getpid()
+open(os.path.join(os.environ["HOTAPP_DIR"], f"imported-{{IMPORTED_BY}}"), "w").close()
+
+
+def app(environ, start_response):
+    body = f"{{VERSION}} {{IMPORTED_BY}} {{os.getpid()}}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+# 100 MiB at import, every page written (b"\x01" * n is a memset): resident, not a promise.
+BIG = "BLOB = b'\\x01' * (100 << 20)"
+BROKEN = "raise RuntimeError('version 2 is broken')"
+MIB = 1 << 20
+
+
+def write_app(directory, version, extra=""):
+    (directory / "hotapp.py").write_text(APP.format(version=version, extra=extra))
+
+
+def hot_server(directory, *args):
+    return Server("--preload", "--chdir", str(directory), *args, "hotapp:app",
+                  env={"HOTAPP_DIR": str(directory), "PYTHONDONTWRITEBYTECODE": "1"})
+
+
+def answer(address):
+    """(version, pid that imported the app, pid that served)."""
+    status, _, body = request(address, "/", timeout=10)
+    assert status == 200, body
+    version, imported_by, served_by = body.decode().split()
+    return version, int(imported_by), int(served_by)
+
+
+def importers(directory):
+    return {int(p.name.split("-")[1]) for p in directory.glob("imported-*")}
+
+
+def ppid(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def workers_of(srv, template):
+    return children(srv.proc.pid) - {template}
+
+
+def test_the_master_never_imports_the_app_and_workers_are_its_children(tmp_path):
+    write_app(tmp_path, "1")
+    with hot_server(tmp_path, "-w", "2", "-b", "127.0.0.1:0") as srv:
+        version, template, served_by = answer(srv.address)
+        assert version == "1"
+        # Imported once, by a child of the master that is not a worker: the fork server.
+        assert importers(tmp_path) == {template}
+        assert template != srv.proc.pid and ppid(template) == srv.proc.pid
+        workers = wait_for(lambda: len(workers_of(srv, template)) == 2 and workers_of(srv, template),
+                           20, message=lambda: srv.log)
+        assert served_by in workers and template not in workers
+        # The master reaps and signals its workers: TTOU stops one, it is waited for.
+        srv.signal(signal.SIGTTOU)
+        srv.wait_log(r"Worker exiting \(pid: \d+\)", 20)
+        wait_for(lambda: len(workers_of(srv, template)) == 1, 20, message=lambda: srv.log)
+        assert importers(tmp_path) == {template}
+
+
+@pytest.mark.parametrize("kind", ["sync", "gthread", "gevent", "eventlet"])
+def test_hup_with_preload_serves_the_new_code_with_zero_failed_requests(tmp_path, kind):
+    write_app(tmp_path, "1")
+    with hot_server(tmp_path, "-k", kind, "-w", "2", "-b", "127.0.0.1:0") as srv:
+        version, old_template, _ = answer(srv.address)
+        assert version == "1"
+        load = Load(srv.address, "/", clients=3, max_seconds=90)
+        try:
+            load.wait_ok(30)
+            write_app(tmp_path, "2")
+            srv.signal(signal.SIGHUP)
+            srv.wait_log(r"Reload complete", 60)
+            wait_for(lambda: answer(srv.address)[0] == "2", 20, message=lambda: srv.log)
+            load.wait_ok(30)
+        finally:
+            ok, failures = load.stop()
+        assert failures == [], failures[:5]
+        assert ok >= 60
+        version, new_template, _ = answer(srv.address)
+        assert version == "2" and new_template != old_template
+        # Every answer is the new code now; the old fork server has been retired.
+        assert {answer(srv.address)[0] for _ in range(10)} == {"2"}
+        wait_for(lambda: not alive(old_template), 20, message=lambda: srv.log)
+        assert importers(tmp_path) == {old_template, new_template}
+        assert srv.proc.pid not in importers(tmp_path)
+
+
+def test_a_broken_new_version_leaves_the_old_one_serving_and_says_why(tmp_path):
+    write_app(tmp_path, "1")
+    with hot_server(tmp_path, "-w", "2", "-b", "127.0.0.1:0") as srv:
+        _, template, _ = answer(srv.address)
+        workers = wait_for(lambda: len(workers_of(srv, template)) == 2 and workers_of(srv, template),
+                           20, message=lambda: srv.log)
+        load = Load(srv.address, "/", clients=2, max_seconds=90)
+        try:
+            write_app(tmp_path, "2", BROKEN)
+            srv.signal(signal.SIGHUP)
+            srv.wait_log(r"Reload failed: the new fork server cannot load the app; "
+                         r"the old workers stay", 30)
+            load.wait_ok(20)
+            assert "RuntimeError: version 2 is broken" in srv.log  # the why, with its traceback
+            assert {answer(srv.address)[0] for _ in range(10)} == {"1"}
+            assert workers_of(srv, template) == workers and alive(template)
+            write_app(tmp_path, "3")  # fixed: the next HUP goes through
+            srv.signal(signal.SIGHUP)
+            srv.wait_log(r"Reload complete", 60)
+            wait_for(lambda: answer(srv.address)[0] == "3", 20, message=lambda: srv.log)
+            load.wait_ok(20)
+        finally:
+            ok, failures = load.stop()
+        assert failures == [], failures[:5]
+        assert srv.proc.poll() is None
+
+
+def test_a_fork_server_that_dies_is_replaced_and_the_workers_serve_on(tmp_path):
+    write_app(tmp_path, "1")
+    with hot_server(tmp_path, "-w", "2", "-b", "127.0.0.1:0") as srv:
+        _, template, _ = answer(srv.address)
+        workers = wait_for(lambda: len(workers_of(srv, template)) == 2 and workers_of(srv, template),
+                           20, message=lambda: srv.log)
+        os.kill(template, signal.SIGKILL)
+        srv.wait_log(rf"Fork server \(pid {template}\) of generation 1 exited killed by SIGKILL", 20)
+        # Its workers are the master's children: they serve on.
+        assert children(srv.proc.pid) == workers
+        assert answer(srv.address)[0] == "1"
+        # A worker needed now comes from a new fork server.
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len(importers(tmp_path)) == 2, 30, message=lambda: srv.log)
+        (new_template,) = importers(tmp_path) - {template}
+        wait_for(lambda: len(workers_of(srv, new_template)) == 2, 30, message=lambda: srv.log)
+        assert victim not in workers_of(srv, new_template)
+        assert srv.proc.poll() is None and answer(srv.address)[0] == "1"
+
+
+def test_a_bind_added_on_hup_reaches_the_workers_of_the_new_fork_server(tmp_path):
+    write_app(tmp_path, "1")
+    sock_path = tmp_path / "added.sock"
+    conf = tmp_path / "conf.py"
+    conf.write_text("bind = ['127.0.0.1:0']\nworkers = 1\n")
+    with hot_server(tmp_path, "-c", str(conf)) as srv:
+        assert answer(srv.address)[0] == "1"
+        conf.write_text(f"bind = ['127.0.0.1:0', 'unix:{sock_path}']\nworkers = 1\n")
+        srv.signal(signal.SIGHUP)
+        srv.wait_log(r"Reload complete", 60)
+        reply = wait_for(lambda: unix_request(sock_path, b"GET / HTTP/1.1\r\nHost: x\r\n"
+                                                         b"Connection: close\r\n\r\n"),
+                         20, message=lambda: srv.log)
+        assert reply.startswith(b"HTTP/1.1 200") and reply.split(b"\r\n\r\n", 1)[1].startswith(b"1 ")
+        assert answer(srv.address)[0] == "1"  # the first listener still served too
+
+
+def test_a_first_boot_whose_app_cannot_load_exits_4(tmp_path):
+    write_app(tmp_path, "1", BROKEN)
+    srv = Server("--preload", "--chdir", str(tmp_path), "-b", "127.0.0.1:0", "hotapp:app",
+                 env={"HOTAPP_DIR": str(tmp_path)}, expect_listen=False)
+    try:
+        assert srv.wait(30) == 4, srv.log
+    finally:
+        srv.stop()
+    assert "RuntimeError: version 2 is broken" in srv.log
+    assert "App failed to load" in srv.log
+
+
+def pss(pid):
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no Pss in /proc/{pid}/smaps_rollup")
+
+
+def rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup"), reason="needs Linux 4.14+")
+def test_four_workers_share_the_100_mib_the_app_allocates_at_import(tmp_path):
+    write_app(tmp_path, "1", BIG)
+    with hot_server(tmp_path, "-w", "4", "-b", "127.0.0.1:0") as srv:
+        _, template, _ = answer(srv.address)
+        workers = wait_for(lambda: len(workers_of(srv, template)) == 4 and workers_of(srv, template),
+                           30, message=lambda: srv.log)
+        for _ in range(20):  # every worker serves a few requests first
+            answer(srv.address)
+        # Each worker has the 100 MiB resident (its RSS counts them)...
+        assert all(rss(pid) > 100 * MIB for pid in workers), [rss(p) >> 20 for p in workers]
+        # ...but shares them: the proportional share of the five processes is about 100 MiB
+        # plus each one's own pages, not five times 100 MiB.
+        total = sum(pss(pid) for pid in workers)
+        print(f"\nsummed PSS of 4 workers: {total / MIB:.1f} MiB; with the fork server: "
+              f"{(total + pss(template)) / MIB:.1f} MiB; RSS of one worker "
+              f"{rss(min(workers)) / MIB:.1f} MiB")
+        assert total < 250 * MIB, total >> 20
