@@ -31,6 +31,10 @@ def app(environ, start_response):
 # 100 MiB at import, every page written (b"\x01" * n is a memset): resident, not a promise.
 BIG = "BLOB = b'\\x01' * (100 << 20)"
 BROKEN = "raise RuntimeError('version 2 is broken')"
+# An import that waits while the file "slow" exists (a database that is down).
+SLOW = ("import time\n"
+        "while os.path.exists(os.path.join(os.environ['HOTAPP_DIR'], 'slow')):\n"
+        "    time.sleep(0.05)")
 MIB = 1 << 20
 
 
@@ -134,6 +138,39 @@ def test_a_broken_new_version_leaves_the_old_one_serving_and_says_why(tmp_path):
             ok, failures = load.stop()
         assert failures == [], failures[:5]
         assert srv.proc.poll() is None
+
+
+def test_a_new_fork_server_past_boot_timeout_fails_the_reload(tmp_path):
+    write_app(tmp_path, "1")
+    with hot_server(tmp_path, "-w", "1", "--boot-timeout", "2", "-b", "127.0.0.1:0") as srv:
+        _, template, worker = answer(srv.address)
+        (tmp_path / "slow").touch()
+        write_app(tmp_path, "2", SLOW)
+        srv.signal(signal.SIGHUP)
+        srv.wait_log(r"FORK SERVER BOOT TIMEOUT \(pid \d+\)", 30)
+        srv.wait_log(r"Reload failed: the new fork server exceeded boot_timeout; "
+                     r"the old workers stay", 10)
+        assert answer(srv.address) == ("1", template, worker)
+        assert srv.proc.poll() is None and "Shutting down" not in srv.log
+
+
+def test_a_hup_while_the_new_fork_server_loads_supersedes_it(tmp_path):
+    write_app(tmp_path, "1")
+    with hot_server(tmp_path, "-w", "2", "-b", "127.0.0.1:0") as srv:
+        _, template, _ = answer(srv.address)
+        (tmp_path / "slow").touch()
+        write_app(tmp_path, "2", SLOW)
+        srv.signal(signal.SIGHUP)
+        started = srv.wait_log(r"Started fork server \(pid (\d+)\) to load the app for "
+                               r"generation 2", 20)
+        stuck = int(started.group(1))
+        write_app(tmp_path, "3")
+        srv.signal(signal.SIGHUP)
+        srv.wait_log(rf"Retiring fork server \(pid {stuck}\) of generation 2", 20)
+        srv.wait_log(r"Reload complete", 60)
+        wait_for(lambda: answer(srv.address)[0] == "3", 20, message=lambda: srv.log)
+        wait_for(lambda: not alive(stuck) and not alive(template), 20, message=lambda: srv.log)
+        assert "Reload failed" not in srv.log
 
 
 def test_a_fork_server_that_dies_is_replaced_and_the_workers_serve_on(tmp_path):

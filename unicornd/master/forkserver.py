@@ -148,12 +148,23 @@ class ForkServers:
 
     def __init__(self, master):
         self.master = master
-        self.enabled = False           # set by the master: this system can reparent workers
+        # Whether workers can be reparented to the master: None until a generation with
+        # preload_app first needs it (the master becomes a subreaper only then); False when
+        # the app was preloaded in the master itself (no subreaper: cli.py).
+        self.enabled = None
         self.by_gen = {}               # Generation -> ForkServer (loading or ready)
         self.by_pid = {}               # pid -> ForkServer, until it is reaped
 
     def serves(self, gen) -> bool:
-        return self.enabled and bool(getattr(gen.cfg, "preload_app", False))
+        if not getattr(gen.cfg, "preload_app", False):
+            return False
+        if self.enabled is None:
+            self.enabled = become_subreaper()
+            if not self.enabled:
+                self.master.log.warning(
+                    "preload_app: this system cannot reparent workers to the master "
+                    "(PR_SET_CHILD_SUBREAPER, Linux): each worker imports the app itself")
+        return self.enabled
 
     # -- the process layer's spawn, for a generation served by a fork server ---------------
 

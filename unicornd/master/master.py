@@ -22,7 +22,7 @@ from unicornd.config import ConfigError, load_config
 from unicornd.logging import LogConfigError, make_logger, reopen_log_files, setup_logging
 from unicornd.master import listeners as lst
 from unicornd.master import rawos
-from unicornd.master.forkserver import ForkServers, become_subreaper
+from unicornd.master.forkserver import ForkServers
 from unicornd.master.lifecycle import HaltServer, Lifecycle
 from unicornd.master.pidfile import Pidfile
 from unicornd.master.process import has_controlling_terminal, rss
@@ -134,8 +134,8 @@ class Master:
         self.log.info("Using worker: %s", self.cfg.worker_class)
         self.scoreboard = Scoreboard()
         self.metrics = MasterMetrics(self)
-        # preload_app: workers are forked by a fork server and reparented to this master.
-        self.forkservers.enabled = self.app is None and become_subreaper()
+        if self.app is not None:
+            self.forkservers.enabled = False  # preloaded here: no fork server (cli.py)
 
     def _init_signals(self) -> None:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
