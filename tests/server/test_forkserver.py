@@ -257,3 +257,37 @@ def test_four_workers_share_the_100_mib_the_app_allocates_at_import(tmp_path):
               f"{(total + pss(template)) / MIB:.1f} MiB; RSS of one worker "
               f"{rss(min(workers)) / MIB:.1f} MiB")
         assert total < 250 * MIB, total >> 20
+
+
+def test_a_binary_upgrade_with_preload_gives_the_new_master_its_own_fork_server(tmp_path):
+    write_app(tmp_path, "1")
+    with hot_server(tmp_path, "-w", "2", "-b", "127.0.0.1:0") as srv:
+        old_master = srv.proc.pid
+        _, old_template, _ = answer(srv.address)
+        old_workers = wait_for(lambda: len(workers_of(srv, old_template)) == 2
+                               and workers_of(srv, old_template), 20)
+        load = Load(srv.address, "/", clients=2, max_seconds=90)
+        new_master = None
+        try:
+            write_app(tmp_path, "2")
+            srv.signal(signal.SIGUSR2)
+            (new_master,) = wait_for(lambda: children(old_master) - old_workers - {old_template},
+                                     20, message=lambda: srv.log)
+            # The new master's workers are its own children, forked by its own fork server.
+            wait_for(lambda: len(children(new_master)) == 3, 30, message=lambda: srv.log)
+            (new_template,) = importers(tmp_path) - {old_template}
+            assert ppid(new_template) == new_master
+            srv.signal(signal.SIGWINCH)
+            wait_for(lambda: not any(alive(p) for p in old_workers), 30, message=lambda: srv.log)
+            wait_for(lambda: answer(srv.address)[0] == "2", 20)
+            srv.signal(signal.SIGTERM)
+            assert srv.wait(30) == 0
+            load.wait_ok(20)
+            assert answer(srv.address)[0] == "2" and not alive(old_template)
+        finally:
+            ok, failures = load.stop()
+            if new_master is not None:
+                os.kill(new_master, signal.SIGTERM)
+        assert failures == [], failures[:5]
+        wait_for(lambda: not alive(new_master), 30)
+        assert old_master not in importers(tmp_path) and new_master not in importers(tmp_path)
