@@ -122,7 +122,8 @@ class ForkServer:
 
     def fork_worker(self, age, slot, listeners):
         """Ask for a worker; its pid, or a string saying why there is none."""
-        meta = [[lst.kind, lst.path, lst.spec, lst.timeouts_from_listen] for lst in listeners]
+        meta = [[lst.kind, _path_out(lst.path), lst.spec, lst.timeouts_from_listen]
+                for lst in listeners]
         request = json.dumps({"age": age, "slot": slot, "listeners": meta}).encode()
         fds = array.array("i", [lst.fileno() for lst in listeners])
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)] if fds else []
@@ -317,6 +318,15 @@ class ForkServers:
             pass
 
 
+def _path_out(path):
+    """A unix socket's path for JSON: an abstract one (bytes) as ["b", latin-1 text]."""
+    return ["b", path.decode("latin-1")] if isinstance(path, bytes) else path
+
+
+def _path_in(path):
+    return path[1].encode("latin-1") if isinstance(path, list) else path
+
+
 # -- in the fork server ----------------------------------------------------------------------
 
 
@@ -454,7 +464,7 @@ def _run_worker(master, gen, app, sock, request, fds) -> None:
             if time.monotonic() > deadline:
                 os._exit(WORKER_BOOT_ERROR)  # not reparented (the master is gone)
             rawos.select([], [], [], 0.001)
-        listeners = [Listener(socket.socket(fileno=fd), kind, path, spec, from_listen)
+        listeners = [Listener(socket.socket(fileno=fd), kind, _path_in(path), spec, from_listen)
                      for fd, (kind, path, spec, from_listen) in zip(fds, request["listeners"])]
         cfg = gen.cfg
         worker = gen.worker_class(request["age"], master.pid, listeners, cfg, master.log,
