@@ -18,8 +18,10 @@ the lifecycle model as for any worker), ``kill()`` reaches it, and the worker's 
 alternatives were worse: a worker left as the fork server's child cannot be waited for by
 the master (no exit status, and it would die with its fork server, so a fork server could
 never be retired before its workers); polling pids (``kill(pid, 0)``, pidfds) gives no exit
-status and races with pid reuse. The worker waits until it has been reparented before it
-arms ``PR_SET_PDEATHSIG`` (the middle process's exit would otherwise fire it).
+status and races with pid reuse. The worker waits until it has been reparented (the middle
+process's exit would otherwise fire its ``PR_SET_PDEATHSIG``) and until the master has
+written its pid into its scoreboard slot (the master knows it: a worker whose fork server
+died before answering exits instead of serving unsupervised), then boots as any worker.
 
 What reaches a worker forked this way, and how:
 
@@ -62,7 +64,7 @@ signal = rawos.signal
 
 LOADING, READY, GONE = "loading", "ready", "gone"
 FORK_REPLY_SECONDS = 10.0     # a fork server that does not answer a fork request by then is stuck
-REPARENT_SECONDS = 10.0       # a new worker waits this long at most to become the master's child
+REPARENT_SECONDS = 15.0       # a new worker waits this long at most to be the master's (known) child
 _MAX_MESSAGE = 65536
 _MAX_FDS = 256
 _PR_SET_CHILD_SUBREAPER = 36
@@ -456,13 +458,17 @@ def _fork_worker(master, gen, app, sock, request, fds) -> dict:
 
 
 def _run_worker(master, gen, app, sock, request, fds) -> None:
-    """In the new worker: wait to be the master's child, then run as any worker does."""
+    """In the new worker: wait until it is the master's child and the master knows its pid
+    (its slot names it), then run as any worker does. A worker whose pid never reached the
+    master (the fork server died before it answered) must not serve unsupervised: it exits."""
     try:
         sock.close()
+        me = os.getpid()
+        slot = request["slot"]
         deadline = time.monotonic() + REPARENT_SECONDS
-        while os.getppid() != master.pid:
+        while os.getppid() != master.pid or master.scoreboard.read(slot).pid != me:
             if time.monotonic() > deadline:
-                os._exit(WORKER_BOOT_ERROR)  # not reparented (the master is gone)
+                os._exit(WORKER_BOOT_ERROR)  # not reparented, or unknown to the master
             rawos.select([], [], [], 0.001)
         listeners = [Listener(socket.socket(fileno=fd), kind, _path_in(path), spec, from_listen)
                      for fd, (kind, path, spec, from_listen) in zip(fds, request["listeners"])]
