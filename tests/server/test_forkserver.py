@@ -6,8 +6,6 @@ HUP really loads new code: its VERSION, or an import that raises.
 
 import os
 import signal
-import socket
-import textwrap
 
 import pytest
 
@@ -68,6 +66,12 @@ def workers_of(srv, template):
     return children(srv.proc.pid) - {template}
 
 
+def wait_workers(srv, template, count, timeout=30):
+    """The master's ``count`` worker pids (its children but the fork server ``template``)."""
+    return wait_for(lambda: (lambda w: w if len(w) == count else None)(workers_of(srv, template)),
+                    timeout, message=lambda: f"{count} workers\n{srv.log}")
+
+
 def test_the_master_never_imports_the_app_and_workers_are_its_children(tmp_path):
     write_app(tmp_path, "1")
     with hot_server(tmp_path, "-w", "2", "-b", "127.0.0.1:0") as srv:
@@ -76,8 +80,7 @@ def test_the_master_never_imports_the_app_and_workers_are_its_children(tmp_path)
         # Imported once, by a child of the master that is not a worker: the fork server.
         assert importers(tmp_path) == {template}
         assert template != srv.proc.pid and ppid(template) == srv.proc.pid
-        workers = wait_for(lambda: len(workers_of(srv, template)) == 2 and workers_of(srv, template),
-                           20, message=lambda: srv.log)
+        workers = wait_workers(srv, template, 2, 20)
         assert served_by in workers and template not in workers
         # The master reaps and signals its workers: TTOU stops one, it is waited for.
         srv.signal(signal.SIGTTOU)
@@ -117,8 +120,7 @@ def test_a_broken_new_version_leaves_the_old_one_serving_and_says_why(tmp_path):
     write_app(tmp_path, "1")
     with hot_server(tmp_path, "-w", "2", "-b", "127.0.0.1:0") as srv:
         _, template, _ = answer(srv.address)
-        workers = wait_for(lambda: len(workers_of(srv, template)) == 2 and workers_of(srv, template),
-                           20, message=lambda: srv.log)
+        workers = wait_workers(srv, template, 2, 20)
         load = Load(srv.address, "/", clients=2, max_seconds=90)
         try:
             write_app(tmp_path, "2", BROKEN)
@@ -177,10 +179,10 @@ def test_a_fork_server_that_dies_is_replaced_and_the_workers_serve_on(tmp_path):
     write_app(tmp_path, "1")
     with hot_server(tmp_path, "-w", "2", "-b", "127.0.0.1:0") as srv:
         _, template, _ = answer(srv.address)
-        workers = wait_for(lambda: len(workers_of(srv, template)) == 2 and workers_of(srv, template),
-                           20, message=lambda: srv.log)
+        workers = wait_workers(srv, template, 2, 20)
         os.kill(template, signal.SIGKILL)
-        srv.wait_log(rf"Fork server \(pid {template}\) of generation 1 exited killed by SIGKILL", 20)
+        srv.wait_log(rf"Fork server \(pid {template}\) of generation 1 exited killed by "
+                     r"SIGKILL", 20)
         # Its workers are the master's children: they serve on.
         assert children(srv.proc.pid) == workers
         assert answer(srv.address)[0] == "1"
@@ -207,7 +209,8 @@ def test_a_bind_added_on_hup_reaches_the_workers_of_the_new_fork_server(tmp_path
         reply = wait_for(lambda: unix_request(sock_path, b"GET / HTTP/1.1\r\nHost: x\r\n"
                                                          b"Connection: close\r\n\r\n"),
                          20, message=lambda: srv.log)
-        assert reply.startswith(b"HTTP/1.1 200") and reply.split(b"\r\n\r\n", 1)[1].startswith(b"1 ")
+        assert reply.startswith(b"HTTP/1.1 200")
+        assert reply.split(b"\r\n\r\n", 1)[1].startswith(b"1 ")
         assert answer(srv.address)[0] == "1"  # the first listener still served too
 
 
@@ -244,8 +247,7 @@ def test_four_workers_share_the_100_mib_the_app_allocates_at_import(tmp_path):
     write_app(tmp_path, "1", BIG)
     with hot_server(tmp_path, "-w", "4", "-b", "127.0.0.1:0") as srv:
         _, template, _ = answer(srv.address)
-        workers = wait_for(lambda: len(workers_of(srv, template)) == 4 and workers_of(srv, template),
-                           30, message=lambda: srv.log)
+        workers = wait_workers(srv, template, 4, 30)
         for _ in range(20):  # every worker serves a few requests first
             answer(srv.address)
         # Each worker has the 100 MiB resident (its RSS counts them)...
@@ -264,8 +266,7 @@ def test_a_binary_upgrade_with_preload_gives_the_new_master_its_own_fork_server(
     with hot_server(tmp_path, "-w", "2", "-b", "127.0.0.1:0") as srv:
         old_master = srv.proc.pid
         _, old_template, _ = answer(srv.address)
-        old_workers = wait_for(lambda: len(workers_of(srv, old_template)) == 2
-                               and workers_of(srv, old_template), 20)
+        old_workers = wait_workers(srv, old_template, 2)
         load = Load(srv.address, "/", clients=2, max_seconds=90)
         new_master = None
         try:

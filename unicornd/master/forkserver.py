@@ -64,7 +64,7 @@ signal = rawos.signal
 
 LOADING, READY, GONE = "loading", "ready", "gone"
 FORK_REPLY_SECONDS = 10.0     # a fork server that does not answer a fork request by then is stuck
-REPARENT_SECONDS = 15.0       # a new worker waits this long at most to be the master's (known) child
+REPARENT_SECONDS = 15.0       # a new worker waits this long at most to be the master's known child
 _MAX_MESSAGE = 65536
 _MAX_FDS = 256
 _PR_SET_CHILD_SUBREAPER = 36
