@@ -33,6 +33,8 @@ BROKEN = "raise RuntimeError('version 2 is broken')"
 SLOW = ("import time\n"
         "while os.path.exists(os.path.join(os.environ['HOTAPP_DIR'], 'slow')):\n"
         "    time.sleep(0.05)")
+# An app that sets its own SIGTERM handler at import (the fork server must still go away).
+IGNORES_TERM = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)"
 MIB = 1 << 20
 
 
@@ -157,11 +159,11 @@ def test_a_new_fork_server_past_boot_timeout_fails_the_reload(tmp_path):
 
 
 def test_a_hup_while_the_new_fork_server_loads_supersedes_it(tmp_path):
-    write_app(tmp_path, "1")
+    write_app(tmp_path, "1", IGNORES_TERM)
     with hot_server(tmp_path, "-w", "2", "-b", "127.0.0.1:0") as srv:
         _, template, _ = answer(srv.address)
         (tmp_path / "slow").touch()
-        write_app(tmp_path, "2", SLOW)
+        write_app(tmp_path, "2", IGNORES_TERM + "\n" + SLOW)
         srv.signal(signal.SIGHUP)
         started = srv.wait_log(r"Started fork server \(pid (\d+)\) to load the app for "
                                r"generation 2", 20)

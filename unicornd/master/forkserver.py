@@ -193,7 +193,7 @@ class ForkServers:
             master.scoreboard.release(slot)
             master.log.error("Fork server %s could not fork a worker: %s; it is replaced",
                              server.pid, result)
-            self._retire(server)
+            self._retire(server, kill=True)
             return None
         worker.pid = result
         master.scoreboard.assign(slot, result)
@@ -291,33 +291,31 @@ class ForkServers:
             if server.state == LOADING and limit and now - server.started_at > limit:
                 self.master.log.critical("FORK SERVER BOOT TIMEOUT (pid %s) after %.1f s",
                                          server.pid, now - server.started_at)
-                self._retire(server, signal.SIGKILL)
+                self._retire(server, kill=True)
                 model.template_failed(gen, "exceeded boot_timeout", WORKER_BOOT_ERROR)
-
-    def signal_all(self, sig) -> None:
-        for pid in list(self.by_pid):
-            try:
-                rawos.kill(pid, sig)
-            except ProcessLookupError:
-                pass
 
     def stop(self) -> None:
         """The master stops: every fork server goes (it has no request in hand)."""
         for server in list(self.by_gen.values()):
-            self._drop(server)
-        self.signal_all(signal.SIGTERM)
+            self._retire(server)
 
     def _drop(self, server) -> None:
         if self.by_gen.get(server.gen) is server:
             del self.by_gen[server.gen]
         server.state = GONE
 
-    def _retire(self, server, sig=signal.SIGTERM) -> None:
+    def _retire(self, server, kill=False) -> None:
+        """A fork server that is ready exits when the master closes its end of the socket
+        (it has nothing in hand). One still importing the app, or stuck (``kill``), gets
+        SIGKILL: not SIGTERM, for which the app's import may have set a handler of its own."""
+        kill = kill or server.state == LOADING
         self._drop(server)
-        try:
-            rawos.kill(server.pid, sig)
-        except ProcessLookupError:
-            pass
+        server.sock.close()
+        if kill:
+            try:
+                rawos.kill(server.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def _path_out(path):
