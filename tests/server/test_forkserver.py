@@ -294,3 +294,30 @@ def test_a_binary_upgrade_with_preload_gives_the_new_master_its_own_fork_server(
         assert failures == [], failures[:5]
         wait_for(lambda: not alive(new_master), 30)
         assert old_master not in importers(tmp_path) and new_master not in importers(tmp_path)
+
+
+def test_hup_turns_preload_on_and_off(tmp_path):
+    write_app(tmp_path, "1")
+    conf = tmp_path / "conf.py"
+    conf.write_text("preload_app = False\nworkers = 2\nbind = ['127.0.0.1:0']\n")
+    with Server("-c", str(conf), "--chdir", str(tmp_path), "hotapp:app",
+                env={"HOTAPP_DIR": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}) as srv:
+        _, imported_by, served_by = answer(srv.address)
+        assert imported_by == served_by  # each worker imports the app itself
+        conf.write_text("preload_app = True\nworkers = 2\nbind = ['127.0.0.1:0']\n")
+        write_app(tmp_path, "2")
+        srv.signal(signal.SIGHUP)
+        srv.wait_log(r"Reload complete", 60)
+        wait_for(lambda: answer(srv.address)[0] == "2", 20, message=lambda: srv.log)
+        _, template, served_by = answer(srv.address)
+        assert template != served_by and ppid(template) == srv.proc.pid
+        wait_workers(srv, template, 2)
+        conf.write_text("preload_app = False\nworkers = 2\nbind = ['127.0.0.1:0']\n")
+        write_app(tmp_path, "3")
+        srv.signal(signal.SIGHUP)
+        wait_for(lambda: srv.log.count("Reload complete") == 2, 60, message=lambda: srv.log)
+        wait_for(lambda: answer(srv.address)[0] == "3", 20, message=lambda: srv.log)
+        wait_for(lambda: not alive(template), 20, message=lambda: srv.log)
+        _, imported_by, served_by = answer(srv.address)
+        assert imported_by == served_by
+        assert srv.proc.pid not in importers(tmp_path)

@@ -219,7 +219,7 @@ class ForkServers:
             return None
         if pid == 0:
             ours.close()
-            _run_fork_server(master, gen, theirs, [s.sock for s in self.by_pid.values()])
+            _run_fork_server(master, gen, theirs)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, master.signal_numbers)
         theirs.close()
         server = ForkServer(gen, pid, ours, time.monotonic())
@@ -299,6 +299,12 @@ class ForkServers:
         for server in list(self.by_gen.values()):
             self._retire(server)
 
+    def close_sockets(self) -> None:
+        """In a child of the master: the master's ends of the fork servers' sockets are not
+        its own (a fork server retired by closing its socket must see it closed)."""
+        for server in self.by_pid.values():
+            server.sock.close()
+
     def _drop(self, server) -> None:
         if self.by_gen.get(server.gen) is server:
             del self.by_gen[server.gen]
@@ -330,15 +336,13 @@ def _path_in(path):
 # -- in the fork server ----------------------------------------------------------------------
 
 
-def _run_fork_server(master, gen, sock, others) -> None:
+def _run_fork_server(master, gen, sock) -> None:
     """The fork server's whole life, in the child of the master: never returns."""
     status = 0
     log = master.log
     try:
-        master._close_master_fds()
+        master._close_master_fds()             # (the other fork servers' sockets too)
         master._wake_r = master._wake_w = -1   # (a later close must not hit reused numbers)
-        for other in others:
-            other.close()
         _drop_listeners(master.listeners)
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # see _serve: logs reopen at each fork
         signal.pthread_sigmask(signal.SIG_UNBLOCK, master.signal_numbers)

@@ -396,6 +396,7 @@ class Master:
         signal.set_wakeup_fd(-1)
         for sig in SIGNAL_NAMES:
             signal.signal(sig, signal.SIG_DFL)
+        self.forkservers.close_sockets()  # or a fork server would never see the master let go
         for fd in (self._wake_r, self._wake_w):
             if fd < 0:
                 continue  # (a worker forked by a fork server: closed there already)
