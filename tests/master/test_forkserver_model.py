@@ -1,15 +1,18 @@
 """The lifecycle model with preload_app's fork servers (master/forkserver.py): spawns that
-wait for a fork server to load the app, and fork servers that cannot (the end-to-end tests
-are in tests/server/test_forkserver.py)."""
+wait for a fork server to load the app, and fork servers that cannot; then the lifecycle
+machine of test_lifecycle_model.py with every generation served by a fork server (the
+end-to-end tests are in tests/server/test_forkserver.py)."""
 
 import signal
 
 import pytest
+from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis.stateful import initialize, invariant, precondition, rule
 
 from unicornd.master import lifecycle as lc
 from unicornd.workers.base import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 
-from test_lifecycle_model import Cfg, Log, World, _Ops
+from test_lifecycle_model import Cfg, LifecycleMachine, Log, World, _Ops
 from test_lifecycle_units import boot_all, view
 
 
@@ -124,3 +127,102 @@ def test_a_fork_server_that_fails_after_the_first_boot_backs_off_and_never_halts
     world.ready.add(1)
     model.step()
     assert len(model.workers) == 2
+
+
+# -- the interleavings, with fork servers: the lifecycle machine, its spawns through them ----
+
+
+class FakeForkServers(World):
+    """spawn() as the fork server layer answers: PENDING until the generation's fork server
+    has loaded the app. What a fork server does when time passes is in ``advance``."""
+
+    def __init__(self):
+        super().__init__()
+        self.servers = {}       # Generation -> [state, started_at, how its import goes]
+
+    def spawn(self, gen):
+        server = self.servers.get(gen)
+        if server is None:  # the database is down at its import, or not
+            behaviour = "slow" if self.db_down and gen.cfg.behaviour == "ok" else gen.cfg.behaviour
+            self.servers[gen] = ["loading", self.now, behaviour]
+            return lc.PENDING
+        if server[0] != "ready":
+            return lc.PENDING
+        result = super().spawn(gen)
+        self.procs[result[0]].behaviour = "ok"  # forked with the app already imported
+        return result
+
+    def advance(self, model):
+        """Fork servers load (or fail to), the unwanted ones are retired (ForkServers.tick)."""
+        wanted = {model.current} | ({model.reload[1]} if model.reload else set())
+        for gen, server in list(self.servers.items()):
+            if gen not in wanted:
+                del self.servers[gen]
+                continue
+            state, started, behaviour = server
+            if state != "loading":
+                continue
+            if behaviour == "ok":
+                server[0] = "ready"
+                model.step()
+            elif behaviour == "broken":
+                del self.servers[gen]
+                model.template_failed(gen, "cannot load the app")
+            elif self.now - started > gen.cfg.boot_timeout:
+                del self.servers[gen]
+                model.template_failed(gen, "exceeded boot_timeout", WORKER_BOOT_ERROR)
+
+
+class ForkServerMachine(LifecycleMachine):
+    """The lifecycle machine's rules and invariants, every generation with preload_app."""
+
+    @initialize(workers=st.integers(1, 3))
+    def boot(self, workers):
+        self.world = FakeForkServers()
+        self.log = Log()
+        self.ops = _Ops(self.world)
+        self.model = lc.Lifecycle(Cfg(workers), None, self.ops, self.log)
+        self.bad_hups = 0
+        self.stopped = False
+        self.kept = None
+        self.model.start()
+        self._advance(1.0)
+        self._advance(1.0)
+        assert len(self.model.serving()) == workers, self.log.lines
+
+    def _advance(self, seconds):
+        super()._advance(seconds)
+        if not self.stopped:  # after the model's tick, as the master's loop does
+            self.world.advance(self.model)
+            self._deliver_exits()
+
+    @precondition(lambda self: not self.stopped and self.world.servers)
+    @rule(data=st.data())
+    def a_fork_server_dies(self, data):
+        gen = data.draw(st.sampled_from(sorted(self.world.servers, key=lambda g: g.number)))
+        state = self.world.servers.pop(gen)[0]
+        if state == "loading" and self.model.reload and gen is self.model.reload[0]:
+            self.bad_hups += 1  # this reload fails: its new code never loaded
+            if self.kept is None:
+                self.kept = set(r.pid for r in self.model.serving())
+        if state == "loading":
+            self.model.template_failed(gen, "exited killed by SIGKILL before it had loaded "
+                                            "the app")
+        self._deliver_exits()
+
+    @invariant()
+    def capacity_is_kept_unless_backing_off(self):
+        """Replaced: capacity may also wait for the current generation's fork server."""
+        if self.stopped:
+            return
+        m = self.model
+        server = self.world.servers.get(m.current)
+        assert len(m.active()) >= m.target or m.retry_at > self.world.now or (
+            server is None or server[0] == "loading"), (len(m.active()), m.target,
+                                                        self.log.lines[-5:])
+
+
+ForkServerMachine.TestCase.settings = settings(
+    max_examples=300, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow])
+test_fork_server_machine = ForkServerMachine.TestCase

@@ -249,6 +249,7 @@ class Lifecycle:
             self.log.error("Reload failed: the new fork server %s; the old workers stay", what)
             self._roll_back("reload failed")
             self.ops.notify("ready", self.status_text())
+            self.step()  # the old generation's count may need workers (after a WINCH)
             return
         if gen is not self.current:
             return  # a generation already given up
