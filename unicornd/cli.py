@@ -121,9 +121,9 @@ def main(argv=None) -> None:
         daemonize(keep_stdio=cfg.enable_stdio_inheritance)
 
     app = None
-    # preload_app: the app is imported by a fork server, never by the master (a HUP loads
-    # new code: master/forkserver.py), where workers can be reparented to the master; on
-    # other systems, in the master itself, as gunicorn does.
+    # preload_app: where workers can be reparented to the master (Linux), the app is imported
+    # by a fork server, never by the master, and a HUP loads new code (master/forkserver.py);
+    # elsewhere it is imported here, in the master, as gunicorn does.
     from unicornd.master.forkserver import become_subreaper
     if cfg.preload_app and not become_subreaper():
         log.warning("preload_app: this system cannot reparent workers to the master "
