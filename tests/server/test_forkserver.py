@@ -321,3 +321,40 @@ def test_hup_turns_preload_on_and_off(tmp_path):
         _, imported_by, served_by = answer(srv.address)
         assert imported_by == served_by
         assert srv.proc.pid not in importers(tmp_path)
+
+
+HOOKS = """
+import os
+RECORD = {record!r}
+
+def _w(*words):
+    with open(RECORD, "a") as f:
+        f.write(" ".join(map(str, words)) + "\\n")
+
+def pre_fork(server, worker): _w("pre_fork", os.getpid(), worker.age)
+def post_fork(server, worker): _w("post_fork", os.getpid(), worker.age, server.pid)
+def post_worker_init(worker): _w("post_worker_init", os.getpid(), worker.age)
+def child_exit(server, worker): _w("child_exit", os.getpid(), worker.age, worker.pid)
+"""
+
+
+def test_the_hooks_run_where_and_with_what_they_always_did(tmp_path):
+    write_app(tmp_path, "1")
+    record = tmp_path / "hooks"
+    conf = tmp_path / "conf.py"
+    conf.write_text(HOOKS.format(record=str(record)))
+    with hot_server(tmp_path, "-c", str(conf), "-w", "1", "-b", "127.0.0.1:0") as srv:
+        master = srv.proc.pid
+        _, template, worker = answer(srv.address)
+        os.kill(worker, signal.SIGTERM)
+        wait_for(lambda: record.exists() and "child_exit" in record.read_text(), 20,
+                 message=lambda: srv.log)
+        wait_for(lambda: record.read_text().count("post_worker_init") == 2, 30,
+                 message=lambda: srv.log)
+    lines = [line.split() for line in record.read_text().splitlines()]
+    first = [words for words in lines if words[2] == "1"]
+    assert first[:3] == [["pre_fork", str(master), "1"],
+                         ["post_fork", str(worker), "1", str(master)],
+                         ["post_worker_init", str(worker), "1"]]
+    assert ["child_exit", str(master), "1", str(worker)] in first
+    assert ["pre_fork", str(master), "2"] in lines  # the replacement
