@@ -13,6 +13,9 @@ from unicornd.master import lifecycle as lc
 from unicornd.workers.base import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 
 from test_lifecycle_model import Cfg, LifecycleMachine, Log, World, _Ops
+
+# The machine is CPU-bound (a few seconds alone on a 2-core machine, longer when shared).
+pytestmark = pytest.mark.timeout(900)
 from test_lifecycle_units import boot_all, view
 
 
