@@ -84,7 +84,7 @@ def main(argv=None) -> None:
         log.warning("%s", warning)
     if cfg.reload and cfg.preload_app:
         log.warning("reload with preload_app: workers restart on changes, but with the code the "
-                    "master preloaded; edits take effect after USR2 or a restart")
+                    "fork server preloaded; edits take effect after a HUP")
 
     if not cfg.wsgi_app and not cfg.paste:
         _fail("No application module specified (unicornd [OPTIONS] APP_MODULE, or wsgi_app in the config file).")
@@ -121,7 +121,14 @@ def main(argv=None) -> None:
         daemonize(keep_stdio=cfg.enable_stdio_inheritance)
 
     app = None
-    if cfg.preload_app:
+    # preload_app: where workers can be reparented to the master (Linux), the app is imported
+    # by a fork server, never by the master, and a HUP loads new code (master/forkserver.py);
+    # elsewhere it is imported here, in the master, as gunicorn does.
+    from unicornd.master.forkserver import become_subreaper
+    if cfg.preload_app and not become_subreaper():
+        log.warning("preload_app: this system cannot reparent workers to the master "
+                    "(PR_SET_CHILD_SUBREAPER, Linux): the app is loaded in the master, and a "
+                    "HUP keeps its code")
         try:
             app = load_app(cfg)
         except AppImportError as exc:

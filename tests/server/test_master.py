@@ -438,10 +438,13 @@ def test_workers_run_as_user_and_group(tmp_path):
         assert stat.S_IMODE(st.st_mode) == 0o770 and st.st_uid == nobody.pw_uid
 
 
-def test_preload_imports_the_app_in_the_master():
+def test_preload_imports_the_app_once_in_a_fork_server_not_in_the_master():
+    # (tests/server/test_forkserver.py has the rest: HUP with new code, memory, failures.)
     with Server("-w", "2", "--preload", "-b", "127.0.0.1:0", "masterapp:app") as srv:
         pid, imported_by, _ = map(int, get(srv.address, "/who")[1].split())
-        assert imported_by == srv.proc.pid and pid != srv.proc.pid
+        assert imported_by not in (srv.proc.pid, pid)
+        assert imported_by in children(srv.proc.pid)  # the fork server, the master's child
+        assert {int(get(srv.address, "/who")[1].split()[1]) for _ in range(6)} == {imported_by}
     with Server("-w", "1", "-b", "127.0.0.1:0", "masterapp:app") as srv:
         pid, imported_by, _ = map(int, get(srv.address, "/who")[1].split())
         assert imported_by == pid

@@ -267,9 +267,12 @@ SETTINGS: tuple[Setting, ...] = (
         the check off. unicornd's own setting."""),
     # -- Server Mechanics ---------------------------------------------------------------------
     _flag(MECH, "preload_app", "--preload", """
-        Import the application in the master before forking workers, to share memory and start
-        faster. A `HUP` then restarts the workers without reloading the application's code; a
-        binary upgrade (`USR2`) loads it anew."""),
+        Import the application once, before forking workers, to share its memory and start
+        faster. The master never imports it: a fork server (a child of the master) does, and
+        forks the workers, which share its pages copy-on-write. A `HUP` starts a new fork server
+        with the new code and rolls the workers over to it, as any reload (unlike gunicorn,
+        where `HUP` keeps the preloaded code). Linux; elsewhere the master imports the app and
+        a `HUP` keeps its code."""),
     _s(MECH, "sendfile", "--no-sendfile", v.optional_boolean, None, """
         Whether file responses (`wsgi.file_wrapper` on a real file) are sent with `sendfile()`.
         `--no-sendfile` turns it off. When it is not set, the `SENDFILE` environment variable

@@ -36,6 +36,12 @@ One place advances all of them: :meth:`Lifecycle.step`, called after every event
 A replacement that cannot boot is retried with back-off while the serving workers serve on.
 Only a server that has never had a serving worker (its first boot) halts on a boot failure,
 with gunicorn's exit status.
+
+With ``preload_app`` a generation's workers are forked from its *fork server* (a template
+process that has imported the app: master/forkserver.py). Until it has, ``ops.spawn``
+answers :data:`PENDING` and the workers wait without back-off; a fork server that cannot
+load the app (:meth:`Lifecycle.template_failed`) counts as a worker of its generation that
+could not boot: the reload fails, or the first boot halts, or a replacement backs off.
 """
 
 import signal
@@ -52,6 +58,7 @@ ABORT_GRACE_SECONDS = 5.0      # after SIGABRT, time for the stack dump before S
 KILL_MARGIN_SECONDS = 5.0      # a retired worker past graceful_timeout + this gets SIGKILL
 BACKOFF_FIRST_SECONDS = 1.0    # a replacement that failed to boot is retried after 1, 2, 4...
 BACKOFF_MAX_SECONDS = 30.0     # ...seconds, at most this
+PENDING = "pending"            # ops.spawn: the generation's fork server is still loading the app
 
 
 class HaltServer(Exception):
@@ -109,7 +116,8 @@ class WorkerRecord:
 class Lifecycle:
     """The master's model. ``ops`` is the process layer::
 
-        ops.spawn(gen) -> (pid, slot, worker) or None when fork failed
+        ops.spawn(gen) -> (pid, slot, worker), None when fork failed, or PENDING (the
+                          generation's fork server has not loaded the app yet: try later)
         ops.kill(pid, sig) -> False when the process is already gone
         ops.now() -> monotonic seconds
         ops.rss(pid) -> resident bytes
@@ -245,6 +253,30 @@ class Lifecycle:
             self._sample_load(views, now)
         self.step()
 
+    def template_failed(self, gen, what, code=APP_LOAD_ERROR) -> None:
+        """preload_app: the fork server of ``gen`` could not load the app (``what`` says how:
+        an import error, boot_timeout, it died; ``code``: the exit status a first boot halts
+        with). For the rollouts that is the same as a worker of ``gen`` failing to boot."""
+        if self.stopping:
+            return
+        if self.reload is not None and gen is self.reload[0]:
+            self.log.error("Reload failed: the new fork server %s; the old workers stay", what)
+            self._roll_back("reload failed")
+            self.ops.notify("ready", self.status_text())
+            self.step()  # the old generation's count may need workers (after a WINCH)
+            return
+        if gen is not self.current:
+            return  # a generation already given up
+        if not self.ever_served:
+            if code == APP_LOAD_ERROR:
+                raise HaltServer("App failed to load.", APP_LOAD_ERROR)
+            raise HaltServer("Worker failed to boot.", WORKER_BOOT_ERROR)
+        self.failures += 1
+        delay = min(BACKOFF_FIRST_SECONDS * 2 ** (self.failures - 1), BACKOFF_MAX_SECONDS)
+        self.retry_at = self.ops.now() + delay
+        self.log.error("The fork server %s; %d worker(s) serve on; retrying in %.0f s",
+                       what, len(self.serving()), delay)
+
     # -- the one place rollouts advance ------------------------------------------------------
 
     def step(self) -> None:
@@ -304,6 +336,8 @@ class Lifecycle:
 
     def _spawn(self) -> bool:
         result = self.ops.spawn(self.current)
+        if result is PENDING:
+            return False  # the fork server is loading the app: no back-off, step() retries
         if result is None:
             self.retry_at = self.ops.now() + BACKOFF_FIRST_SECONDS
             return False

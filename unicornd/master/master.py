@@ -22,6 +22,7 @@ from unicornd.config import ConfigError, load_config
 from unicornd.logging import LogConfigError, make_logger, reopen_log_files, setup_logging
 from unicornd.master import listeners as lst
 from unicornd.master import rawos
+from unicornd.master.forkserver import ForkServers
 from unicornd.master.lifecycle import HaltServer, Lifecycle
 from unicornd.master.pidfile import Pidfile
 from unicornd.master.process import has_controlling_terminal, rss
@@ -48,12 +49,15 @@ __all__ = ["Master", "HaltServer"]
 
 
 class Master:
+    signal_numbers = tuple(SIGNAL_NAMES)  # held back across fork (the fork servers' too)
+
     def __init__(self, cfg, log, worker_class, *, argv=(), environ=None, app=None):
         self.log = log
         self.argv = list(argv)
         self.environ = dict(os.environ if environ is None else environ)
         self.start_cwd = os.getcwd()
-        self.app = app  # preloaded
+        self.app = app  # preloaded in the master (only where there is no fork server)
+        self.forkservers = ForkServers(self)  # preload_app: the app is imported in these
         self.pid = os.getpid()
         self.listeners = []
         self.scoreboard = None
@@ -135,6 +139,8 @@ class Master:
         self.log.info("Using worker: %s", self.cfg.worker_class)
         self.scoreboard = Scoreboard()
         self.metrics = MasterMetrics(self)
+        if self.app is not None:
+            self.forkservers.enabled = False  # preloaded here: no fork server (cli.py)
 
     def _init_signals(self) -> None:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -211,8 +217,12 @@ class Master:
         if metrics is not None:
             metrics.tick()
             rfds, wfds = metrics.fds()
+        loading = self.forkservers.fds()
         try:
-            ready, writable, _ = rawos.select([self._wake_r, *rfds], wfds, [], seconds)
+            ready, writable, _ = rawos.select([self._wake_r, *rfds, *loading], wfds, [], seconds)
+            if loading:
+                self.forkservers.readable(ready)
+                ready = [fd for fd in ready if fd not in loading]
             if metrics is not None and (len(ready) > (self._wake_r in ready) or writable):
                 metrics.handle([s for s in ready if s != self._wake_r], writable)
             if self._wake_r in ready:
@@ -343,7 +353,10 @@ class Master:
     # -- the process layer ---------------------------------------------------------------
 
     def spawn(self, gen):
-        """Fork a worker of generation ``gen``: (pid, slot, worker), or None if fork failed."""
+        """Fork a worker of generation ``gen``: (pid, slot, worker), or None if fork failed
+        (PENDING while a fork server loads the app)."""
+        if self.forkservers.serves(gen):
+            return self.forkservers.spawn(gen)
         cfg = gen.cfg
         age = self.model.age + 1
         slot = self.scoreboard.allocate()
@@ -401,7 +414,10 @@ class Master:
         signal.set_wakeup_fd(-1)
         for sig in SIGNAL_NAMES:
             signal.signal(sig, signal.SIG_DFL)
+        self.forkservers.close_sockets()  # or a fork server would never see the master let go
         for fd in (self._wake_r, self._wake_w):
+            if fd < 0:
+                continue  # (a worker forked by a fork server: closed there already)
             try:
                 os.close(fd)
             except OSError:
@@ -431,6 +447,8 @@ class Master:
                 return
             if pid == self.reexec_pid:
                 self.reexec_pid = 0
+            if self.forkservers.exited(pid, status):
+                continue
             rec = self.workers.get(pid)
             view = self.scoreboard.read(rec.slot) if rec is not None else None
             self.model.child_exited(pid, status, view)
@@ -448,6 +466,7 @@ class Master:
                 continue
             views[pid] = board.read(rec.slot)
         self.model.tick(views)
+        self.forkservers.tick()
 
     # -- readiness, and the drain after TERM (drain_delay) --------------------------------
 
@@ -500,6 +519,7 @@ class Master:
         # While a new master (USR2) uses the same sockets, their files are its own.
         lst.close_all(self.listeners, unlink=unlink)
         self.listeners = []
+        self.forkservers.stop()
         sig = signal.SIGTERM if graceful else signal.SIGQUIT
         limit = time.monotonic() + (self.cfg.graceful_timeout if graceful else 2.0)
         for pid in list(self.workers):

@@ -15,6 +15,7 @@ import _signal
 import signal as _signal_py
 
 fork = posix.fork
+close = posix.close  # gevent's os.close defers the close to its hub's loop
 kill = posix.kill
 waitpid = posix.waitpid
 WNOHANG = posix.WNOHANG
