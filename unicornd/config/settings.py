@@ -154,12 +154,13 @@ SETTINGS: tuple[Setting, ...] = (
         or the ceiling; `TTIN`/`TTOU` move the floor. Must be at least `workers`. unicornd's
         own setting: gunicorn has none."""),
     _s(WP, "scale_up_period", "--scale-up-period", v.positive_seconds, 5.0, """
-        Seconds all workers must be busy before one is added. With `max_workers`: long enough that a short burst does not fork a worker, short enough
-        that a real surge gets one within seconds.""", meta="SECONDS"),
+        Seconds all workers must be busy to add one. With `max_workers`: long enough that a
+        short burst does not fork a worker, short enough that a real surge gets one within
+        seconds.""", meta="SECONDS"),
     _s(WP, "scale_down_period", "--scale-down-period", v.positive_seconds, 30.0, """
-        Seconds of spare capacity before a worker is retired. With `max_workers`: the load must
-        have fitted on one worker fewer that long. Longer than `scale_up_period`, so that bursty traffic does not
-        make the count flap.""", meta="SECONDS"),
+        Seconds of spare capacity to retire one. With `max_workers`: the load must have
+        fitted on one worker fewer that long. Longer than `scale_up_period`, so that bursty
+        traffic does not make the count flap.""", meta="SECONDS"),
     _s(WP, "worker_class", "-k --worker-class", v.worker_class, "sync", """
         How workers accept and schedule connections: `sync`, `gthread`, `gevent` or `eventlet`.
         `sync` serves one request at a time per process; `gthread` runs requests on a pool of
@@ -208,9 +209,10 @@ SETTINGS: tuple[Setting, ...] = (
         Seconds workers get to finish the requests in hand after being told to stop or restart;
         those still running when it expires are killed."""),
     _int(WP, "drain_delay", "--drain-delay", 0, """
-        Seconds to keep accepting and serving after `TERM` before stopping gracefully, while
-        `GET /readyz` on the `metrics_bind` endpoint answers 503: time for a load balancer to
-        stop routing here before the listeners close. A second `TERM` ends the drain at once
+        Seconds to keep serving after `TERM`, `/readyz` answering 503, before stopping.
+        Meanwhile the listeners stay open and `GET /readyz` on the `metrics_bind` endpoint
+        answers 503: time for a load balancer to stop routing here before the listeners
+        close, after which the graceful stop runs as usual. A second `TERM` ends the drain at once
         (then the graceful stop runs as usual); `INT` and `QUIT` stop at once as always; `HUP`,
         `USR2` and `WINCH` are ignored while draining. No drain when the server never became
         ready, or when `TERM` ends a binary upgrade (a new master serves the sockets). The
