@@ -185,6 +185,12 @@ class ForkServerMachine(LifecycleMachine):
         self.log = Log()
         self.ops = _Ops(self.world)
         self.model = lc.Lifecycle(Cfg(workers), None, self.ops, self.log)
+        # (the base machine's bookkeeping for its scaling rules; scaling stays off here)
+        self.loaded_since = None
+        self.unloaded_since = self.world.now
+        self.last_flip = None
+        self.last_change = None
+        self.lines_seen = 0
         self.bad_hups = 0
         self.stopped = False
         self.kept = None
