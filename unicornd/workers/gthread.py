@@ -47,6 +47,10 @@ from unicornd.connection import CLOSE, IDLE, LINGER, Connection
 from unicornd.workers.base import ConcurrentRequests, Worker
 
 TICK_SECONDS = 1.0
+# Connections accepted for one event of a listener. The listener takes its turn among the
+# ready connections (one event per turn): one accept a turn, and a burst of new connections
+# (1000 at once) waits in the backlog for seconds behind the requests being served.
+ACCEPT_BATCH = 64
 
 _IN = select.EPOLLIN
 _ONESHOT_IN = select.EPOLLIN | select.EPOLLONESHOT
@@ -370,20 +374,25 @@ class ThreadWorker(ConcurrentRequests, Worker):
             # A connection may have closed meanwhile: look again with the flag set.
             self._resume_accepting()
             return
-        accepted = self.accept_from(listener.sock, listener.fileno())
-        if accepted is None:
-            return
-        sock, peer = accepted
-        fd = sock.fileno()
-        now = time.monotonic()
-        client = _Client(sock, fd, peer, listener.address, now, now + self.first_request_seconds)
-        with self._lock:
-            clients[fd] = client
-        # Served once it has bytes to read: a client that connects and says nothing holds no thread.
-        self._arm(client)
-        if len(clients) >= self.max_conns:
-            self._set_accepting(False)
-            self._resume_accepting()
+        lsock, lfd, address = listener.sock, listener.fileno(), listener.address
+        lock = self._lock
+        for _ in range(ACCEPT_BATCH):
+            accepted = self.accept_from(lsock, lfd)
+            if accepted is None:
+                return
+            sock, peer = accepted
+            fd = sock.fileno()
+            now = time.monotonic()
+            client = _Client(sock, fd, peer, address, now, now + self.first_request_seconds)
+            with lock:
+                clients[fd] = client
+            # Served once it has bytes to read: a client that connects and says nothing holds
+            # no thread.
+            self._arm(client)
+            if len(clients) >= self.max_conns:
+                self._set_accepting(False)
+                self._resume_accepting()
+                return
 
     def _forget_fd(self, fd) -> None:
         """An event for no connection of ours: never read it (it may be a new connection's
