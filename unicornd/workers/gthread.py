@@ -417,24 +417,29 @@ class ThreadWorker(ConcurrentRequests, Worker):
             except (OSError, ValueError):
                 return  # the epoll set is closed: the worker is exiting
             for fd, _ in events:
-                client = clients.get(fd)
-                if client is not None:
-                    state = client.state
-                    if state == LINGERING:
-                        if self._claim(client, lingering=True):
-                            if drain(client.sock):
-                                self._close(client)
-                            else:
-                                client.state = LINGERING
-                                self._arm(client)
-                    elif self._claim(client):
-                        self._serve(client)
-                elif fd in listeners:
-                    self._accept(listeners[fd])
-                elif fd == stop_r:
-                    return
-                else:
-                    self._forget_fd(fd)
+                try:
+                    client = clients.get(fd)
+                    if client is not None:
+                        state = client.state
+                        if state == LINGERING:
+                            if self._claim(client, lingering=True):
+                                if drain(client.sock):
+                                    self._close(client)
+                                else:
+                                    client.state = LINGERING
+                                    self._arm(client)
+                        elif self._claim(client):
+                            self._serve(client)
+                    elif fd in listeners:
+                        self._accept(listeners[fd])
+                    elif fd == stop_r:
+                        return
+                    else:
+                        self._forget_fd(fd)
+                except Exception:
+                    # (serve() answers the app's errors itself: this is ours.) The thread
+                    # must not end on it: the worker would serve on with one thread fewer.
+                    self.log.exception("Error in %s", threading.current_thread().name)
 
     def _serve(self, client) -> None:
         """Serve the requests that came on a connection, until it waits for its next one
