@@ -559,7 +559,10 @@ class Connection:
             ctx.access_log.log(ex, req, environ, time.monotonic() - ex.started)
         if not has_body:
             if not ex.message_done:
-                self._pull_body()  # takes the EndOfMessage event
+                if self.parser.end_bodyless():  # (its EndOfMessage, without making one)
+                    ex.message_done = True
+                else:
+                    self._pull_body()
         elif not ex.message_done:
             # Part of the body is still on its way: the response head said Connection: close
             # (_head_bytes), unless the app sent none (an error answer, which closes too).

@@ -358,6 +358,14 @@ class RequestParser:
             raise self._error
         raise RuntimeError("next_event() after EndOfMessage: call start_next_request() first")
 
+    def end_bodyless(self) -> bool:
+        """For a request without a body: take its EndOfMessage without making one (the
+        next_event() it would be). False, and nothing changed, if the request has a body."""
+        if self._state != _S_NO_BODY:
+            return False
+        self._state = _S_DONE
+        return True
+
     def start_next_request(self):
         """After EndOfMessage: go on to the next request; buffered bytes are kept."""
         if self._state != _S_DONE:
