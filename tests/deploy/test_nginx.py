@@ -325,8 +325,16 @@ def test_proxy_protocol_from_nginx_when_nginx_is_not_allowed_is_403(nginx_factor
 def test_proxy_v1_from_nginx_to_a_v2_only_server_is_400(nginx_factory, unicornd_factory):
     # nginx only ever sends v1: a server set to v2 reads "PROXY TCP4 ..." as a request line.
     srv = unicornd_factory("-b", "127.0.0.1:0", "--proxy-protocol", "v2")
-    reply, _ = get_from(stream_proxy(nginx_factory, srv.port))
-    assert parse_response(reply)[0] == 400
+    try:
+        reply, _ = get_from(stream_proxy(nginx_factory, srv.port))
+    except ConnectionResetError:
+        # nginx may send its PROXY line before it has read our GET: unicornd answers 400 (and
+        # half-closes) on that line alone, and nginx, seeing its upstream end, closes our
+        # connection with our GET unread in it, which is a reset. The refusal is in the log.
+        reply = None
+    if reply is not None:
+        assert parse_response(reply)[0] == 400
+    srv.wait_log(r"Invalid request from ip=127\.0\.0\.1: .*PROXY")
 
 
 REQUEST = b"GET /who HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n"
