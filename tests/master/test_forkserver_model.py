@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import initialize, invariant, precondition, rule
 
 from unicornd.master import lifecycle as lc
+from unicornd.master.readiness import readiness
 from unicornd.workers.base import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 
 from test_lifecycle_model import Cfg, LifecycleMachine, Log, World, _Ops
@@ -76,6 +77,10 @@ def test_a_reload_whose_fork_server_cannot_load_the_app_keeps_the_old_workers():
     assert model.current is first and model.reload is None
     assert all(r.superseded is None and r.phase == lc.SERVING for r in model.workers.values())
     assert world.kills == [] and world.notified[-1] == "ready"
+    # /readyz says so, as for any failed reload, until a later one completes.
+    assert readiness(model) == (
+        False, "the last reload failed (the new fork server cannot load the app); "
+               "the previous settings serve")
     # A late word from the given-up generation changes nothing.
     model.template_failed(second, "exited killed by SIGKILL before it had loaded the app")
     assert model.current is first and log.count("Reload failed") == 1

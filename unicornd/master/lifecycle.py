@@ -260,20 +260,12 @@ class Lifecycle:
         if self.stopping:
             return
         if self.reload is not None and gen is self.reload[0]:
-            self.log.error("Reload failed: the new fork server %s; the old workers stay", what)
-            self._roll_back("reload failed")
-            self.ops.notify("ready", self.status_text())
+            self._reload_failed(f"the new fork server {what}")
             self.step()  # the old generation's count may need workers (after a WINCH)
             return
         if gen is not self.current:
             return  # a generation already given up
-        if not self.ever_served:
-            if code == APP_LOAD_ERROR:
-                raise HaltServer("App failed to load.", APP_LOAD_ERROR)
-            raise HaltServer("Worker failed to boot.", WORKER_BOOT_ERROR)
-        self.failures += 1
-        delay = min(BACKOFF_FIRST_SECONDS * 2 ** (self.failures - 1), BACKOFF_MAX_SECONDS)
-        self.retry_at = self.ops.now() + delay
+        delay = self._back_off(code)
         self.log.error("The fork server %s; %d worker(s) serve on; retrying in %.0f s",
                        what, len(self.serving()), delay)
 
@@ -491,18 +483,11 @@ class Lifecycle:
                 "exceeded boot_timeout" if rec.why == "boot_timeout" else
                 "failed to boot")
         if self.reload is not None and rec.gen is self.reload[0]:
-            self._reload_failed(what)
+            self._reload_failed(f"the new workers {what}")
             return
         if rec.gen is not self.current:
             return  # a generation already given up: its failures change nothing
-        if not self.ever_served:
-            # First boot, nothing serves: halt as gunicorn does rather than loop.
-            if code == APP_LOAD_ERROR:
-                raise HaltServer("App failed to load.", APP_LOAD_ERROR)
-            raise HaltServer("Worker failed to boot.", WORKER_BOOT_ERROR)
-        self.failures += 1
-        delay = min(BACKOFF_FIRST_SECONDS * 2 ** (self.failures - 1), BACKOFF_MAX_SECONDS)
-        self.retry_at = self.ops.now() + delay
+        delay = self._back_off(code)
         serving = len(self.serving())
         if self.failures == 1:
             self.log.error("Replacement worker %s %s; %d worker(s) serve on; retrying with "
@@ -511,9 +496,23 @@ class Lifecycle:
             self.log.info("Replacement worker %s %s (attempt %d); next try in %.0f s",
                           rec.pid, what, self.failures, delay)
 
+    def _back_off(self, code) -> float:
+        """A replacement of the current generation (a worker, or its fork server) could not
+        boot. On a first boot nothing serves: halt as gunicorn does rather than loop.
+        Otherwise back off (1, 2, 4 ... 30 s) while the others serve on: returns the delay."""
+        if not self.ever_served:
+            if code == APP_LOAD_ERROR:
+                raise HaltServer("App failed to load.", APP_LOAD_ERROR)
+            raise HaltServer("Worker failed to boot.", WORKER_BOOT_ERROR)
+        self.failures += 1
+        delay = min(BACKOFF_FIRST_SECONDS * 2 ** (self.failures - 1), BACKOFF_MAX_SECONDS)
+        self.retry_at = self.ops.now() + delay
+        return delay
+
     def _reload_failed(self, what) -> None:
-        self.log.error("Reload failed: the new workers %s; the old workers stay", what)
-        self.reload_failure = f"the new workers {what}"
+        """``what``: which of the new generation failed, and how (for the log and /readyz)."""
+        self.log.error("Reload failed: %s; the old workers stay", what)
+        self.reload_failure = what
         self._roll_back("reload failed")
         self.ops.notify("ready", self.status_text())
 
