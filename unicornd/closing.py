@@ -37,36 +37,31 @@ def kernel_socket(sock):
     return inner if isinstance(inner, _socket.socket) else getattr(sock, "fd", sock)
 
 
-def input_waiting(sock) -> bool:
-    """Bytes (or EOF, or an error) wait to be read, seen without reading or blocking. The
-    kernel socket's recv: a TLS socket refuses flags, and raw bytes count too."""
+def _peek(sock):
+    """The next byte waiting, without reading it or blocking: b"" for EOF (or an error, which
+    ends the connection the same way), None when nothing has arrived. The kernel socket's
+    recv: a TLS socket refuses flags, and raw bytes count too."""
     try:
-        _socket.socket.recv(kernel_socket(sock), 1, _PEEK_FLAGS)
-        return True
+        return _socket.socket.recv(kernel_socket(sock), 1, _PEEK_FLAGS)
     except (BlockingIOError, InterruptedError):
-        return False
+        return None
     except (OSError, ValueError, TypeError):
-        return True
+        return b""
+
+
+def input_waiting(sock) -> bool:
+    """Bytes, EOF or an error wait to be read: whoever reads next meets them."""
+    return _peek(sock) is not None
 
 
 def data_waiting(sock) -> bool:
     """Bytes (not EOF, not an error) wait to be read: what a lingering close is for."""
-    try:
-        return bool(_socket.socket.recv(kernel_socket(sock), 1, _PEEK_FLAGS))
-    except (BlockingIOError, InterruptedError):
-        return False
-    except (OSError, ValueError, TypeError):
-        return False
+    return bool(_peek(sock))
 
 
 def peer_closed(sock) -> bool:
     """The peer has closed its end (EOF, or an error), seen without reading anything."""
-    try:
-        return _socket.socket.recv(kernel_socket(sock), 1, _PEEK_FLAGS) == b""
-    except (BlockingIOError, InterruptedError):
-        return False
-    except (OSError, ValueError, TypeError):
-        return True
+    return _peek(sock) == b""
 
 
 def lingering_shutdown(sock) -> None:
