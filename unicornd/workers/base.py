@@ -426,10 +426,14 @@ class ConcurrentRequests:
             if self.slot is not None and len(inflight) == 1:
                 self.slot.busy(now, req.method, req.path)
             if self.load_slot is not None:
-                self.load_slot.in_flight(now, len(inflight))
+                self.load_slot.in_flight(now, self.load_count(len(inflight)))
 
     def requests_in_flight(self) -> int:
-        return len(self._inflight)  # (called with _inflight_lock held)
+        return self.load_count(len(self._inflight))  # (called with _inflight_lock held)
+
+    def load_count(self, in_flight: int) -> int:
+        """The requests in flight as the autoscaler should count them (of ``capacity()``)."""
+        return in_flight
 
     def request_refused(self, status: int) -> None:
         with self._inflight_lock:
