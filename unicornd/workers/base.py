@@ -3,6 +3,7 @@
 A subclass only says how it accepts connections and schedules ``Connection.serve()``.
 """
 
+import _socket
 import contextlib
 import os
 import random
@@ -92,6 +93,10 @@ class Worker:
     # Accepted sockets rely on the kernel's SO_RCVTIMEO/SO_SNDTIMEO (set on the listener) for
     # their I/O timeouts; False for classes whose cooperative sockets time out themselves.
     kernel_timeouts = True
+
+    # The slot's state (busy with a request, idle) is written as each request starts and
+    # ends; a class running several at once writes it at its tick instead (ConcurrentRequests).
+    state_per_request = True
 
     def __init__(self, age, ppid, listeners, cfg, log, slot=None, app=None):
         self.age = age
@@ -288,8 +293,12 @@ class Worker:
             status, duration = ex.status_code, now - ex.started
         else:
             status, duration = 0, None
-        if self.slot is not None:
-            self.slot.finished(now, status, duration)
+        slot = self.slot
+        if slot is not None:
+            if self.state_per_request:
+                slot.finished(now, status, duration)
+            else:
+                slot.count(status, duration)
             if self.load_slot is not None:  # (a class running several: those still running)
                 self.load_slot.in_flight(now, self.requests_in_flight())
         if self.statsd is not None and duration is not None:
@@ -351,7 +360,7 @@ class Worker:
         error: wait ACCEPT_BACKOFF_SECONDS and say so in the log (once a minute), never spin
         and never die on it."""
         try:
-            if type(lsock) is socket.socket:
+            if isinstance(lsock, _socket.socket):  # (a green socket is not one)
                 # socket.accept() makes the new socket from the listener's family and type
                 # properties (enum conversions each time): a third of its cost, and the sync
                 # worker accepts once per request.
@@ -411,6 +420,7 @@ class ConcurrentRequests:
     """
 
     _inflight_lock = contextlib.nullcontext()
+    state_per_request = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -433,12 +443,11 @@ class ConcurrentRequests:
         return threading.get_ident()
 
     def request_started(self, req, conn=None) -> None:
+        now = time.monotonic()
+        entry = InFlight(now, req, conn, self.current_owner())
         with self._inflight_lock:
-            now = time.monotonic()
             inflight = self._inflight
-            inflight[id(req)] = InFlight(now, req, conn, self.current_owner())
-            if self.slot is not None and len(inflight) == 1:
-                self.slot.busy(now, req.method, req.path)
+            inflight[id(req)] = entry
             if self.load_slot is not None:
                 self.load_slot.in_flight(now, self.load_count(len(inflight)))
 
@@ -455,21 +464,29 @@ class ConcurrentRequests:
 
     def request_finished(self, req, conn=None, ex=None) -> None:
         with self._inflight_lock:
-            inflight = self._inflight
-            inflight.pop(id(req), None)
-            # Counting, recycling and the slot's idle state, as for one request at a time...
-            Worker.request_finished(self, req, conn, ex)
-            slot = self.slot
-            if slot is not None and inflight:
-                # ...then, others still running, the slot goes back to the oldest of them.
-                oldest = next(iter(inflight.values()))
-                slot.busy(oldest.started, oldest.req.method, oldest.req.path)
-                slot.heartbeat(time.monotonic())
+            self._inflight.pop(id(req), None)
+            Worker.request_finished(self, req, conn, ex)  # counting and recycling
 
     def notify(self) -> None:
         super().notify()
+        now = time.monotonic()
+        self.show_requests(now)
         if self.cfg.timeout and self.cfg.timeout > 0:
-            self.watch_requests(time.monotonic())
+            self.watch_requests(now)
+
+    def show_requests(self, now: float) -> None:
+        """The slot's state, at each tick: busy with the oldest request in flight, or idle.
+        (Written per request, it cost a few microseconds of each; the master's timeout
+        decision and ``unicornd status`` read it at their own pace, a second or more.)"""
+        slot = self.slot
+        if slot is None:
+            return
+        with self._inflight_lock:
+            oldest = next(iter(self._inflight.values()), None)
+        if oldest is None:
+            slot.idle(now)
+        else:
+            slot.serving(oldest.started, oldest.req.method, oldest.req.path)
 
     def watch_requests(self, now: float) -> None:
         timeout = self.cfg.timeout
