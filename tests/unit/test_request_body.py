@@ -11,7 +11,7 @@ from unicornd.wsgi import RequestBody
 
 def body_of(pieces):
     it = iter(pieces)
-    return RequestBody(lambda: next(it, b""))
+    return RequestBody(lambda want: next(it, b""))
 
 
 def test_read_all_and_sized():
@@ -37,7 +37,7 @@ def test_iteration_and_readlines():
 
 
 def test_no_body_reads_nothing_without_pulling():
-    def pull():
+    def pull(want):
         raise AssertionError("must not pull")
     assert RequestBody(pull, has_body=False).read() == b""
 
@@ -120,7 +120,7 @@ class Pieces:
         self.pieces = list(pieces)
         self.calls = 0
 
-    def __call__(self):
+    def __call__(self, want=-1):
         self.calls += 1
         return self.pieces.pop(0) if self.pieces else b""
 
@@ -236,7 +236,7 @@ class Source:
         self.offset = 0
         self.meter = None
 
-    def __call__(self):
+    def __call__(self, want=-1):
         self.meter.step()
         n = min(PIECE, self.left)
         if not n:
@@ -325,7 +325,7 @@ class Stalls(Pieces):
         super().__init__(pieces)
         self.fail_at = fail_at
 
-    def __call__(self):
+    def __call__(self, want=-1):
         if self.calls + 1 == self.fail_at:
             self.calls += 1
             self.fail_at = None
