@@ -32,9 +32,9 @@ UNREAD_WAIT_SECONDS = 1.0
 # Body bytes that arrived together with the head are decoded before the app is called, so a
 # request whose framing is broken there is refused without the app ever seeing it.
 MAX_PREFETCH = 1 << 16
-# The most one recv of body asks for when it cannot wait for all of it (see _recv_body).
+# The most one recv of body straight from the socket asks for: recv allocates what it is asked
+# for before it knows what came, and a read(1 GiB) should not allocate 1 GiB per segment.
 DIRECT_RECV_MAX = 1 << 20
-_MSG_WAITALL = socket.MSG_WAITALL
 _list_types = (list, tuple)
 _monotonic = time.monotonic
 # struct timeval 0: no kernel send/receive timeout (SO_RCVTIMEO / SO_SNDTIMEO).
@@ -168,26 +168,19 @@ class Connection:
         if ex.message_done:
             return b""
         if ex.continue_pending:
-            ex.continue_pending = False
-            if not ex.head_sent:
-                self._sendall(resp.CONTINUE)
+            self._send_continue()
         parser = self.parser
         try:
             direct = parser.direct_body_size()
             if direct:
                 data = self._recv_body(direct if want < 0 or want > direct else want)
                 if data:
-                    if parser.body_read_directly(len(data)):
-                        ex.message_done = True
-                    if self.ctx.body_limited:
-                        self.ctx.check_body(ex, len(data))
+                    self._took_directly(len(data))
                     return data
                 parser.receive_data(b"")  # EOF mid-body: the parser names it (NoMoreData)
             ev = self._next_event()
         except _ReceiveTimeout:
-            # A body that stalls mid-way is answered 408, whichever worker class reads it.
-            raise RequestTimeout(f"the request body stalled: nothing for {self._stall_seconds()} s "
-                                 "(header_timeout)") from None
+            raise self._stalled() from None
         if type(ev) is bytes:
             if self.ctx.body_limited:
                 self.ctx.check_body(ex, len(ev))
@@ -195,28 +188,54 @@ class Connection:
         ex.message_done = True  # EndOfMessage
         return b""
 
-    def _recv_body(self, n: int) -> bytes:
-        """Up to ``n`` bytes of body from the socket; b"" at EOF (or a broken connection).
-
-        A blocking kernel socket (sync, gthread) waits for all ``n`` in one recv(2)
-        (MSG_WAITALL): the kernel returns early with what it has if the peer closes or
-        SO_RCVTIMEO (header_timeout) passes, so a stall is still seen after header_timeout and
-        a 1 GiB read(n) costs one syscall, not one per segment. Not with min_body_rate, which
-        must see the pieces as they come; a TLS socket takes no flags, and a cooperative one
-        (gevent, eventlet) is non-blocking underneath: those return what has arrived, at most
-        DIRECT_RECV_MAX (recv allocates what it is asked for before it knows what came)."""
-        sock = self.sock
+    def _pull_body_into(self, view) -> int:
+        """Body received straight into ``view`` (a writable memoryview of bytes), for
+        wsgi.input's readinto: how many bytes, 0 at the end of the body, -1 when the next bytes
+        come through the parser instead (_pull_body gives them: those that came with the head,
+        a chunked body, the error of an EOF mid-body)."""
+        ex = self.ex
+        if ex.message_done:
+            return 0
+        direct = self.parser.direct_body_size()
+        if not direct:
+            return -1
+        if ex.continue_pending:
+            self._send_continue()
+        n = len(view)
         self._waiting()
         try:
-            if type(sock) is socket.socket and not self.ctx.min_body_rate and sock.gettimeout() is None:
-                return sock.recv(n, _MSG_WAITALL)
-            return sock.recv(n if n < DIRECT_RECV_MAX else DIRECT_RECV_MAX)
+            got = self.sock.recv_into(view, n if n < direct else direct)
         except (BlockingIOError, socket.timeout):
-            raise _ReceiveTimeout("timed out waiting for the client") from None
+            raise self._stalled() from None
         except OSError:
-            return b""
+            got = 0
         finally:
             self._progressed()
+        if not got:
+            self.parser.receive_data(b"")
+            return -1
+        self._took_directly(got)
+        return got
+
+    def _send_continue(self):
+        """The client waits for "100 Continue" before it sends the body the app now reads."""
+        ex = self.ex
+        ex.continue_pending = False
+        if not ex.head_sent:
+            self._sendall(resp.CONTINUE)
+
+    def _took_directly(self, n: int) -> None:
+        """``n`` body bytes were received past the parser: count them (the parser, the limits)."""
+        ex = self.ex
+        if self.parser.body_read_directly(n):
+            ex.message_done = True
+        if self.ctx.body_limited:
+            self.ctx.check_body(ex, n)
+
+    def _stalled(self) -> RequestTimeout:
+        # A body that stalls mid-way is answered 408, whichever worker class reads it.
+        return RequestTimeout(f"the request body stalled: nothing for {self._stall_seconds()} s "
+                              "(header_timeout)")
 
     def _stall_seconds(self):
         timeout = self.sock.gettimeout()  # None on a kernel socket: SO_RCVTIMEO is header_timeout
@@ -573,7 +592,7 @@ class Connection:
             self.app_owned = False
         if ctx.mirror is not None:
             ctx.mirror.progress(ex.started, ex.started, 0 if self.app_owned else 1)
-        body = ex.body = RequestBody(self._pull_body, has_body)
+        body = ex.body = RequestBody(self._pull_body, has_body, self._pull_body_into)
         if has_body and self.parser.buffered:
             try:
                 self._prefetch(body)

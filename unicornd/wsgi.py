@@ -68,10 +68,13 @@ class RequestBody:
     the app asked for plus one piece.
     """
 
-    __slots__ = ("_pull", "_buf", "_pos", "_fed", "_done")
+    __slots__ = ("_pull", "_pull_into", "_buf", "_pos", "_fed", "_done")
 
-    def __init__(self, pull, has_body: bool = True):
+    def __init__(self, pull, has_body: bool = True, pull_into=None):
         self._pull = pull
+        # pull_into(view): body received straight into view, for readinto: the byte count, 0 at
+        # the end, -1 when the next bytes must be pulled as a piece instead; None: always pull.
+        self._pull_into = pull_into
         self._buf = b""
         self._pos = 0
         self._fed = None    # a deque of pieces fed ahead of pull(), made on the first feed
@@ -199,6 +202,53 @@ class RequestBody:
             self._unread(out)
             raise
         return out.value()
+
+    def readinto(self, b) -> int:
+        """Fill the writable buffer ``b`` with the next body bytes, as read(len) would return
+        them (all of it unless the body ends first); how many, 0 at the end. Body still in the
+        socket is received straight into ``b`` when the connection can (pull_into): an app
+        that reuses one buffer reads a large upload with no copy of its own."""
+        view = memoryview(b)
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
+        size = len(view)
+        got = 0
+        buf, pos = self._buf, self._pos
+        try:
+            while got < size:
+                avail = len(buf) - pos
+                if avail:
+                    k = avail if avail < size - got else size - got
+                    view[got:got + k] = memoryview(buf)[pos:pos + k]
+                    got += k
+                    pos += k
+                    continue
+                buf, pos = b"", 0
+                fed = self._fed
+                if fed:
+                    buf = fed.popleft()
+                    continue
+                if self._done:
+                    break
+                if self._pull_into is not None:
+                    k = self._pull_into(view[got:])
+                    if k > 0:
+                        got += k
+                        continue
+                    if k == 0:
+                        self._done = True
+                        break
+                buf = self._pull(size - got)
+                if not buf:
+                    self._done = True
+                    break
+        except BaseException:
+            # (as _unread: what this call had placed in b stays unread, ahead of the rest)
+            self._buf = bytes(view[:got]) + (buf[pos:] if pos < len(buf) else b"")
+            self._pos = 0
+            raise
+        self._buf, self._pos = buf, pos
+        return got
 
     def _unread(self, out):
         """A pull failed (the client stalled or went away) in the middle of a read: what the
