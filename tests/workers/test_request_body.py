@@ -98,3 +98,38 @@ def test_a_body_that_stalls_mid_read_gets_408_at_header_timeout(server, how):
         assert waited >= HEADER_TIMEOUT - 0.5  # not before the client was silent that long
         assert waited < HEADER_TIMEOUT + 10
         assert wait_eof(s, 10) == b""
+
+
+@pytest.fixture(scope="module")
+def tls_server(worker_class, tmp_path_factory):
+    import trustme  # (the test extra has it: tests/deploy/test_tls.py)
+    tmp = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(tmp / "key.pem")
+    cert.cert_chain_pems[0].write_to_path(tmp / "cert.pem")
+    ca.cert_pem.write_to_path(tmp / "ca.pem")
+    args = server_args(worker_class, "-w", "1", "--header-timeout", str(HEADER_TIMEOUT),
+                       "--certfile", str(tmp / "cert.pem"), "--keyfile", str(tmp / "key.pem"))
+    with Server(*args, "bodyapp:app") as srv:
+        yield srv, str(tmp / "ca.pem")
+
+
+@pytest.mark.parametrize("how", ["read", "readinto"])
+def test_over_tls_a_body_in_many_segments_is_read_whole(tls_server, worker_class, how):
+    """The direct reads on a TLS socket (its recv and recv_into give decrypted bytes)."""
+    import ssl
+    srv, ca = tls_server
+    context = ssl.create_default_context(cafile=ca)
+    behind = post("/?how=read&n=10", b"behind") if KEEPS_ALIVE[worker_class] else b""
+    with context.wrap_socket(socket.create_connection(srv.address, timeout=30),
+                             server_hostname="127.0.0.1") as s:
+        request = post(f"/?how={how}&n=65536", BODY) + behind
+        for i in range(0, len(request), 4 * SEGMENT):
+            s.sendall(request[i:i + 4 * SEGMENT])
+        reader = ResponseReader(s)
+        status, _, answer = reader.read()
+        assert (status, json.loads(answer)) == (200, expected(BODY))
+        if behind:
+            status, _, answer = reader.read()
+            assert (status, json.loads(answer)) == (200, expected(b"behind"))
