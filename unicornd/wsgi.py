@@ -123,13 +123,20 @@ class RequestBody:
         if not data:
             # the body ends within the current piece (a small body that came with the head)
             return buf[pos:] if pos else buf
-        if pos == n and not everything and len(data) >= need:
-            # nothing left of the current piece, and the next one holds the answer
+        if not everything and len(data) >= need:
+            # the next piece holds the rest of the answer (the direct reads ask for just that)
+            if pos == n:
+                if len(data) == need:
+                    return data
+                self._buf = data
+                self._pos = need
+                return data[:need]
+            rest = memoryview(buf)[pos:] if pos else buf
             if len(data) == need:
-                return data
+                return b"".join((rest, data))
             self._buf = data
             self._pos = need
-            return data[:need]
+            return b"".join((rest, memoryview(data)[:need]))
         out = _Out(None if pos == n else memoryview(buf)[pos:] if pos else buf)
         try:
             if everything:
