@@ -2,7 +2,7 @@
 
 The environ is built from a dict made once per worker and per listener; a request only adds
 what is its own. Nothing here reads a socket: ``RequestBody`` pulls decoded body pieces from
-its connection through one ``pull()`` call.
+its connection through one ``pull(want)`` call.
 """
 
 import os
@@ -48,11 +48,18 @@ class FileWrapper:
         return fd, offset
 
 
+# What readline asks for when it needs more and the line's length is unknown: one socket read.
+LINE_PIECE = 1 << 16
+
+
 class RequestBody:
     """``wsgi.input``: a read-only stream over the decoded body (Content-Length or chunked).
 
-    ``pull()`` returns the next piece of body or ``b""`` at its end. Reads never go past the
-    end of this request's body, so ``wsgi.input_terminated`` is true.
+    ``pull(want)`` returns the next piece of body or ``b""`` at its end; ``want`` is how many
+    bytes the read still needs (-1: all of the body), so that a connection reading the socket
+    directly asks for no more than that (the piece may be longer when the bytes were there
+    already). Reads never go past the end of this request's body, so ``wsgi.input_terminated``
+    is true.
 
     The unread bytes are the tail ``_buf[_pos:]`` of the current piece, then the pieces fed
     ahead (``feed``), then what ``pull()`` has not returned yet. Pieces are never concatenated
@@ -61,23 +68,26 @@ class RequestBody:
     the app asked for plus one piece.
     """
 
-    __slots__ = ("_pull", "_buf", "_pos", "_fed", "_done")
+    __slots__ = ("_pull", "_pull_into", "_buf", "_pos", "_fed", "_done")
 
-    def __init__(self, pull, has_body: bool = True):
+    def __init__(self, pull, has_body: bool = True, pull_into=None):
         self._pull = pull
+        # pull_into(view): body received straight into view, for readinto: the byte count, 0 at
+        # the end, -1 when the next bytes must be pulled as a piece instead; None: always pull.
+        self._pull_into = pull_into
         self._buf = b""
         self._pos = 0
         self._fed = None    # a deque of pieces fed ahead of pull(), made on the first feed
         self._done = not has_body
 
-    def _next(self) -> bytes:
+    def _next(self, want) -> bytes:
         """The piece after the current one: fed ahead, else pulled; b"" at the end."""
         fed = self._fed
         if fed:
             return fed.popleft()
         if self._done:
             return b""
-        data = self._pull()
+        data = self._pull(want)
         if not data:
             self._done = True
             return b""
@@ -107,25 +117,32 @@ class RequestBody:
                 self._pos = end
                 return buf[pos:end]
             need = end - n
-        data = self._next()
+        data = self._next(-1 if everything else need)
         self._buf = b""
         self._pos = 0
         if not data:
             # the body ends within the current piece (a small body that came with the head)
             return buf[pos:] if pos else buf
-        if pos == n and not everything and len(data) >= need:
-            # nothing left of the current piece, and the next one holds the answer
+        if not everything and len(data) >= need:
+            # the next piece holds the rest of the answer (the direct reads ask for just that)
+            if pos == n:
+                if len(data) == need:
+                    return data
+                self._buf = data
+                self._pos = need
+                return data[:need]
+            rest = memoryview(buf)[pos:] if pos else buf
             if len(data) == need:
-                return data
+                return b"".join((rest, data))
             self._buf = data
             self._pos = need
-            return data[:need]
+            return b"".join((rest, memoryview(data)[:need]))
         out = _Out(None if pos == n else memoryview(buf)[pos:] if pos else buf)
         try:
             if everything:
                 while data:
                     out.add(data)
-                    data = self._next()
+                    data = self._next(-1)
                 return out.value()
             while True:
                 dn = len(data)
@@ -139,7 +156,7 @@ class RequestBody:
                     break
                 out.add(data)
                 need -= dn
-                data = self._next()
+                data = self._next(need)
                 if not data:
                     break
         except BaseException:
@@ -166,7 +183,8 @@ class RequestBody:
         out = _Out(self._rest())
         try:
             while True:
-                data = self._next()
+                # (a line's length is unknown: a piece of socket size, or what the size leaves)
+                data = self._next(LINE_PIECE if size < 0 else size - got)
                 if not data:
                     break
                 n = len(data)
@@ -191,6 +209,53 @@ class RequestBody:
             self._unread(out)
             raise
         return out.value()
+
+    def readinto(self, b) -> int:
+        """Fill the writable buffer ``b`` with the next body bytes, as read(len) would return
+        them (all of it unless the body ends first); how many, 0 at the end. Body still in the
+        socket is received straight into ``b`` when the connection can (pull_into): an app
+        that reuses one buffer reads a large upload with no copy of its own."""
+        view = memoryview(b)
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
+        size = len(view)
+        got = 0
+        buf, pos = self._buf, self._pos
+        try:
+            while got < size:
+                avail = len(buf) - pos
+                if avail:
+                    k = avail if avail < size - got else size - got
+                    view[got:got + k] = memoryview(buf)[pos:pos + k]
+                    got += k
+                    pos += k
+                    continue
+                buf, pos = b"", 0
+                fed = self._fed
+                if fed:
+                    buf = fed.popleft()
+                    continue
+                if self._done:
+                    break
+                if self._pull_into is not None:
+                    k = self._pull_into(view[got:])
+                    if k > 0:
+                        got += k
+                        continue
+                    if k == 0:
+                        self._done = True
+                        break
+                buf = self._pull(size - got)
+                if not buf:
+                    self._done = True
+                    break
+        except BaseException:
+            # (as _unread: what this call had placed in b stays unread, ahead of the rest)
+            self._buf = bytes(view[:got]) + (buf[pos:] if pos < len(buf) else b"")
+            self._pos = 0
+            raise
+        self._buf, self._pos = buf, pos
+        return got
 
     def _unread(self, out):
         """A pull failed (the client stalled or went away) in the middle of a read: what the
@@ -234,14 +299,17 @@ class RequestBody:
 
 
 class _Out:
-    """What one read returns, gathered piece by piece: a lone piece is returned as it is;
+    """What one read returns, gathered piece by piece: a lone piece is returned as it is; two
+    (the common case: the rest of a piece, then the bytes it lacked) are joined with one copy;
     more go into a BytesIO, whose value is not copied again (BytesIO.getvalue hands over its
-    buffer), so a read holds at most what it returns plus the piece being added."""
+    buffer), so a read holds at most what it returns plus the piece being added (two pieces:
+    twice what it returns, for the moment of the join)."""
 
-    __slots__ = ("first", "io")
+    __slots__ = ("first", "second", "io")
 
     def __init__(self, first):
         self.first = first
+        self.second = None
         self.io = None
 
     def add(self, data):
@@ -250,10 +318,13 @@ class _Out:
             io_.write(data)
         elif self.first is None:
             self.first = data
+        elif self.second is None:
+            self.second = data
         else:
             io_ = self.io = BytesIO()
             io_.write(self.first)
-            self.first = None
+            io_.write(self.second)
+            self.first = self.second = None
             io_.write(data)
 
     def value(self) -> bytes:
@@ -262,6 +333,8 @@ class _Out:
         first = self.first
         if first is None:
             return b""
+        if self.second is not None:
+            return b"".join((first, self.second))
         return first if type(first) is bytes else bytes(first)
 
 

@@ -11,7 +11,7 @@ from unicornd.wsgi import RequestBody
 
 def body_of(pieces):
     it = iter(pieces)
-    return RequestBody(lambda: next(it, b""))
+    return RequestBody(lambda want: next(it, b""))
 
 
 def test_read_all_and_sized():
@@ -37,7 +37,7 @@ def test_iteration_and_readlines():
 
 
 def test_no_body_reads_nothing_without_pulling():
-    def pull():
+    def pull(want):
         raise AssertionError("must not pull")
     assert RequestBody(pull, has_body=False).read() == b""
 
@@ -109,6 +109,11 @@ class ReferenceBody:
             raise StopIteration
         return line
 
+    def readinto(self, b):
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
     def feed(self, data):
         self._buf += data
 
@@ -120,7 +125,7 @@ class Pieces:
         self.pieces = list(pieces)
         self.calls = 0
 
-    def __call__(self):
+    def __call__(self, want=-1):
         self.calls += 1
         return self.pieces.pop(0) if self.pieces else b""
 
@@ -133,6 +138,10 @@ def apply(body, op):
         return body.readline(arg)
     if kind == "readlines":
         return body.readlines(arg)
+    if kind == "readinto":
+        buf = bytearray(b"?" * arg)
+        n = body.readinto(buf)
+        return n, bytes(buf)
     if kind == "next":
         try:
             return next(body)
@@ -148,6 +157,7 @@ ops = st.lists(st.one_of(
     st.tuples(st.just("read"), size_arg),
     st.tuples(st.just("readline"), size_arg),
     st.tuples(st.just("readlines"), st.integers(-1, 30)),
+    st.tuples(st.just("readinto"), st.integers(0, 30)),
     st.tuples(st.just("next"), st.none()),
     st.tuples(st.just("feed"), piece),
 ), max_size=25)
@@ -162,6 +172,65 @@ def test_same_answers_and_same_pulls_as_the_plain_model(pieces, script):
     for op in script + [("read", -1)]:
         assert apply(body, op) == apply(ref, op), op
         assert mine.calls == model.calls, op
+
+
+class Socket:
+    """A body still in the socket, as the connection reads it past the parser: ``pull_into``
+    receives straight into the reader's buffer (at most ``segment`` bytes a call, as TCP
+    segments arrive), ``pull`` receives a piece; ``head`` is what came with the request head
+    (fed to the body before the app reads, as the connection does)."""
+
+    def __init__(self, head, rest, segment):
+        self.head = head
+        self.rest = rest
+        self.segment = segment
+        self.direct = 0   # bytes received straight into the reader's buffer
+
+    def pull(self, want=-1):
+        n = min(self.segment, len(self.rest) if want < 0 else want)
+        data, self.rest = self.rest[:n], self.rest[n:]
+        return data
+
+    def pull_into(self, view):
+        n = min(self.segment, len(view), len(self.rest))
+        view[:n] = self.rest[:n]
+        self.rest = self.rest[n:]
+        self.direct += n
+        return n
+
+
+@given(st.binary(max_size=40), st.binary(max_size=200), st.integers(1, 50),
+       st.lists(st.tuples(st.sampled_from(["read", "readline", "readinto"]), st.integers(-1, 70)),
+                max_size=30))
+def test_readinto_receives_straight_into_the_buffer_in_order(head, rest, segment, script):
+    """readinto gets the bytes that came with the head first, then the rest straight from the
+    socket into the app's buffer (pull_into), mixed with reads in any order: the body in order,
+    and each readinto fills its buffer unless the body ends."""
+    sock = Socket(head, rest, segment)
+    body = RequestBody(sock.pull, True, sock.pull_into)
+    body.feed(head)
+    out = b""
+    for kind, n in script + [("read", -1)]:
+        if kind == "readinto":
+            buf = bytearray(max(n, 0))
+            k = body.readinto(buf)
+            assert k == len(buf) or sock.rest == b""
+            out += bytes(buf[:k])
+        else:
+            out += body.read(n) if kind == "read" else body.readline(n)
+    assert out == head + rest
+    if rest and script and script[0][0] == "readinto" and script[0][1] > len(head):
+        assert sock.direct > 0  # the first readinto took the rest of its buffer from the socket
+
+
+def test_readinto_accepts_any_writable_buffer():
+    import array
+    body = body_of([b"abcdefgh"])
+    words = array.array("H", [0, 0])
+    assert body.readinto(words) == 4 and words.tobytes() == b"abcd"
+    view = memoryview(bytearray(3))
+    assert body.readinto(view) == 3 and bytes(view) == b"efg"
+    assert body.readinto(bytearray(5)) == 1 and body.readinto(bytearray(5)) == 0
 
 
 def test_fed_pieces_come_before_the_pulled_ones_without_pulling():
@@ -236,7 +305,7 @@ class Source:
         self.offset = 0
         self.meter = None
 
-    def __call__(self):
+    def __call__(self, want=-1):
         self.meter.step()
         n = min(PIECE, self.left)
         if not n:
@@ -325,7 +394,7 @@ class Stalls(Pieces):
         super().__init__(pieces)
         self.fail_at = fail_at
 
-    def __call__(self):
+    def __call__(self, want=-1):
         if self.calls + 1 == self.fail_at:
             self.calls += 1
             self.fail_at = None

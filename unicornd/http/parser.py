@@ -14,6 +14,8 @@ INTERFACE (used by connection.py and every worker class; keep it stable):
         raises errors.HTTPError subclass on bad input (NoMoreData for EOF mid-request)
     p.start_next_request()  # after EndOfMessage: parse the next (pipelined) request
     p.buffered              # bytes received but not yet consumed (len() is cheap)
+    p.direct_body_size()    # body bytes the caller may read past the parser (Content-Length)
+    p.body_read_directly(n) # ... n of them were: True when that ends the body
 
 Additions that keep that interface: ``ParserOptions.forwarder_headers`` (gunicorn's setting of the
 same name) and ``RequestParser(..., forwarder_trusted=False)``: when the peer is in
@@ -308,6 +310,35 @@ class RequestParser:
         if type(decoder) is not LengthDecoder:
             return None
         return max(0, decoder.remaining - len(self._buf))
+
+    def direct_body_size(self) -> int:
+        """How many bytes of the current body the caller may read itself, from the connection
+        straight into the app's hands: the rest of a Content-Length body, when nothing is
+        buffered here (else 0: a chunked body, whose framing is ours to remove; bytes already
+        received, which come first; no body under way). Going past the parser saves a copy and
+        a round trip through it for every piece of a large upload; it never reads past the
+        body, so a pipelined request behind it stays in the connection for us. Report what was
+        read with body_read_directly()."""
+        if self._state == _S_BODY and not self._buf and not self._eof:
+            decoder = self._decoder
+            if type(decoder) is LengthDecoder:
+                return decoder.remaining
+        return 0
+
+    def body_read_directly(self, n: int) -> bool:
+        """``n`` bytes of the body (at most direct_body_size()) were read past the parser.
+        True when that completes the body: the parser is then where the EndOfMessage event
+        would have left it (ready for start_next_request()), without making one."""
+        decoder = self._decoder
+        if type(decoder) is not LengthDecoder or not 0 < n <= decoder.remaining or self._buf:
+            raise RuntimeError(f"body_read_directly({n}) with {self.direct_body_size()} bytes "
+                               "readable directly")
+        remaining = decoder.remaining = decoder.remaining - n
+        if remaining:
+            return False
+        self._state = _S_DONE
+        self._decoder = None
+        return True
 
     @property
     def proxy(self):
