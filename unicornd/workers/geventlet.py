@@ -13,11 +13,13 @@ try:
         import eventlet
     import eventlet.greenthread
     import eventlet.hubs
+    from eventlet.hubs import epolls
     import eventlet.semaphore
     from eventlet.green import socket as green
 except ImportError as exc:  # reported by load_worker_class with the extra to install
     raise ImportError(str(exc), name="eventlet") from None
 
+from unicornd.workers import eventlet_hub
 from unicornd.workers.greenlet import GreenletWorker
 
 RELEASE_TURNS = 10  # hub turns a taken-over socket's other reader gets to see its EOF
@@ -25,6 +27,7 @@ RELEASE_TURNS = 10  # hub turns a taken-over socket's other reader gets to see i
 
 class EventletWorker(GreenletWorker):
     library = "eventlet"
+    _hub = None  # eventlet_hub's, once forked (None: eventlet's own hub, waits by trampoline)
 
     def spawn(self, fn, *args):
         return eventlet.greenthread.spawn_n(fn, *args)
@@ -41,6 +44,13 @@ class EventletWorker(GreenletWorker):
             return True
         except socket.timeout:
             return False
+
+    def readable(self, fd):
+        if self._hub is None:
+            return super().readable(fd)
+        # The fd stays registered with the hub's epoll for the connection's life: no
+        # epoll_ctl and no hub timer per wait (eventlet_hub).
+        return self._hub.watch(fd)
 
     def wait_write(self, fd, timeout) -> bool:
         try:
@@ -70,10 +80,21 @@ class EventletWorker(GreenletWorker):
             eventlet.sleep(0)
 
     def hub_turns(self) -> int:
+        if self._hub is not None:
+            return self._hub.turns
         return self._polls
 
     def after_fork(self) -> None:
-        eventlet.hubs.use_hub()  # a hub of its own, not the master's epoll
+        # A hub of its own, not the master's epoll: eventlet's epoll hub with watches
+        # (eventlet_hub), unless EVENTLET_HUB chose another one (then eventlet's, as chosen).
+        self._hub = None
+        chosen = os.environ.get("EVENTLET_HUB")
+        if chosen in (None, "epolls") and eventlet.hubs.get_default_hub() is epolls \
+                and eventlet_hub.is_available():
+            eventlet.hubs.use_hub(eventlet_hub)
+            self._hub = eventlet.hubs.get_hub()
+            return
+        eventlet.hubs.use_hub()
         # eventlet keeps no count of its polls: count the hub's calls to its wait().
         self._polls = 0
         hub = eventlet.hubs.get_hub()
