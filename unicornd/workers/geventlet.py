@@ -16,6 +16,7 @@ try:
     from eventlet.hubs import epolls
     import eventlet.semaphore
     from eventlet.green import socket as green
+    from eventlet.greenio.base import socket_accept
 except ImportError as exc:  # reported by load_worker_class with the extra to install
     raise ImportError(str(exc), name="eventlet") from None
 
@@ -23,6 +24,36 @@ from unicornd.workers import eventlet_hub
 from unicornd.workers.greenlet import GreenletWorker
 
 RELEASE_TURNS = 10  # hub turns a taken-over socket's other reader gets to see its EOF
+
+
+class _Listener(green.socket):
+    """A listening socket whose accept() waits on an eventlet_hub Watch: its fd stays in the
+    hub's epoll set while it lives, instead of being added and removed around every wait for
+    the next connection (eventlet's accept trampolines)."""
+
+    def __init__(self, hub, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._watch = hub.watch(self.fd.fileno())
+        self.close = self._close  # (GreenSocket binds close to the plain socket's)
+
+    def _close(self):
+        self._watch.close()  # before the fd goes: its number may be reused at once
+        self.fd.close()
+
+    def accept(self):
+        if self.act_non_blocking:
+            return super().accept()
+        fd = self.fd
+        while True:
+            accepted = socket_accept(fd)
+            if accepted is not None:
+                client, addr = accepted
+                eventlet.hubs.notify_opened(client.fileno())
+                client.setblocking(False)
+                # (already non-blocking: GreenSocket would make it so a second time)
+                return green.socket(client, set_nonblocking=False), addr
+            if not self._watch.wait(self.gettimeout()):
+                raise socket.timeout("timed out")
 
 
 class EventletWorker(GreenletWorker):
@@ -63,7 +94,9 @@ class EventletWorker(GreenletWorker):
         return eventlet.semaphore.Semaphore(n)
 
     def green_socket(self, sock):
-        return green.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+        if self._hub is None:
+            return green.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+        return _Listener(self._hub, sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
 
     def settle_taken_over(self, sock) -> None:
         # A green thread of the app (simple-websocket's reader) may still wait on this socket;
