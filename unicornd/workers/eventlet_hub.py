@@ -153,10 +153,20 @@ class Hub(epolls.Hub):
         w.mask = 0
         if self.watched.get(w.fd) is w:
             del self.watched[w.fd]
+        self._wake_soon(w)
+
+    def _wake_soon(self, w) -> None:
+        """Wake w's waiter (True: its read says what became of the socket) from the hub's next
+        turn, unless something else has woken it by then."""
         waiter = w.waiter
         if waiter is not None:
+            self.schedule_call_global(0, self._wake, w, waiter)
+
+    @staticmethod
+    def _wake(w, waiter) -> None:
+        if w.waiter is waiter:
             w.waiter = None
-            self.schedule_call_global(0, waiter.switch, True)
+            waiter.switch(True)
 
     # -- deadlines -------------------------------------------------------------------------
 
@@ -216,9 +226,13 @@ class Hub(epolls.Hub):
         self.update(w)
 
     def remove_descriptor(self, fileno):
+        # eventlet gives up on fd (a listener's callback raised): it leaves the epoll set. The
+        # socket may still be good: its watch registers it again at its next wait.
         w = self.watched.get(fileno)
         if w is not None:
-            self.drop(w)
+            w.mask = 0
+            w.armed = False
+            self._wake_soon(w)
         super().remove_descriptor(fileno)
 
     def _obsolete(self, fileno):
