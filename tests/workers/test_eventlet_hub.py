@@ -1,10 +1,12 @@
-"""The eventlet worker keeps a connection's fd in the hub's epoll set for the connection's life
-(workers/eventlet_hub.py). When the app closes the connection's socket itself, its fd number
-goes to the next connection at once: the first connection's end must not take the second's
-registration (or events) with it.
+"""The eventlet worker's hub (workers/eventlet_hub.py): a connection's fd stays in the hub's
+epoll set for the connection's life. When the app closes the connection's socket itself, its fd
+number goes to the next connection at once: the first connection's end must not take the
+second's registration (or events) with it. A hub chosen with EVENTLET_HUB is used as chosen.
 """
 
 import socket
+
+import pytest
 
 from support import Server, wait_for
 from workers_support import ResponseReader, request_bytes
@@ -56,3 +58,31 @@ def test_a_socket_the_app_closed_does_not_take_the_next_connections_fd_along(tmp
                 # Still registered: the next request is answered (not left until keep-alive).
                 second.sendall(request_bytes("GET", "/"))
                 assert reader.read()[0] == 200
+
+
+HUB_APP = '''
+import eventlet.hubs
+
+
+def app(environ, start_response):
+    body = type(eventlet.hubs.get_hub()).__module__.encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+@pytest.mark.parametrize("chosen, used", [(None, "unicornd.workers.eventlet_hub"),
+                                          ("poll", "eventlet.hubs.poll")])
+def test_the_hub_eventlet_hub_chooses_is_honoured(tmp_path, chosen, used):
+    # unicornd's epoll hub replaces eventlet's default one only: a hub chosen with
+    # EVENTLET_HUB is used as chosen, with eventlet's own waits (trampoline).
+    (tmp_path / "hubapp.py").write_text(HUB_APP)
+    env = {"EVENTLET_HUB": chosen} if chosen else {}
+    with Server("-k", "eventlet", "-w", "1", "-b", "127.0.0.1:0", "--chdir", str(tmp_path),
+                "hubapp:app", env=env) as srv:
+        with socket.create_connection(srv.address, timeout=10) as conn:
+            reader = ResponseReader(conn)
+            for _ in range(2):  # on a kept-alive connection
+                conn.sendall(request_bytes("GET", "/"))
+                status, _, body = reader.read()
+                assert (status, body.decode()) == (200, used)
