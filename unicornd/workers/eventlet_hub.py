@@ -54,14 +54,14 @@ class Watch:
     def wait(self, timeout) -> bool:
         if self.closed:
             return True  # (the caller's read finds out what happened to the socket)
+        if timeout is not None and timeout <= 0:
+            # A trampoline with timeout 0 timed out before the hub polled again, too.
+            return False
         hub = self.hub
         if not self.armed:
             self.armed = True
             if not hub.update(self):
                 return True  # the fd is gone: let the caller's read say so
-        if timeout is not None and timeout <= 0:
-            # A trampoline with timeout 0 timed out before the hub polled again, too.
-            return False
         current = getcurrent()
         self.waiter = current
         if timeout is not None:
@@ -121,7 +121,10 @@ class Hub(epolls.Hub):
                 except FileExistsError:  # left there by someone: take it over
                     poll.modify(fd, mask)
             else:
-                poll.modify(fd, mask)
+                try:
+                    poll.modify(fd, mask)
+                except FileNotFoundError:  # taken out by someone: put it back
+                    poll.register(fd, mask)
         except (OSError, ValueError):
             w.mask = 0
             return False
