@@ -221,9 +221,23 @@ class SlotWriter:
         _HEARTBEAT.pack_into(mm, base + _OFF_HEARTBEAT, now)
         mm[base + _OFF_STATE] = BUSY
 
+    def serving(self, started: float, method: str, path: str) -> None:
+        """A worker running several requests at once, at its tick: busy, showing the one that
+        started at ``started`` (heartbeat and progress are written on their own)."""
+        self.name_request(started, method, path)
+        self.mm[self.base + _OFF_STATE] = BUSY
+
     def finished(self, now: float, status: int = 0, duration: float = None) -> None:
         """A request ended with ``status`` (0: no response head) after ``duration`` seconds
-        (None: not measured, only the served count moves)."""
+        (None: not measured, only the served count moves); the worker is idle."""
+        self.count(status, duration)
+        mm, base = self.mm, self.base
+        mm[base + _OFF_STATE] = IDLE
+        _HEARTBEAT.pack_into(mm, base + _OFF_HEARTBEAT, now)
+
+    def count(self, status: int = 0, duration: float = None) -> None:
+        """A request ended: counted, state untouched (a worker running several requests at
+        once writes its state at its tick)."""
         self.requests += 1
         words, w = self.words, self.w
         words[w + _W_REQUESTS] = self.requests
@@ -232,9 +246,6 @@ class SlotWriter:
             words[w + _W_STATUS + (c - 1 if 0 < c < 6 else 5)] += 1
             words[w + _W_BUCKETS + bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
             self.floats[w + _W_SUM] += duration
-        mm, base = self.mm, self.base
-        mm[base + _OFF_STATE] = IDLE
-        _HEARTBEAT.pack_into(mm, base + _OFF_HEARTBEAT, now)
 
     def count_status(self, status: int) -> None:
         """A request refused before the app saw it (400, 408, 431...): its status class only,

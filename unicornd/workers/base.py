@@ -3,10 +3,12 @@
 A subclass only says how it accepts connections and schedules ``Connection.serve()``.
 """
 
+import _socket
 import contextlib
 import os
 import random
 import signal
+import socket
 import sys
 import threading
 import time
@@ -92,6 +94,10 @@ class Worker:
     # their I/O timeouts; False for classes whose cooperative sockets time out themselves.
     kernel_timeouts = True
 
+    # The slot's state (busy with a request, idle) is written as each request starts and
+    # ends; a class running several at once writes it at its tick instead (ConcurrentRequests).
+    state_per_request = True
+
     def __init__(self, age, ppid, listeners, cfg, log, slot=None, app=None):
         self.age = age
         self.ppid = ppid
@@ -122,6 +128,7 @@ class Worker:
         self.reloader = None  # cfg.reload: the thread watching the app's files
         self._unsettled = set()  # listeners whose accepted sockets may lack the kernel timeouts
         self._accept_backoff = AcceptBackoff(log)
+        self._socket_kinds = {}  # listener fd -> the (family, type, proto) of its connections
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.pid}>"
@@ -286,8 +293,12 @@ class Worker:
             status, duration = ex.status_code, now - ex.started
         else:
             status, duration = 0, None
-        if self.slot is not None:
-            self.slot.finished(now, status, duration)
+        slot = self.slot
+        if slot is not None:
+            if self.state_per_request:
+                slot.finished(now, status, duration)
+            else:
+                slot.count(status, duration)
             if self.load_slot is not None:  # (a class running several: those still running)
                 self.load_slot.in_flight(now, self.requests_in_flight())
         if self.statsd is not None and duration is not None:
@@ -349,7 +360,15 @@ class Worker:
         error: wait ACCEPT_BACKOFF_SECONDS and say so in the log (once a minute), never spin
         and never die on it."""
         try:
-            sock, peer = lsock.accept()
+            if isinstance(lsock, _socket.socket):  # (a green socket is not one)
+                # socket.accept() makes the new socket from the listener's family and type
+                # properties (enum conversions each time): a third of its cost, and the sync
+                # worker accepts once per request.
+                fd, peer = lsock._accept()
+                family, kind, proto = self._socket_kinds.get(listener_fd) or self._socket_kind(lsock)
+                sock = socket.socket(family, kind, proto, fd)
+            else:
+                sock, peer = lsock.accept()  # (a cooperative socket: it waits the green way)
         except BlockingIOError:
             if self._unsettled:
                 self.queue_empty(listener_fd)
@@ -362,6 +381,10 @@ class Worker:
         if self._unsettled:
             self.settle_timeouts(listener_fd, sock)
         return sock, peer
+
+    def _socket_kind(self, lsock):
+        kind = self._socket_kinds[lsock.fileno()] = (int(lsock.family), int(lsock.type), lsock.proto)
+        return kind
 
     def head_deadline(self, now: float) -> float:
         """When a request head that started to arrive at ``now`` is answered 408 instead."""
@@ -397,6 +420,7 @@ class ConcurrentRequests:
     """
 
     _inflight_lock = contextlib.nullcontext()
+    state_per_request = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -419,17 +443,20 @@ class ConcurrentRequests:
         return threading.get_ident()
 
     def request_started(self, req, conn=None) -> None:
+        now = time.monotonic()
+        entry = InFlight(now, req, conn, self.current_owner())
         with self._inflight_lock:
-            now = time.monotonic()
             inflight = self._inflight
-            inflight[id(req)] = InFlight(now, req, conn, self.current_owner())
-            if self.slot is not None and len(inflight) == 1:
-                self.slot.busy(now, req.method, req.path)
+            inflight[id(req)] = entry
             if self.load_slot is not None:
-                self.load_slot.in_flight(now, len(inflight))
+                self.load_slot.in_flight(now, self.load_count(len(inflight)))
 
     def requests_in_flight(self) -> int:
-        return len(self._inflight)  # (called with _inflight_lock held)
+        return self.load_count(len(self._inflight))  # (called with _inflight_lock held)
+
+    def load_count(self, in_flight: int) -> int:
+        """The requests in flight as the autoscaler should count them (of ``capacity()``)."""
+        return in_flight
 
     def request_refused(self, status: int) -> None:
         with self._inflight_lock:
@@ -437,21 +464,29 @@ class ConcurrentRequests:
 
     def request_finished(self, req, conn=None, ex=None) -> None:
         with self._inflight_lock:
-            inflight = self._inflight
-            inflight.pop(id(req), None)
-            # Counting, recycling and the slot's idle state, as for one request at a time...
-            Worker.request_finished(self, req, conn, ex)
-            slot = self.slot
-            if slot is not None and inflight:
-                # ...then, others still running, the slot goes back to the oldest of them.
-                oldest = next(iter(inflight.values()))
-                slot.busy(oldest.started, oldest.req.method, oldest.req.path)
-                slot.heartbeat(time.monotonic())
+            self._inflight.pop(id(req), None)
+            Worker.request_finished(self, req, conn, ex)  # counting and recycling
 
     def notify(self) -> None:
         super().notify()
+        now = time.monotonic()
+        self.show_requests(now)
         if self.cfg.timeout and self.cfg.timeout > 0:
-            self.watch_requests(time.monotonic())
+            self.watch_requests(now)
+
+    def show_requests(self, now: float) -> None:
+        """The slot's state, at each tick: busy with the oldest request in flight, or idle.
+        (Written per request, it cost a few microseconds of each; the master's timeout
+        decision and ``unicornd status`` read it at their own pace, a second or more.)"""
+        slot = self.slot
+        if slot is None:
+            return
+        with self._inflight_lock:
+            oldest = next(iter(self._inflight.values()), None)
+        if oldest is None:
+            slot.idle(now)
+        else:
+            slot.serving(oldest.started, oldest.req.method, oldest.req.path)
 
     def watch_requests(self, now: float) -> None:
         timeout = self.cfg.timeout

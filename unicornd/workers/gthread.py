@@ -45,6 +45,7 @@ import traceback
 from unicornd.closing import STOP_GRACE_SECONDS, begin_linger, drain, input_waiting, release_taken_over
 from unicornd.connection import CLOSE, IDLE, LINGER, Connection
 from unicornd.workers.base import ConcurrentRequests, Worker
+from unicornd.workers.thread_gate import ThreadGate
 
 TICK_SECONDS = 1.0
 # Connections accepted for one event of a listener. The listener takes its turn among the
@@ -106,9 +107,17 @@ class ThreadWorker(ConcurrentRequests, Worker):
         self._pool_stop = False
         self._paused = False
         self._pool = []
+        self._gate = ThreadGate(self.nthreads)
 
     def capacity(self) -> int:
         return self.nthreads
+
+    def load_count(self, in_flight: int) -> int:
+        """A worker whose running threads are all busy is full, even with threads parked: they
+        run only once those block (thread_gate). An app that never waits keeps one thread
+        busy, and that is all the worker can do; counted as one of ``threads``, the
+        autoscaler would never see it full."""
+        return in_flight if in_flight < len(self._gate.running) else self.nthreads
 
     def stalled(self, entry, now: float) -> None:
         """A thread cannot be stopped alone: say so once, with where it is. The master
@@ -146,7 +155,8 @@ class ThreadWorker(ConcurrentRequests, Worker):
         self._waker.register(self._wakeup_r, select.POLLIN)
         self._waker.register(self._main_r, select.POLLIN)
         for i in range(self.nthreads):
-            t = threading.Thread(target=self._pool_thread, name=f"unicornd-thread-{i + 1}", daemon=True)
+            t = threading.Thread(target=self._pool_thread, args=(i,), name=f"unicornd-thread-{i + 1}",
+                                 daemon=True)
             t.start()
             self._pool.append(t)
         try:
@@ -154,6 +164,7 @@ class ThreadWorker(ConcurrentRequests, Worker):
             self._drain_and_stop()
             self._pool_stop = True
             os.write(self._stop_w, b"\0")
+            self._gate.close()
             until = time.monotonic() + 1.0
             for t in self._pool:
                 t.join(max(0.0, until - time.monotonic()))
@@ -166,7 +177,13 @@ class ThreadWorker(ConcurrentRequests, Worker):
             ep.close()
 
     def _wait_main(self, seconds: float) -> None:
-        """The main thread waits for a signal, a nudge from a pool thread, or ``seconds``."""
+        """The main thread waits for a signal, a nudge from a pool thread, or ``seconds``
+        (less while pool threads are parked: it looks whether the running ones are blocked)."""
+        gate = self._gate
+        gate.rebalance()
+        check = gate.check_in()
+        if check is not None and check < seconds:
+            seconds = check
         try:
             events = self._waker.poll(max(0.0, seconds) * 1000)
         except InterruptedError:
@@ -404,11 +421,16 @@ class ThreadWorker(ConcurrentRequests, Worker):
 
     # -- the pool ------------------------------------------------------------------------
 
-    def _pool_thread(self) -> None:
+    def _pool_thread(self, i: int) -> None:
         poll = self._ep.poll
         clients = self._clients
         listeners = self._listeners
         stop_r = self._stop_r
+        gate = self._gate
+        busy = gate.busy
+        clock = time.monotonic
+        if i not in gate.running:
+            gate.park(i)  # (thread_gate: one runs until it blocks)
         while not self._pool_stop:
             try:
                 events = poll(-1, 1)  # one event a thread: the others take the next ones
@@ -417,6 +439,11 @@ class ThreadWorker(ConcurrentRequests, Worker):
             except (OSError, ValueError):
                 return  # the epoll set is closed: the worker is exiting
             for fd, _ in events:
+                busy[i] = clock()
+                gate.events += 1
+                if gate.dozing:
+                    gate.dozing = False
+                    self._nudge_main()  # it looks again while this event is served
                 try:
                     client = clients.get(fd)
                     if client is not None:
@@ -440,6 +467,12 @@ class ThreadWorker(ConcurrentRequests, Worker):
                     # (serve() answers the app's errors itself: this is ours.) The thread
                     # must not end on it: the worker would serve on with one thread fewer.
                     self.log.exception("Error in %s", threading.current_thread().name)
+                busy[i] = 0.0
+            if gate.should_park(i):
+                if gate.dozing:
+                    gate.dozing = False
+                    self._nudge_main()  # it looks whether the threads left get blocked
+                gate.park(i)
 
     def _serve(self, client) -> None:
         """Serve the requests that came on a connection, until it waits for its next one

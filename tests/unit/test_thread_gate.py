@@ -1,0 +1,223 @@
+"""The gthread worker's gate (unicornd/workers/thread_gate.py) on a fake clock: one pool thread
+runs until it blocks; a parked one is admitted when every running one is blocked; a thread
+whose event ended parks while another can take the next event. The stateful test drives
+random interleavings of pool threads and the main thread's looks."""
+
+import threading
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from unicornd.workers.thread_gate import BLOCKED_AFTER, CHECK_SECONDS, QUIET_SECONDS, ThreadGate
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def gate(n=4):
+    clock = Clock()
+    return ThreadGate(n, clock), clock
+
+
+def admitted_without_waiting(g, i) -> bool:
+    """Thread i's admission is there to be consumed (its park() would return at once)."""
+    return g._wake[i].acquire(blocking=False)
+
+
+def test_one_thread_runs_at_first():
+    g, _ = gate(4)
+    assert g.running == {0}
+    assert not any(admitted_without_waiting(g, i) for i in range(1, 4))
+
+
+def test_no_thread_is_admitted_while_the_running_one_is_polling_or_not_yet_blocked():
+    g, clock = gate(3)
+    assert g.rebalance() is None  # polling
+    g.busy[0] = clock.now
+    clock.now += BLOCKED_AFTER / 2
+    assert g.rebalance() is None  # serving, not for long yet
+    assert g.running == {0}
+
+
+def test_a_parked_thread_is_admitted_once_every_running_one_is_blocked():
+    g, clock = gate(3)
+    g.busy[0] = clock.now
+    clock.now += BLOCKED_AFTER * 2
+    assert g.rebalance() == 1
+    assert g.running == {0, 1}
+    assert admitted_without_waiting(g, 1)
+    # thread 1 polls (it can take the next event): nobody more
+    assert g.rebalance() is None
+    g.busy[1] = clock.now
+    clock.now += BLOCKED_AFTER * 2
+    assert g.rebalance() == 2
+    assert g.rebalance() is None  # all run
+    assert g.running == {0, 1, 2}
+
+
+def test_park_returns_when_the_main_thread_admits_the_thread():
+    g, clock = gate(2)
+    parked = threading.Event()
+    back = threading.Event()
+
+    def pool_thread():
+        parked.set()
+        g.park(1)
+        back.set()
+
+    t = threading.Thread(target=pool_thread, daemon=True)
+    t.start()
+    assert parked.wait(10)
+    assert not back.is_set()
+    g.busy[0] = clock.now
+    clock.now += BLOCKED_AFTER * 2
+    assert g.rebalance() == 1
+    assert back.wait(10)
+    t.join(10)
+
+
+def test_a_thread_whose_event_ended_parks_only_if_another_can_take_the_next():
+    g, clock = gate(3)
+    g.busy[0] = clock.now
+    clock.now += BLOCKED_AFTER * 2
+    g.rebalance()  # 1 admitted: 0 is blocked
+    g.busy[1] = clock.now
+    clock.now += BLOCKED_AFTER * 2
+    g.rebalance()  # 2 admitted: 0 and 1 are blocked
+    # 0's event ends; 1 is blocked, 2 polls: 0 is not needed
+    g.busy[0] = 0.0
+    assert g.should_park(0)
+    assert g.running == {1, 2}
+    # 2 begins an event and blocks; 1 ends: nobody else can take events, 1 stays
+    g.busy[2] = clock.now
+    clock.now += BLOCKED_AFTER * 2
+    g.busy[1] = 0.0
+    assert not g.should_park(1)
+    assert g.running == {1, 2}
+
+
+def test_the_last_running_thread_never_parks():
+    g, _ = gate(4)
+    assert not g.should_park(0)
+    assert g.running == {0}
+
+
+def test_the_main_thread_looks_while_events_come_and_dozes_when_quiet():
+    g, clock = gate(2)
+    g.events += 1
+    assert g.check_in() == CHECK_SECONDS
+    clock.now += QUIET_SECONDS / 2
+    assert g.check_in() == CHECK_SECONDS  # quiet, not for long
+    clock.now += QUIET_SECONDS
+    assert g.check_in() is None
+    assert g.dozing
+    g.dozing = False  # (a pool thread clears it when it begins an event, and nudges)
+    g.events += 1
+    assert g.check_in() == CHECK_SECONDS
+
+
+def test_an_event_served_meanwhile_keeps_the_main_thread_looking():
+    g, clock = gate(2)
+    g.busy[0] = clock.now
+    clock.now += QUIET_SECONDS * 10
+    assert g.check_in() == CHECK_SECONDS  # one is being served: it may block
+
+
+def test_with_every_thread_running_the_main_thread_dozes_until_one_parks():
+    g, clock = gate(2)
+    g.busy[0] = clock.now
+    clock.now += BLOCKED_AFTER * 2
+    g.rebalance()
+    assert g.check_in() is None and g.dozing
+
+
+def test_close_releases_every_parked_thread():
+    g, _ = gate(3)
+    done = []
+    threads = [threading.Thread(target=lambda i=i: (g.park(i), done.append(i)), daemon=True)
+               for i in (1, 2)]
+    for t in threads:
+        t.start()
+    g.close()
+    for t in threads:
+        t.join(10)
+    assert sorted(done) == [1, 2]
+    assert g.rebalance() is None and g.check_in() is None
+
+
+class GateMachine(RuleBasedStateMachine):
+    """Pool threads (polling, serving, parked) and the main thread's looks, in any order."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 4
+        self.clock = Clock()
+        self.g = ThreadGate(self.n, self.clock)
+        self.parked = set(range(1, self.n))
+
+    def polling(self):
+        return [i for i in self.g.running if self.g.busy[i] == 0.0]
+
+    def serving(self):
+        return [i for i in self.g.running if self.g.busy[i] != 0.0]
+
+    @precondition(lambda self: any(self.g.busy[i] == 0.0 for i in self.g.running))
+    @rule(data=st.data())
+    def begin_event(self, data):
+        i = data.draw(st.sampled_from(sorted(self.polling())))
+        self.g.busy[i] = self.clock.now
+        self.g.events += 1
+        self.g.dozing = False  # (and the main thread is nudged: gthread's pool thread)
+
+    @precondition(lambda self: any(self.g.busy[i] != 0.0 for i in self.g.running))
+    @rule(data=st.data())
+    def end_event(self, data):
+        i = data.draw(st.sampled_from(sorted(self.serving())))
+        self.g.busy[i] = 0.0
+        if self.g.should_park(i):
+            assert i not in self.g.running
+            self.parked.add(i)
+            self.g.dozing = False  # (nudged, as above)
+
+    @rule(dt=st.one_of(st.floats(min_value=0.0, max_value=BLOCKED_AFTER * 3),
+                       st.floats(min_value=QUIET_SECONDS, max_value=QUIET_SECONDS * 3)))
+    def time_passes(self, dt):
+        self.clock.now += dt
+
+    @rule()
+    def main_thread_looks(self):
+        g, now = self.g, self.clock.now
+        all_blocked = all(g.busy[j] and now - g.busy[j] >= BLOCKED_AFTER for j in g.running)
+        i = self.g.rebalance()
+        assert (i is not None) == (all_blocked and bool(self.parked))
+        if i is not None:
+            assert i in self.parked
+            self.parked.discard(i)
+            assert admitted_without_waiting(self.g, i)  # its park() returns
+        self.g.check_in()
+
+    @invariant()
+    def some_thread_runs(self):
+        assert self.g.running
+        assert self.g.running.isdisjoint(self.parked)
+        assert self.g.running | self.parked == set(range(self.n))
+
+    @invariant()
+    def a_stuck_worker_is_always_looked_at(self):
+        """If every running thread is blocked and some thread is parked, the main thread is
+        not dozing: its next look (at most CHECK_SECONDS away) admits one."""
+        now = self.clock.now
+        g = self.g
+        blocked = all(g.busy[i] and now - g.busy[i] >= BLOCKED_AFTER for i in g.running)
+        if blocked and self.parked:
+            assert not g.dozing
+
+
+TestGateMachine = GateMachine.TestCase
+TestGateMachine.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)

@@ -1,0 +1,136 @@
+"""Which of the gthread worker's pool threads may take events: one that is not blocked.
+
+CPython runs one thread's Python at a time (the GIL). Pool threads that all wait on one epoll
+set and all have work are all runnable, and every system call one makes (each recv, each
+send) hands the GIL to another: a thread switch each, and under load about a third of the
+worker's CPU went to them (hello at c=100, ``--threads 4``: 6,400 requests per worker
+CPU-second, 18,000 with ``--threads 1``). Threads pay only when a request waits on something
+(a database, a sleep, an upstream): then another thread should take the next event.
+
+So one pool thread runs at first and the others are parked. A running thread serving one
+event for BLOCKED_AFTER seconds is taken as blocked; when every running thread is blocked,
+the main thread admits a parked one (it looks every CHECK_SECONDS while threads are parked and
+events come). A thread that ends its event while another running thread is not blocked parks
+itself: that one takes the next event. A request that blocks delays the ones ready behind it
+by BLOCKED_AFTER + CHECK_SECONDS at most, then runs in parallel with them as before.
+
+The decisions are plain methods on recorded times (``clock`` is injected), so they are tested
+in-process; the only blocking call is ``park()``.
+"""
+
+import threading
+import time
+
+# A request served for this long without returning its thread is waiting on something (or is
+# long and CPU-bound: then sharing the GIL with another thread is fair, as without the gate).
+BLOCKED_AFTER = 0.001
+# How often the main thread looks whether every running thread is blocked.
+CHECK_SECONDS = 0.001
+# With no event for this long, the main thread stops looking (the first event wakes it).
+QUIET_SECONDS = 0.1
+
+
+class ThreadGate:
+    """``busy[i]``: when pool thread i began its current event (0.0: it is polling or parked).
+    ``running``: the threads admitted to take events."""
+
+    def __init__(self, nthreads: int, clock=time.monotonic):
+        self.nthreads = nthreads
+        self.clock = clock
+        self.busy = [0.0] * nthreads
+        self.running = {0}
+        self.closed = False
+        self.events = 0  # events begun (a change, not an exact count: threads add racily)
+        self.dozing = False  # the main thread stopped looking (no events lately)
+        self._seen_events = 0
+        self._quiet_since = clock()
+        self._lock = threading.Lock()
+        # One binary semaphore per thread: locked while it has no admission to consume.
+        self._wake = [threading.Lock() for _ in range(nthreads)]
+        for lock in self._wake:
+            lock.acquire()
+
+    def _taking(self, i: int, now: float) -> bool:
+        """Thread i (running) can take the next event: it is polling, or not blocked."""
+        began = self.busy[i]
+        return began == 0.0 or now - began < BLOCKED_AFTER
+
+    # -- pool threads ----------------------------------------------------------------------
+
+    def should_park(self, i: int) -> bool:
+        """Thread i ended its event: True (and out of ``running``) if another running thread
+        can take the next event, so this one parks."""
+        if len(self.running) < 2:
+            return False
+        with self._lock:
+            now = self.clock()
+            for j in self.running:
+                if j != i and self._taking(j, now):
+                    self.running.discard(i)
+                    return True
+            return False
+
+    def park(self, i: int) -> None:
+        """Wait until the main thread admits thread i again (or the gate closes)."""
+        self._wake[i].acquire()
+
+    # -- the main thread -------------------------------------------------------------------
+
+    def rebalance(self) -> int | None:
+        """Admit a parked thread if every running one is blocked; returns its index."""
+        with self._lock:
+            if self.closed or len(self.running) >= self.nthreads:
+                return None
+            now = self.clock()
+            for j in self.running:
+                if self._taking(j, now):
+                    return None
+            i = next(j for j in range(self.nthreads) if j not in self.running)
+            self.running.add(i)
+            self._wake[i].release()
+            return i
+
+    def check_in(self) -> float | None:
+        """After rebalance: seconds until the main thread should look again, or None when it
+        need not (every thread runs, or no event came for QUIET_SECONDS). Then it dozes
+        (``dozing``): the next pool thread that begins an event or parks wakes it."""
+        if self.closed:
+            return None
+        if len(self.running) >= self.nthreads:
+            self.dozing = True
+            # should_park takes a thread out of running, then its caller reads dozing: one of
+            # the two sees the other's write.
+            if len(self.running) >= self.nthreads:
+                return None
+            self.dozing = False
+        now = self.clock()
+        if self._active():
+            self._quiet_since = now
+            return CHECK_SECONDS
+        if now - self._quiet_since < QUIET_SECONDS:
+            return CHECK_SECONDS
+        self.dozing = True
+        # A pool thread sets busy, then reads dozing; this sets dozing, then reads busy: one of
+        # the two sees the other's write, so an event that began just now is not missed.
+        if self._active():
+            self.dozing = False
+            return CHECK_SECONDS
+        return None
+
+    def _active(self) -> bool:
+        """Did an event begin since the last look, or is one being served?"""
+        events = self.events
+        if events != self._seen_events:
+            self._seen_events = events
+            return True
+        with self._lock:
+            return any(self.busy[j] for j in self.running)
+
+    def close(self) -> None:
+        """Every parked thread returns from park() (the worker is stopping)."""
+        with self._lock:
+            self.closed = True
+            for j in range(self.nthreads):
+                if j not in self.running:
+                    self.running.add(j)
+                    self._wake[j].release()
