@@ -94,9 +94,10 @@ class EventletWorker(GreenletWorker):
         return eventlet.semaphore.Semaphore(n)
 
     def green_socket(self, sock):
+        fd = os.dup(sock.fileno())
         if self._hub is None:
-            return green.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
-        return _Listener(self._hub, sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+            return green.socket(sock.family, sock.type, sock.proto, fileno=fd)
+        return _Listener(self._hub, sock.family, sock.type, sock.proto, fileno=fd)
 
     def settle_taken_over(self, sock) -> None:
         # A green thread of the app (simple-websocket's reader) may still wait on this socket;
