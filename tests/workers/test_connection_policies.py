@@ -122,6 +122,20 @@ def test_stalled_body_is_answered_408_at_header_timeout(server):
         assert wait_eof(s, 10) == b""
 
 
+def test_stalled_head_is_answered_408_at_header_timeout(server):
+    # Nothing more arrives to wake the connection: its deadline alone must end the wait (the
+    # eventlet worker's hub sweeps the deadlines of its waits with one timer).
+    with socket.create_connection(server.address, timeout=30) as s:
+        s.sendall(b"GET /hello HTTP/1.1\r\nHost: t\r\n")  # and never the blank line
+        started = time.monotonic()
+        status, headers, _ = ResponseReader(s).read()
+        waited = time.monotonic() - started
+        assert status == 408
+        assert headers.get("connection") == "close"
+        assert HEADER_TIMEOUT - 0.5 <= waited < HEADER_TIMEOUT + 10
+        assert wait_eof(s, 10) == b""
+
+
 # -- 2. wsgi.file_wrapper ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("with_length", [True, False], ids=["content-length", "chunked"])
