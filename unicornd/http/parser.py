@@ -551,7 +551,7 @@ class RequestParser:
         if line_end == end:
             return method, target, path, query, fragment, version, [], None
         if end + 4 - (line_end + 2) > self._max_head:
-            raise errors.LimitRequestHeaders("header section too large")
+            self._refuse_large_section(buf, line_end + 2)
 
         # field lines: one findall splits and validates them (see grammar.FIELD_SCAN); a line
         # it does not take whole sends the block to the careful pass, which names the error or
@@ -622,6 +622,14 @@ class RequestParser:
             headers.clear()
             cl = te = conn = expect = None
             has_upgrade = steering = seen_host = seen_ctype = False
+
+    def _refuse_large_section(self, buf, start):
+        """A header section over the limit: 431, unless a bare LF comes within the limit: that
+        is refused first (400) when the head arrives in pieces (_head_incomplete), so whole too."""
+        stop = start + self._max_head
+        if buf.count(b"\n", start, stop) != buf.count(b"\r\n", start, stop):
+            raise errors.InvalidHeader("bare LF in the header section")
+        raise errors.LimitRequestHeaders("header section too large")
 
     def _keep_underscore(self, up):
         """header_map for a field name with "_" (which a WSGI environ cannot tell from "-")."""
