@@ -9,7 +9,7 @@ try:
     import gevent
     import gevent.lock
     import gevent.socket
-    from gevent._hub_primitives import wait_on_watcher
+    from greenlet import getcurrent
 except ImportError as exc:  # reported by load_worker_class with the extra to install
     raise ImportError(str(exc), name="gevent") from None
 
@@ -17,18 +17,36 @@ from unicornd.workers.greenlet import GreenletWorker
 
 
 class _Readable:
-    __slots__ = ("io", "hub")
+    """One connection's waits for input. Each wait starts the connection's io watcher (made
+    once) and a timer, both calling the waiting greenlet's switch, and switches to the hub:
+    gevent's wait_on_watcher would make a Timeout (a Python object around a timer, started
+    and cancelled in Python) and a Waiter for every wait, which cost more than the rest of
+    the wait together (a microbenchmark: 7-9 us a wait against 3.7 us)."""
+
+    __slots__ = ("io", "hub", "timer")
 
     def __init__(self, io, hub):
         self.io = io
         self.hub = hub
+        self.timer = hub.loop.timer
 
     def wait(self, timeout) -> bool:
+        switch = getcurrent().switch
+        io = self.io
+        # (A libev timer's delay is fixed when it is made: a new one for each wait. Made and
+        # started in C, it costs a fraction of a microsecond.)
+        timer = self.timer(timeout)
+        io.start(switch, True)
+        timer.start(switch, False)
         try:
-            wait_on_watcher(self.io, timeout, gevent.socket.timeout, self.hub)
-            return True
-        except gevent.socket.timeout:
-            return False
+            # Back here when the io watcher (True) or the timer (False) fires, or with the
+            # exception of a kill. Both are stopped before anything else runs in this
+            # greenlet, so neither can switch into it later (stopping a watcher also drops
+            # its call if it fired in the same turn of the loop).
+            return self.hub.switch()
+        finally:
+            io.stop()
+            timer.close()
 
     def close(self) -> None:
         self.io.close()
