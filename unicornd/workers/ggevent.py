@@ -37,7 +37,10 @@ class _Readable:
         # started in C, it costs a fraction of a microsecond.)
         timer = self.timer(timeout)
         io.start(switch, True)
-        timer.start(switch, False)
+        # update: measured from now, not from the loop's clock of this turn's start, which
+        # may be well behind after other greenlets ran (the timeout never comes early; as
+        # gevent's Timeout does).
+        timer.start(switch, False, update=True)
         try:
             # Back here when the io watcher (True) or the timer (False) fires, or with the
             # exception of a kill. Both are stopped before anything else runs in this
