@@ -1,8 +1,5 @@
-"""Idle connections of the greenlet workers: closed after ``keepalive`` seconds; and a worker
-whose connections have bytes waiting that nobody reads yet does not spin.
-
-The waits for a connection's next request time out by the hub's deadlines (eventlet: one timer
-for all of them, workers/eventlet_hub.py), which a test must see fire.
+"""A greenlet worker whose connections have bytes waiting that nobody reads yet does not spin.
+(The keep-alive close, which the hub's deadlines make, is tested in test_greenlet_workers.py.)
 
 The eventlet worker keeps a connection's fd in the hub's (level-triggered) epoll set for the
 connection's life instead of adding and removing it around every wait (workers/eventlet_hub.py).
@@ -19,7 +16,7 @@ import time
 
 import pytest
 from support import Server, children, wait_for
-from workers_support import ResponseReader, request_bytes, wait_eof
+from workers_support import ResponseReader, request_bytes
 
 WINDOW = 2.0  # seconds the worker is watched while the app sleeps
 MAX_CPU = 0.6  # CPU seconds allowed in that window (spinning would be about WINDOW)
@@ -30,22 +27,6 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-
-@pytest.mark.parametrize("kind", ["gevent", "eventlet"])
-def test_idle_connection_is_closed_after_keepalive_seconds(kind):
-    with Server("-k", kind, "-w", "1", "-b", "127.0.0.1:0", "--keep-alive", "1",
-                "greenapp:app") as srv:
-        with socket.create_connection(srv.address, timeout=10) as s:
-            reader = ResponseReader(s)
-            for _ in range(2):  # the second on the kept-alive connection
-                s.sendall(request_bytes("GET", "/count"))
-                status, headers, _ = reader.read()
-                assert status == 200 and "connection" not in headers
-            answered = time.monotonic()
-            assert wait_eof(s, timeout=10) == b""  # then closed by the server, cleanly
-            idle = time.monotonic() - answered
-        assert idle >= 0.8, f"closed after {idle:.2f}s of idleness, keepalive is 1 s"
 
 
 @pytest.mark.parametrize("kind", ["gevent", "eventlet"])
