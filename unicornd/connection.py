@@ -251,8 +251,8 @@ class Connection:
         worker = self.ctx.worker
         # Decided again here: a stop that began while the app ran means Connection: close.
         keep_alive = ex.keep_alive and (worker is None or worker.alive)
-        ex.writer = ResponseWriter(resp.ResponseHead(status, headers, method=req.method,
-                                                     version=req.version, keep_alive=keep_alive))
+        ex.writer = ResponseWriter(resp.response_head(status, headers, req.method, req.version,
+                                                      keep_alive))
         return self.write
 
     def write(self, data, last=False):
@@ -282,7 +282,7 @@ class Connection:
                 return
             if self.app_owned and status_code != 101:
                 self.app_owned = False  # it answered the upgrade request instead of taking over
-            self._sendall(self._head_bytes() + out)
+            self._sendall(self._head_bytes(out))
         elif out:
             if not self._nodelay:
                 # A streamed body: small writes must not wait for Nagle's delayed ACK dance.
@@ -334,7 +334,7 @@ class Connection:
             return False  # TLS on gevent or eventlet: no sendfile(2) under TLS; iterate
         prefix, suffix = writer.file_frame(size)
         if not writer.head_sent:
-            self._sendall(self._head_bytes() + prefix)
+            self._sendall(self._head_bytes(prefix))
         elif prefix:
             self._sendall(prefix)
         self._waiting()
@@ -372,17 +372,18 @@ class Connection:
                 raise ClientDisconnected("the file ended before its size was sent")
             offset += sent
 
-    def _head_bytes(self) -> bytes:
+    def _head_bytes(self, body: bytes = b"") -> bytes:
         """The response head, serialized once it is settled whether the connection lives on:
         an app that answers before reading all of its request body keeps the connection only
         if the rest can be read now (RFC 9112 §9.6: a server that will close says so in this
         response, not after it)."""
         ex = self.ex
-        head = ex.writer.head
+        writer = ex.writer
+        head = writer.head
         if not head.close and ex.has_body and not ex.message_done and not head.upgrade:
             if not self._read_unread_rest():
-                head.close = True
-        return ex.writer.head_bytes()
+                writer.head = head.closing()  # (a copy: heads are shared, see response_head)
+        return writer.head_bytes(body)
 
     def _read_unread_rest(self) -> bool:
         """Read the body the app has not read (yet), up to UNREAD_KEEP_BYTES and for

@@ -22,9 +22,10 @@ class ResponseWriter:
         self.ended = False       # the chunked terminator is out
         self.cut = False         # the app sent more than its Content-Length: the excess was cut
 
-    def head_bytes(self) -> bytes:
+    def head_bytes(self, body: bytes = b"") -> bytes:
+        """The head, with ``body`` (bytes this writer returned) after it in the same bytes."""
         self.head_sent = True
-        return self.head.serialize()
+        return self.head.serialize(body)
 
     def body(self, data: bytes, last: bool = False) -> bytes:
         """The bytes that carry ``data`` (and, with ``last``, the end of the body)."""
