@@ -60,7 +60,7 @@ class Connection:
     is not destroyed by a TCP reset (RFC 9112 §9.6).
     """
 
-    __slots__ = ("ctx", "sock", "peer", "builder", "parser", "ex", "_nodelay", "trusted",
+    __slots__ = ("ctx", "sock", "peer", "builder", "environ_base", "parser", "ex", "_nodelay", "trusted",
                  "stashed", "raw", "taken_over", "progress", "waiting", "app_owned",
                  "handshake")
 
@@ -101,6 +101,8 @@ class Connection:
                 self.handshake = exc
         elif not isinstance(sock, _socket.socket):
             self.raw = kernel_socket(sock)
+        # what every environ on this connection holds (the peer, the socket the app may use)
+        self.environ_base = self.builder.connection_base(peer, self.sock)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -541,7 +543,7 @@ class Connection:
                 self.refuse(exc)
                 return False
         try:
-            environ = self.builder.build(req, body, self.peer, self.sock, self.trusted)
+            environ = self.builder.build(req, body, self.environ_base, self.trusted)
         except HTTPError as exc:
             if exc.status is None:
                 exc.status = 400
