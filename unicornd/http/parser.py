@@ -38,7 +38,7 @@ from .grammar import (ABSOLUTE_FORM, ASTERISK_FORM, AUTHORITY_FORM, FIELD_VALUE_
                       HOST_FIELD, HTTP_VERSION, METHOD_CONVENTIONAL, ORIGIN_FORM, OWS,
                       REQUEST_LINE_FAST, REQUEST_LINE_FAST_ANY_METHOD, TARGET_CHAR, TOKEN,
                       TRANSFER_CODING)
-from .grammar import CONTENT_LENGTH as _CONTENT_LENGTH, FIELD_SCAN as _FIELD_SCAN
+from .grammar import CONTENT_LENGTH as _CONTENT_LENGTH, FIELD_LINE as _FIELD_LINE
 import re as _re
 import sys
 
@@ -73,7 +73,7 @@ V10 = (1, 0)
 V11 = (1, 1)
 
 _TARGET = _re.compile(TARGET_CHAR + "+")
-FIELD_SCAN = _FIELD_SCAN.findall
+FIELD_LINE = _FIELD_LINE.fullmatch
 CONTENT_LENGTH = _CONTENT_LENGTH.fullmatch
 
 
@@ -223,6 +223,31 @@ def _check_host(value):
     if len(_HOSTS_OK) >= 256:
         _HOSTS_OK.clear()
     _HOSTS_OK[value] = True
+
+
+# --- field lines -------------------------------------------------------------------------------
+# A field line the strict grammar takes whole (grammar.FIELD_LINE) means the same wherever it comes
+# and whatever the settings: its (NAME, value) pair and kind are kept by the line's text, so a
+# line seen before (Host, User-Agent, Accept... repeat across requests and clients) costs one dict
+# lookup instead of a regex. Bounded in lines and in line length: the lines are the clients'.
+_LINES = {}
+_LINES_MAX = 1024
+_LINE_MAX = 256
+
+
+def _strict_line(line):
+    """((NAME, value), kind) of a field line the strict grammar takes whole, else None."""
+    m = FIELD_LINE(line)
+    if m is None:
+        return None
+    name, value = m.groups()
+    info = _NAME_CACHE.get(name) or _name_info(name)
+    answer = ((info[0], value), info[1])
+    if len(line) <= _LINE_MAX:
+        if len(_LINES) >= _LINES_MAX:
+            _LINES.clear()
+        _LINES[line] = answer
+    return answer
 
 
 # RFC 9110 §6.5.1: a trailer field must not be one a recipient needs before the content: framing
@@ -481,8 +506,8 @@ class RequestParser:
         Returns method, target, path, query, fragment, version, headers ((NAME, value) pairs)
         and the values of the fields that steer framing: None when there are none, else
         (Content-Length, Transfer-Encoding, Connection, Expect, has Upgrade), repeated fields
-        joined with ",". What one field line can break (its syntax, a second Content-Length,
-        Host or Content-Type, a "_" in its name) is refused here, in the order of the lines.
+        joined with ",". What the lines break (their syntax first, then, in the order of the
+        lines, a second Content-Length, Host or Content-Type, a "_" in a name) is refused here.
         """
         line_end = self._line_end
         if line_end < 0:
@@ -522,75 +547,87 @@ class RequestParser:
         if end + 4 - (line_end + 2) > self._max_head:
             raise errors.LimitRequestHeaders("header section too large")
 
-        # field lines: one findall splits and validates them (see grammar.FIELD_SCAN); a line
-        # it does not take whole sends the block to the careful pass, which names the error or
-        # accepts what a leniency setting allows (obs-fold, space before ":")
-        block = text[line_end + 2:end + 2]
-        if len(block) > self._max_field_size:
-            fields = self._split_fields(block[:-2])
-        else:
-            fields = FIELD_SCAN(block)
-            if len(fields) > self._max_fields:
-                fields = self._split_fields(block[:-2])
+        # field lines: each line the strict grammar takes whole is found in _LINES (or scanned
+        # once by _strict_line and kept). A line it does not take, or any error, sends the block
+        # to the careful pass, which accepts what a leniency setting allows (obs-fold, space
+        # before ":") or names the error, the same whichever pass met it first.
+        block = text[line_end + 2:end]
+        fields = None
+        if len(block) + 2 <= self._max_field_size:
+            lines = block.split("\r\n")
+            if len(lines) <= self._max_fields:
+                try:
+                    fields = self._read_fields(lines, _LINES.get)
+                except errors.HTTPError:
+                    pass
+        if fields is None:
+            fields = self._read_fields(*self._careful_fields(block))
+        return (method, target, path, query, fragment, version) + fields
+
+    def _read_fields(self, items, get):
+        """(headers, the fields that steer framing or None) from field lines: ``get(item)``
+        gives a line's ((NAME, value), kind); None (a line the strict grammar does not take,
+        on the fast pass) ends the pass with None. What one field line can break (a second
+        Content-Length, Host or Content-Type, a "_" in its name) is refused here."""
         headers = []
         cl = te = conn = expect = None
         has_upgrade = steering = False
         append = headers.append
         seen_host = seen_ctype = False
-        cache = _NAME_CACHE
-        while True:
-            for name, value, bad in fields:
-                if bad:
-                    break
-                info = cache.get(name)
+        for item in items:
+            info = get(item)
+            if info is None:
+                info = _strict_line(item)
                 if info is None:
-                    info = _name_info(name)
-                up, kind = info
-                if kind:
-                    if kind == _K_CL:
-                        # RFC 9110 §8.6 Content-Length = 1*DIGIT, in one field line only
-                        # (RFC 9112 §6.3; several, even equal, are refused, as §8.6 allows)
-                        if cl is not None:
-                            raise errors.InvalidHeader("more than one Content-Length")
-                        if not CONTENT_LENGTH(value):
-                            raise errors.InvalidHeader(f"Content-Length: {value[:40]!r}")
-                        cl = value
-                        steering = True
-                    elif kind == _K_HOST:
-                        # RFC 9112 §3.2: more than one Host, or an invalid one, is a 400
-                        if seen_host:
-                            raise errors.InvalidHeader("more than one Host")
-                        if value not in _HOSTS_OK:
-                            _check_host(value)
-                        seen_host = True
-                    elif kind == _K_CONNECTION:
-                        conn = value if conn is None else f"{conn},{value}"
-                        steering = True
-                    elif kind == _K_TE:
-                        te = value if te is None else f"{te},{value}"
-                        steering = True
-                    elif kind == _K_UNDERSCORE:
-                        if not self._keep_underscore(up):
-                            continue
-                    elif kind == _K_EXPECT:
-                        expect = value if expect is None else f"{expect},{value}"
-                        steering = True
-                    elif kind == _K_UPGRADE:
-                        has_upgrade = steering = True
-                    elif kind == _K_CTYPE:
-                        # RFC 9110 §5.3: a singleton field; a repeat is ambiguous
-                        if seen_ctype:
-                            raise errors.InvalidHeader("more than one Content-Type")
-                        seen_ctype = True
-                append((up, value))
-            else:
-                return (method, target, path, query, fragment, version, headers,
-                        (cl, te, conn, expect, has_upgrade) if steering else None)
-            # a line the scanner did not take whole: start again on the careful pass
-            fields = self._split_fields(block[:-2])
-            headers.clear()
-            cl = te = conn = expect = None
-            has_upgrade = steering = seen_host = seen_ctype = False
+                    return None
+            pair, kind = info
+            if kind:
+                value = pair[1]
+                if kind == _K_CL:
+                    # RFC 9110 §8.6 Content-Length = 1*DIGIT, in one field line only
+                    # (RFC 9112 §6.3; several, even equal, are refused, as §8.6 allows)
+                    if cl is not None:
+                        raise errors.InvalidHeader("more than one Content-Length")
+                    if not CONTENT_LENGTH(value):
+                        raise errors.InvalidHeader(f"Content-Length: {value[:40]!r}")
+                    cl = value
+                    steering = True
+                elif kind == _K_HOST:
+                    # RFC 9112 §3.2: more than one Host, or an invalid one, is a 400
+                    if seen_host:
+                        raise errors.InvalidHeader("more than one Host")
+                    if value not in _HOSTS_OK:
+                        _check_host(value)
+                    seen_host = True
+                elif kind == _K_CONNECTION:
+                    conn = value if conn is None else f"{conn},{value}"
+                    steering = True
+                elif kind == _K_TE:
+                    te = value if te is None else f"{te},{value}"
+                    steering = True
+                elif kind == _K_UNDERSCORE:
+                    if not self._keep_underscore(pair[0]):
+                        continue
+                elif kind == _K_EXPECT:
+                    expect = value if expect is None else f"{expect},{value}"
+                    steering = True
+                elif kind == _K_UPGRADE:
+                    has_upgrade = steering = True
+                elif kind == _K_CTYPE:
+                    # RFC 9110 §5.3: a singleton field; a repeat is ambiguous
+                    if seen_ctype:
+                        raise errors.InvalidHeader("more than one Content-Type")
+                    seen_ctype = True
+            append(pair)
+        return headers, (cl, te, conn, expect, has_upgrade) if steering else None
+
+    def _careful_fields(self, block):
+        """(items, get) for _read_fields from the careful pass."""
+        infos = []
+        for name, value, _ in self._split_fields(block):
+            info = _NAME_CACHE.get(name) or _name_info(name)
+            infos.append(((info[0], value), info[1]))
+        return range(len(infos)), infos.__getitem__
 
     def _keep_underscore(self, up):
         """header_map for a field name with "_" (which a WSGI environ cannot tell from "-")."""
@@ -703,7 +740,7 @@ class RequestParser:
         return method, target, path, query, fragment, (V10, V11)[minor] if minor < 2 else (1, minor)
 
     def _split_fields(self, block):
-        """The careful field-line parser: (name, value, "") triples as FIELD_SCAN gives them."""
+        """The careful field-line parser: (name, value, "") triples."""
         opts = self._opts
         lines = block.split("\r\n")
         n = len(lines)
