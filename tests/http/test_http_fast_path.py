@@ -1,7 +1,8 @@
 """The head parser's fast path against its careful path (hypothesis).
 
 The parser reads most heads the fast way: a request line the fast pattern takes, field lines the
-strict grammar takes whole, found by their text in a cache (parser._LINES) after the first time;
+strict grammar takes whole, both found by their text in a cache (parser._REQUEST_LINES,
+parser._LINES) after the first time;
 Host values and framing decisions are remembered too. Anything else goes to the careful, line by
 line pass. Both must give the same requests, or the same error, for any head and any settings:
 here every head is parsed twice, once as it comes and once with every shortcut switched off.
@@ -46,7 +47,7 @@ class _NoMatch:
 def careful_only(calls):
     """Switch off every shortcut of the head parser; count the careful field passes."""
     saved = {name: getattr(P, name) for name in (
-        "_LINES", "_strict_line", "_HOSTS_OK", "_FRAMING_SEEN", "REQUEST_LINE_FAST",
+        "_LINES", "_REQUEST_LINES", "_strict_line", "_HOSTS_OK", "_FRAMING_SEEN", "REQUEST_LINE_FAST",
         "REQUEST_LINE_FAST_ANY_METHOD")}
     split = RequestParser._split_fields
 
@@ -54,6 +55,7 @@ def careful_only(calls):
         calls.append(block)
         return split(self, block)
     P._LINES = _Forgetful()
+    P._REQUEST_LINES = _Forgetful()
     P._strict_line = lambda line: None
     P._HOSTS_OK = _Forgetful()
     P._FRAMING_SEEN = _Forgetful()

@@ -233,6 +233,8 @@ def _check_host(value):
 _LINES = {}
 _LINES_MAX = 1024
 _LINE_MAX = 256
+# the same for request lines the strict fast pattern takes (see _fast_request_line)
+_REQUEST_LINES = {}
 
 
 def _strict_line(line):
@@ -271,8 +273,8 @@ _S_PROXY, _S_HEAD, _S_BODY, _S_NO_BODY, _S_DONE, _S_CLOSED, _S_ERROR = range(7)
 class RequestParser:
     __slots__ = ("_opts", "_buf", "_eof", "_state", "_decoder", "_error", "_proxy_allowed",
                  "_forwarder_trusted", "_proxy_info", "_crlf_done", "_scan", "_lf_checked",
-                 "_line_end", "_rl", "_rl_fast", "_max_line", "_max_fields", "_max_field_size",
-                 "_max_head", "_casefold")
+                 "_line_end", "_rl", "_rl_fast", "_rl_strict", "_max_line", "_max_fields",
+                 "_max_field_size", "_max_head", "_casefold")
 
     def __init__(self, opts, proxy_allowed=True, *, forwarder_trusted=False):
         self._opts = opts
@@ -284,8 +286,9 @@ class RequestParser:
         self._proxy_allowed = proxy_allowed
         self._forwarder_trusted = bool(forwarder_trusted and opts.forwarder_headers)
         self._proxy_info = None
-        self._rl_fast = (REQUEST_LINE_FAST_ANY_METHOD if opts.permit_unconventional_http_method
-                         else REQUEST_LINE_FAST).fullmatch
+        self._rl_strict = not opts.permit_unconventional_http_method
+        self._rl_fast = (REQUEST_LINE_FAST if self._rl_strict
+                         else REQUEST_LINE_FAST_ANY_METHOD).fullmatch
         self._max_line = opts.max_request_line
         self._max_fields = opts.max_fields
         self._max_field_size = opts.max_field_size
@@ -396,7 +399,9 @@ class RequestParser:
         if self._state != _S_DONE:
             raise RuntimeError("start_next_request() before EndOfMessage")
         self._state = _S_HEAD
-        self._reset_head()
+        self._crlf_done = False
+        if self._line_end >= 0 or self._scan:
+            self._reset_head()  # (only a head that came in pieces leaves more to reset)
 
     # --- PROXY protocol -------------------------------------------------------------------------
     def _next_proxy(self):
@@ -457,8 +462,8 @@ class RequestParser:
         if end < 0:
             return self._head_incomplete(buf)
 
-        method, target, path, query, fragment, version, headers, fields = \
-            self._scan_head(buf, end)
+        rl, headers, fields = self._scan_head(buf, end)
+        method, target, path, query, fragment, version = rl
         if method == "CONNECT":
             content_length, chunked, keep_alive, expect_continue, upgrade = framing(
                 method, version, fields or _NO_FIELDS)
@@ -503,47 +508,29 @@ class RequestParser:
     def _scan_head(self, buf, end):
         """The complete head in buf[:end + 4], split and checked line by line.
 
-        Returns method, target, path, query, fragment, version, headers ((NAME, value) pairs)
-        and the values of the fields that steer framing: None when there are none, else
-        (Content-Length, Transfer-Encoding, Connection, Expect, has Upgrade), repeated fields
-        joined with ",". What the lines break (their syntax first, then, in the order of the
-        lines, a second Content-Length, Host or Content-Type, a "_" in a name) is refused here.
+        Returns the request line (method, target, path, query, fragment, version), the headers
+        ((NAME, value) pairs) and the values of the fields that steer framing: None when there
+        are none, else (Content-Length, Transfer-Encoding, Connection, Expect, has Upgrade),
+        repeated fields joined with ",". What the lines break (their syntax first, then, in the
+        order of the lines, a second Content-Length, Host or Content-Type, a "_" in a name) is
+        refused here.
         """
-        line_end = self._line_end
-        if line_end < 0:
-            line_end = buf.find(b"\r\n", 0, end + 2)
-        if len(buf) == end + 4:
-            text = buf.decode("latin-1")
-        else:
-            text = buf[:end + 2].decode("latin-1")
+        # one decode, one split: lines[0] is the request line (up to the first CRLF, as
+        # _head_incomplete found it), the rest the field lines
+        lines = buf[:end].decode("latin-1").split("\r\n")
+        line_end = len(lines[0])
 
         # request line
         rl = self._rl
         if rl is None:
             if line_end > self._max_line:
                 self._refuse_long_line(buf)
-            m = self._rl_fast(text, 0, line_end)
-            if m is not None:
-                method, target, minor = m.groups()
-                version = V11 if minor == "1" else V10
-                if "#" in target:
-                    path, query, fragment = ORIGIN_FORM.fullmatch(target).groups("")
-                else:
-                    path, _, query = target.partition("?")
-                    fragment = ""
-                if self._casefold:
-                    method = method.upper()
-                    if method == "CONNECT":
-                        method, target, path, query, fragment, version = self._request_line(
-                            text[:line_end])
-            else:
-                method, target, path, query, fragment, version = self._request_line(
-                    text[:line_end])
-        else:
-            method, target, path, query, fragment, version = rl
+            rl = _REQUEST_LINES.get(lines[0])
+            if rl is None:
+                rl = self._fast_request_line(lines[0]) or self._request_line(lines[0])
 
         if line_end == end:
-            return method, target, path, query, fragment, version, [], None
+            return rl, [], None
         if end + 4 - (line_end + 2) > self._max_head:
             raise errors.LimitRequestHeaders("header section too large")
 
@@ -551,18 +538,16 @@ class RequestParser:
         # once by _strict_line and kept). A line it does not take, or any error, sends the block
         # to the careful pass, which accepts what a leniency setting allows (obs-fold, space
         # before ":") or names the error, the same whichever pass met it first.
-        block = text[line_end + 2:end]
-        fields = None
-        if len(block) + 2 <= self._max_field_size:
-            lines = block.split("\r\n")
-            if len(lines) <= self._max_fields:
-                try:
-                    fields = self._read_fields(lines, _LINES.get)
-                except errors.HTTPError:
-                    pass
-        if fields is None:
-            fields = self._read_fields(*self._careful_fields(block))
-        return (method, target, path, query, fragment, version) + fields
+        del lines[0]
+        if end - line_end <= self._max_field_size and len(lines) <= self._max_fields:
+            try:
+                fields = self._read_fields(lines, _LINES.get)
+                if fields is not None:
+                    return rl, fields[0], fields[1]
+            except errors.HTTPError:
+                pass
+        headers, steering = self._read_fields(*self._careful_fields("\r\n".join(lines)))
+        return rl, headers, steering
 
     def _read_fields(self, items, get):
         """(headers, the fields that steer framing or None) from field lines: ``get(item)``
@@ -681,6 +666,31 @@ class RequestParser:
             raise errors.NoMoreData("EOF in the header section")
         self._scan = max(0, n - 3)
         return NEED_DATA
+
+    def _fast_request_line(self, line):
+        """The request line if the fast pattern takes it (a conventional method, an origin-form
+        target, HTTP/1.0 or 1.1), else None. What the strict pattern takes reads the same under
+        any settings, so it is kept by its text (_REQUEST_LINES)."""
+        m = self._rl_fast(line)
+        if m is None:
+            return None
+        method, target, minor = m.groups()
+        version = V11 if minor == "1" else V10
+        if "#" in target:
+            path, query, fragment = ORIGIN_FORM.fullmatch(target).groups("")
+        else:
+            path, _, query = target.partition("?")
+            fragment = ""
+        if self._casefold:
+            method = method.upper()
+            if method == "CONNECT":
+                return None
+        rl = (method, target, path, query, fragment, version)
+        if self._rl_strict and len(line) <= _LINE_MAX:
+            if len(_REQUEST_LINES) >= _LINES_MAX:
+                _REQUEST_LINES.clear()
+            _REQUEST_LINES[line] = rl
+        return rl
 
     def _request_line(self, line):
         """The careful request-line parser: every form and version; names the error."""
