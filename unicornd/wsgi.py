@@ -13,6 +13,7 @@ from urllib.parse import unquote_to_bytes
 
 from unicornd import SERVER_SOFTWARE
 from unicornd.http.forwarded import scheme_from_headers
+from unicornd.http.parser import V11
 
 
 class FileWrapper:
@@ -277,7 +278,6 @@ def _path_to_wsgi(path: str) -> str:
 # since the names are the clients' to choose.
 _ENVIRON_KEYS = {}
 _ENVIRON_KEYS_MAX = 1024
-_PROTOCOLS = {(1, 1): "HTTP/1.1", (1, 0): "HTTP/1.0"}
 
 
 def _environ_key(name: str) -> str:
@@ -349,31 +349,36 @@ class EnvironBuilder:
 
     def build(self, req, body, base, trusted_forwarder: bool) -> dict:
         """The environ of ``req`` on the connection whose ``connection_base()`` is ``base``."""
-        environ = base.copy()
-        environ["REQUEST_METHOD"] = req.method
-        environ["RAW_URI"] = req.target
-        environ["QUERY_STRING"] = req.query
-        version = req.version
-        environ["SERVER_PROTOCOL"] = _PROTOCOLS.get(version) or "HTTP/%d.%d" % version
-        environ["wsgi.input"] = body
-
         headers = req.headers
         script_name = self.script_name
         secure = self.secure_scheme_headers if trusted_forwarder else None
         # The common head: every name's key is known and no two names share one (which would
-        # combine them), no SCRIPT_NAME field, no scheme header to look at: one dict of keys.
+        # combine them: the environ grows by one entry per field), no SCRIPT_NAME field, no
+        # scheme header to look at. Anything else: again, field by field (_add_fields).
+        environ = base.copy()
         try:
             keys = _ENVIRON_KEYS
-            fields = {keys[name]: value for name, value in headers}
+            for name, value in headers:
+                environ[keys[name]] = value
+            plain = len(environ) - len(base) == len(headers) and "HTTP_SCRIPT_NAME" not in environ
         except KeyError:
-            fields = None
-        if fields is not None and len(fields) == len(headers) \
-                and "HTTP_SCRIPT_NAME" not in fields \
-                and not (secure and not self.secure_keys.isdisjoint(fields)):
-            environ.update(fields)
-            host = fields.get("HTTP_HOST")
+            plain = False
+        if plain and secure:
+            for key in self.secure_keys:
+                if key in environ:
+                    plain = False
+                    break
+        if plain:
+            host = environ.get("HTTP_HOST")
         else:
+            environ = base.copy()
             host, script_name = self._add_fields(environ, headers, script_name, secure)
+        environ["REQUEST_METHOD"] = req.method
+        environ["RAW_URI"] = req.target
+        environ["QUERY_STRING"] = req.query
+        version = req.version
+        environ["SERVER_PROTOCOL"] = "HTTP/1.1" if version is V11 else "HTTP/%d.%d" % version
+        environ["wsgi.input"] = body
 
         if self.unix and host:
             # WSGI has no words for a unix socket: name the server after the Host header.
