@@ -274,7 +274,18 @@ class Connection:
             self.ctx.log.warning(
                 "%s %s: the app sent more than its Content-Length of %d bytes; the excess is cut",
                 ex.req.method, ex.req.path, writer.head.content_length)
-        if not writer.head_sent:
+        if writer.head_sent:
+            if out:
+                if not self._nodelay:
+                    # A streamed body: small writes must not wait for Nagle's delayed ACK dance.
+                    self._nodelay = True
+                    try:
+                        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    except OSError:
+                        pass
+                self._sendall(out)
+            return
+        if self.app_owned or writer.head.status_code == 101:
             status_code = writer.head.status_code
             if last and status_code == 101:
                 # The app returned with its 101 unsent: it did its own handshake on the socket
@@ -282,25 +293,15 @@ class Connection:
                 # request. A head from us now would land inside its stream: nothing is sent.
                 self.taken_over = True
                 return
-            if self.app_owned and status_code != 101:
+            if status_code != 101:
                 self.app_owned = False  # it answered the upgrade request instead of taking over
-            self._sendall(self._head_bytes(out))
-        elif out:
-            if not self._nodelay:
-                # A streamed body: small writes must not wait for Nagle's delayed ACK dance.
-                self._nodelay = True
-                try:
-                    self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except OSError:
-                    pass
-            self._sendall(out)
+        self._sendall(self._head_bytes(out))
 
     def _finish(self):
         """After the last body item: end the framing, decide whether the connection lives on."""
         ex = self.ex
         writer = ex.writer
-        head = writer.head
-        if head.status_code == 101:
+        if writer.head.status_code == 101:
             # After a 101 the connection belongs to the app (websocket): never read it as HTTP
             # again, and nothing more is written by us (not even its head, if still unsent:
             # see write()).
@@ -308,10 +309,11 @@ class Connection:
             return False
         if not writer.head_sent:
             self.write(b"", last=True)
-        else:
+        elif not writer.ended:
             end = writer.end()
             if end:
                 self._sendall(end)
+        head = writer.head  # (read now: sending the head may have made it a closing() copy)
         if writer.short:
             self.ctx.log.warning(
                 "%s %s: the app sent %d of its Content-Length of %d bytes; closing the connection",
@@ -382,7 +384,7 @@ class Connection:
         ex = self.ex
         writer = ex.writer
         head = writer.head
-        if not head.close and ex.has_body and not ex.message_done and not head.upgrade:
+        if ex.has_body and not ex.message_done and not head.close and not head.upgrade:
             if not self._read_unread_rest():
                 writer.head = head.closing()  # (a copy: heads are shared, see response_head)
         return writer.head_bytes(body)
