@@ -368,11 +368,11 @@ class EnvironBuilder:
                 if key in environ:
                     plain = False
                     break
-        if plain:
-            host = environ.get("HTTP_HOST")
-        else:
+        if not plain:
             environ = base.copy()
             host, script_name = self._add_fields(environ, headers, script_name, secure)
+        else:
+            host = environ.get("HTTP_HOST") if self.unix else None  # (only a unix socket uses it)
         environ["REQUEST_METHOD"] = req.method
         environ["RAW_URI"] = req.target
         environ["QUERY_STRING"] = req.query

@@ -356,6 +356,8 @@ class RequestParser:
         state = self._state
         try:
             if state == _S_HEAD:
+                if not self._buf and not self._eof:
+                    return NEED_DATA  # (a kept-alive connection's first look, every request)
                 return self._next_head()
             if state == _S_BODY:
                 buf = self._buf

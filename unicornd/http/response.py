@@ -85,7 +85,7 @@ class InvalidResponse(Exception):
 
 class _DateCache:
     """The Date header changes once a second; format it once a second, not per request.
-    ``lines()`` is the Server and Date lines every response head carries, as bytes."""
+    ``block`` is the Server and Date lines every response head carries, as bytes."""
 
     __slots__ = ("second", "value", "block")
 
@@ -95,9 +95,10 @@ class _DateCache:
         self.block = b""
 
     def _tick(self, now):
-        self.second = now
-        self.value = formatdate(now, usegmt=True)
-        self.block = f"{_SERVER_LINE}Date: {self.value}\r\n".encode("latin-1")
+        value = formatdate(now, usegmt=True)
+        self.block = f"{_SERVER_LINE}Date: {value}\r\n".encode("latin-1")
+        self.value = value
+        self.second = now  # last: another thread that sees the new second sees its lines
 
     def get(self) -> str:
         now = int(time.time())
@@ -105,17 +106,11 @@ class _DateCache:
             self._tick(now)
         return self.value
 
-    def lines(self) -> bytes:
-        now = int(time.time())
-        if now != self.second:
-            self._tick(now)
-        return self.block
-
 
 _SERVER_LINE = f"Server: {SERVER_SOFTWARE}\r\n"
 _date = _DateCache()
 http_date = _date.get
-_server_and_date = _date.lines
+_time = time.time
 
 
 class ResponseHead:
@@ -226,7 +221,10 @@ class ResponseHead:
         so that a small response is one bytes object without another copy)."""
         if self._tail is None:
             self._serialize_parts()
-        return b"".join((self._start, _server_and_date(), self._tail, body))
+        now = int(_time())
+        if now != _date.second:
+            _date._tick(now)
+        return b"".join((self._start, _date.block, self._tail, body))
 
 
 # The heads made from what apps repeat (the same status and header list, for the same kind of
