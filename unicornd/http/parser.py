@@ -20,13 +20,18 @@ same name) and ``RequestParser(..., forwarder_trusted=False)``: when the peer is
 ``forwarded_allow_ips``, header names with "_" listed in ``forwarder_headers`` (SCRIPT_NAME,
 PATH_INFO by default) are kept whatever ``header_map`` says, as gunicorn 27 does.
 
-How a head is parsed: find the blank line that ends it, decode it once as latin-1, match the
-request line with one compiled pattern and split + validate every field line with one ``findall``.
-Only when that fast path does not match does a careful line-by-line pass run, to accept what the
-leniency settings allow (obs-fold, spaces before ":") or to name the exact error. That is the scan
-step (``_scan_head``); it hands the values of the fields that steer framing (Content-Length,
-Transfer-Encoding, Connection, Expect, Upgrade) to the interpret step, ``framing()``, where every
-framing decision is made. A head with none of them (a GET with ordinary fields) skips the call.
+How a head is parsed: find the blank line that ends it, decode it once as latin-1 and split it
+into lines. A request line the fast pattern takes (a conventional method, an origin-form target,
+HTTP/1.0 or 1.1) and field lines the strict grammar takes whole are read the fast way, and kept
+by their text in small bounded caches (``_REQUEST_LINES``, ``_LINES``: what such a line means does
+not depend on the settings), so a line seen before costs a dict lookup. Anything else, and any
+error met on the fast way, goes to a careful line-by-line pass, which accepts what the leniency
+settings allow (obs-fold, spaces before ":") or names the exact error, so the error a head gets
+does not depend on the way it was read (tests/http/test_http_fast_path.py holds both ways to the
+same answers). That is the scan step (``_scan_head``); it hands the values of the fields that
+steer framing (Content-Length, Transfer-Encoding, Connection, Expect, Upgrade) to the interpret
+step, ``framing()``, where every framing decision is made. A head with none of them (a GET with
+ordinary fields) skips the call.
 After an error the parser is spent: ``next_event`` raises the same error again.
 """
 from dataclasses import dataclass, field

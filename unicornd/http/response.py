@@ -1,8 +1,9 @@
 """Response heads and body framing, sans-IO: decisions and bytes, never a socket.
 
-``ResponseHead.build()`` checks what the app gave to ``start_response``, decides how the body
-is framed (RFC 9112 §6) and serialises the status line and header block into one ``bytes``,
-so the caller can send it together with the first piece of body.
+``ResponseHead`` checks what the app gave to ``start_response``, decides how the body is framed
+(RFC 9112 §6) and serialises the status line and header block into one ``bytes``, together with
+the first piece of body. ``response_head()`` hands out the same head again for a status and
+header list the app repeats, so they are checked and serialised once.
 """
 
 import re
