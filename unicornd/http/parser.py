@@ -575,7 +575,14 @@ class RequestParser:
             pair, kind = info
             if kind:
                 value = pair[1]
-                if kind == _K_CL:
+                if kind == _K_HOST:  # (first: nearly every request has one)
+                    # RFC 9112 §3.2: more than one Host, or an invalid one, is a 400
+                    if seen_host:
+                        raise errors.InvalidHeader("more than one Host")
+                    if value not in _HOSTS_OK:
+                        _check_host(value)
+                    seen_host = True
+                elif kind == _K_CL:
                     # RFC 9110 §8.6 Content-Length = 1*DIGIT, in one field line only
                     # (RFC 9112 §6.3; several, even equal, are refused, as §8.6 allows)
                     if cl is not None:
@@ -584,13 +591,6 @@ class RequestParser:
                         raise errors.InvalidHeader(f"Content-Length: {value[:40]!r}")
                     cl = value
                     steering = True
-                elif kind == _K_HOST:
-                    # RFC 9112 §3.2: more than one Host, or an invalid one, is a 400
-                    if seen_host:
-                        raise errors.InvalidHeader("more than one Host")
-                    if value not in _HOSTS_OK:
-                        _check_host(value)
-                    seen_host = True
                 elif kind == _K_CONNECTION:
                     conn = value if conn is None else f"{conn},{value}"
                     steering = True
