@@ -63,7 +63,7 @@ class Connection:
     is not destroyed by a TCP reset (RFC 9112 §9.6).
     """
 
-    __slots__ = ("ctx", "sock", "peer", "builder", "parser", "ex", "_nodelay", "trusted",
+    __slots__ = ("ctx", "sock", "peer", "builder", "environ_base", "parser", "ex", "_nodelay", "trusted",
                  "stashed", "raw", "taken_over", "progress", "waiting", "app_owned",
                  "handshake")
 
@@ -104,6 +104,8 @@ class Connection:
                 self.handshake = exc
         elif not isinstance(sock, _socket.socket):
             self.raw = kernel_socket(sock)
+        # what every environ on this connection holds (the peer, the socket the app may use)
+        self.environ_base = self.builder.connection_base(peer, self.sock)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -333,8 +335,8 @@ class Connection:
         worker = self.ctx.worker
         # Decided again here: a stop that began while the app ran means Connection: close.
         keep_alive = ex.keep_alive and (worker is None or worker.alive)
-        ex.writer = ResponseWriter(resp.ResponseHead(status, headers, method=req.method,
-                                                     version=req.version, keep_alive=keep_alive))
+        ex.writer = ResponseWriter(resp.response_head(status, headers, req.method, req.version,
+                                                      keep_alive))
         return self.write
 
     def write(self, data, last=False):
@@ -354,7 +356,18 @@ class Connection:
             self.ctx.log.warning(
                 "%s %s: the app sent more than its Content-Length of %d bytes; the excess is cut",
                 ex.req.method, ex.req.path, writer.head.content_length)
-        if not writer.head_sent:
+        if writer.head_sent:
+            if out:
+                if not self._nodelay:
+                    # A streamed body: small writes must not wait for Nagle's delayed ACK dance.
+                    self._nodelay = True
+                    try:
+                        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    except OSError:
+                        pass
+                self._sendall(out)
+            return
+        if self.app_owned or writer.head.status_code == 101:
             status_code = writer.head.status_code
             if last and status_code == 101:
                 # The app returned with its 101 unsent: it did its own handshake on the socket
@@ -362,25 +375,15 @@ class Connection:
                 # request. A head from us now would land inside its stream: nothing is sent.
                 self.taken_over = True
                 return
-            if self.app_owned and status_code != 101:
+            if status_code != 101:
                 self.app_owned = False  # it answered the upgrade request instead of taking over
-            self._sendall(self._head_bytes() + out)
-        elif out:
-            if not self._nodelay:
-                # A streamed body: small writes must not wait for Nagle's delayed ACK dance.
-                self._nodelay = True
-                try:
-                    self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                except OSError:
-                    pass
-            self._sendall(out)
+        self._sendall(self._head_bytes(out))
 
     def _finish(self):
         """After the last body item: end the framing, decide whether the connection lives on."""
         ex = self.ex
         writer = ex.writer
-        head = writer.head
-        if head.status_code == 101:
+        if writer.head.status_code == 101:
             # After a 101 the connection belongs to the app (websocket): never read it as HTTP
             # again, and nothing more is written by us (not even its head, if still unsent:
             # see write()).
@@ -388,10 +391,11 @@ class Connection:
             return False
         if not writer.head_sent:
             self.write(b"", last=True)
-        else:
+        elif not writer.ended:
             end = writer.end()
             if end:
                 self._sendall(end)
+        head = writer.head  # (read now: sending the head may have made it a closing() copy)
         if writer.short:
             self.ctx.log.warning(
                 "%s %s: the app sent %d of its Content-Length of %d bytes; closing the connection",
@@ -416,7 +420,7 @@ class Connection:
             return False  # TLS on gevent or eventlet: no sendfile(2) under TLS; iterate
         prefix, suffix = writer.file_frame(size)
         if not writer.head_sent:
-            self._sendall(self._head_bytes() + prefix)
+            self._sendall(self._head_bytes(prefix))
         elif prefix:
             self._sendall(prefix)
         self._waiting()
@@ -454,17 +458,18 @@ class Connection:
                 raise ClientDisconnected("the file ended before its size was sent")
             offset += sent
 
-    def _head_bytes(self) -> bytes:
+    def _head_bytes(self, body: bytes = b"") -> bytes:
         """The response head, serialized once it is settled whether the connection lives on:
         an app that answers before reading all of its request body keeps the connection only
         if the rest can be read now (RFC 9112 §9.6: a server that will close says so in this
         response, not after it)."""
         ex = self.ex
-        head = ex.writer.head
-        if not head.close and ex.has_body and not ex.message_done and not head.upgrade:
+        writer = ex.writer
+        head = writer.head
+        if ex.has_body and not ex.message_done and not head.close and not head.upgrade:
             if not self._read_unread_rest():
-                head.close = True
-        return ex.writer.head_bytes()
+                writer.head = head.closing()  # (a copy: heads are shared, see response_head)
+        return writer.head_bytes(body)
 
     def _read_unread_rest(self) -> bool:
         """Read the body the app has not read (yet), up to UNREAD_KEEP_BYTES and for
@@ -622,7 +627,7 @@ class Connection:
                 self.refuse(exc)
                 return False
         try:
-            environ = self.builder.build(req, body, self.peer, self.sock, self.trusted)
+            environ = self.builder.build(req, body, self.environ_base, self.trusted)
         except HTTPError as exc:
             if exc.status is None:
                 exc.status = 400

@@ -13,6 +13,7 @@ from urllib.parse import unquote_to_bytes
 
 from unicornd import SERVER_SOFTWARE
 from unicornd.http.forwarded import scheme_from_headers
+from unicornd.http.parser import V11
 
 
 class FileWrapper:
@@ -345,16 +346,48 @@ def _path_to_wsgi(path: str) -> str:
     return unquote_to_bytes(path).decode("latin-1")
 
 
+# A field name as the parser gives it (upper case) -> its environ key (PEP 3333: HTTP_ and "_"
+# for "-"; Content-Type and Content-Length without the prefix). Made once per name; bounded,
+# since the names are the clients' to choose.
+_ENVIRON_KEYS = {}
+_ENVIRON_KEYS_MAX = 1024
+
+
+def _environ_key(name: str) -> str:
+    key = _ENVIRON_KEYS.get(name)
+    if key is None:
+        if name == "CONTENT-TYPE":
+            key = "CONTENT_TYPE"
+        elif name == "CONTENT-LENGTH":
+            key = "CONTENT_LENGTH"
+        else:
+            key = "HTTP_" + name.replace("-", "_")
+        if len(_ENVIRON_KEYS) < _ENVIRON_KEYS_MAX:
+            _ENVIRON_KEYS[name] = key
+    return key
+
+
+for _name in ("HOST", "USER-AGENT", "ACCEPT", "ACCEPT-ENCODING", "ACCEPT-LANGUAGE", "CONNECTION",
+              "CONTENT-TYPE", "CONTENT-LENGTH", "COOKIE", "REFERER", "ORIGIN", "AUTHORIZATION",
+              "CACHE-CONTROL", "X-FORWARDED-FOR", "X-FORWARDED-PROTO", "X-REAL-IP"):
+    _environ_key(_name)
+del _name
+
+
 class EnvironBuilder:
-    """Builds request environs for one worker and one listener, from a base made once."""
+    """Builds request environs for one worker and one listener, from a base made once
+    (``base``) and, per connection, from that base with the peer and the socket in it
+    (``connection_base``): a request copies the connection's dict and adds what is its own."""
 
     __slots__ = ("base", "script_name", "trust_forwarded", "secure_scheme_headers",
-                 "server_name", "server_port", "unix")
+                 "secure_keys", "server_name", "server_port", "unix")
 
     def __init__(self, cfg, error_stream, listener_addr, *, multithread=False, scheme="http"):
         self.script_name = os.environ.get("SCRIPT_NAME", "")
         # Upper-cased once, as the parser gives header names.
         self.secure_scheme_headers = {k.upper(): v for k, v in (cfg.secure_scheme_headers or {}).items()}
+        # their environ keys: a request with none of them needs no look at its scheme headers
+        self.secure_keys = frozenset(_environ_key(k) for k in self.secure_scheme_headers)
         self.unix = isinstance(listener_addr, (str, bytes))
         if self.unix:
             self.server_name, self.server_port = "", ""
@@ -375,49 +408,50 @@ class EnvironBuilder:
             "SERVER_PORT": self.server_port,
         }
 
-    def build(self, req, body, peer, sock, trusted_forwarder: bool) -> dict:
+    def connection_base(self, peer, sock) -> dict:
+        """The part of every environ on one connection: the base, the peer and the socket."""
         environ = self.base.copy()
-        environ["REQUEST_METHOD"] = req.method
-        environ["RAW_URI"] = req.target
-        environ["QUERY_STRING"] = req.query
-        environ["SERVER_PROTOCOL"] = "HTTP/1.1" if req.version == (1, 1) else "HTTP/%d.%d" % req.version
-        environ["wsgi.input"] = body
-        environ["unicornd.socket"] = sock
-        environ["gunicorn.socket"] = sock
-
-        host = None
-        script_name = self.script_name
-        scheme_said = False
-        secure = self.secure_scheme_headers if trusted_forwarder else None
-        for name, value in req.headers:
-            if name == "CONTENT-TYPE":
-                environ["CONTENT_TYPE"] = value
-                continue
-            if name == "CONTENT-LENGTH":
-                environ["CONTENT_LENGTH"] = value
-                continue
-            if name == "HOST":
-                host = value
-            elif name == "SCRIPT_NAME":
-                # Only present when a trusted front end sent it (forwarder_headers).
-                script_name = environ["SCRIPT_NAME"] = value
-            if secure and name in secure:
-                scheme_said = True
-            key = "HTTP_" + name.replace("-", "_")
-            prev = environ.get(key)
-            # RFC 9110 §5.3: repeated fields combine into one comma-separated list.
-            environ[key] = value if prev is None else prev + "," + value
-
-        if scheme_said:
-            scheme = scheme_from_headers(req.headers, secure)
-            if scheme:
-                environ["wsgi.url_scheme"] = scheme
-
         if peer and not isinstance(peer, (str, bytes)):
             environ["REMOTE_ADDR"] = peer[0]
             environ["REMOTE_PORT"] = str(peer[1])
         else:
             environ["REMOTE_ADDR"] = peer.decode() if isinstance(peer, bytes) else (peer or "")
+        environ["unicornd.socket"] = sock
+        environ["gunicorn.socket"] = sock
+        return environ
+
+    def build(self, req, body, base, trusted_forwarder: bool) -> dict:
+        """The environ of ``req`` on the connection whose ``connection_base()`` is ``base``."""
+        headers = req.headers
+        script_name = self.script_name
+        secure = self.secure_scheme_headers if trusted_forwarder else None
+        # The common head: every name's key is known and no two names share one (which would
+        # combine them: the environ grows by one entry per field), no SCRIPT_NAME field, no
+        # scheme header to look at. Anything else: again, field by field (_add_fields).
+        environ = base.copy()
+        try:
+            keys = _ENVIRON_KEYS
+            for name, value in headers:
+                environ[keys[name]] = value
+            plain = len(environ) - len(base) == len(headers) and "HTTP_SCRIPT_NAME" not in environ
+        except KeyError:
+            plain = False
+        if plain and secure:
+            for key in self.secure_keys:
+                if key in environ:
+                    plain = False
+                    break
+        if not plain:
+            environ = base.copy()
+            host, script_name = self._add_fields(environ, headers, script_name, secure)
+        else:
+            host = environ.get("HTTP_HOST") if self.unix else None  # (only a unix socket uses it)
+        environ["REQUEST_METHOD"] = req.method
+        environ["RAW_URI"] = req.target
+        environ["QUERY_STRING"] = req.query
+        version = req.version
+        environ["SERVER_PROTOCOL"] = "HTTP/1.1" if version is V11 else "HTTP/%d.%d" % version
+        environ["wsgi.input"] = body
 
         if self.unix and host:
             # WSGI has no words for a unix socket: name the server after the Host header.
@@ -438,8 +472,35 @@ class EnvironBuilder:
         path = req.path
         if script_name and path.startswith(script_name):
             path = path[len(script_name):]
-        environ["PATH_INFO"] = _path_to_wsgi(path)
+        environ["PATH_INFO"] = path if "%" not in path else _path_to_wsgi(path)
         return environ
+
+    @staticmethod
+    def _add_fields(environ, headers, script_name, secure):
+        """Every field, one by one: repeats combined, SCRIPT_NAME, the scheme headers.
+        Returns (Host, SCRIPT_NAME)."""
+        host = None
+        scheme_said = False
+        for name, value in headers:
+            key = _environ_key(name)
+            if name == "HOST":
+                host = value
+            elif name == "SCRIPT_NAME":
+                # Only present when a trusted front end sent it (forwarder_headers).
+                script_name = environ["SCRIPT_NAME"] = value
+            if secure and name in secure:
+                scheme_said = True
+            prev = environ.get(key)
+            if prev is None or key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
+                environ[key] = value
+            else:
+                # RFC 9110 §5.3: repeated fields combine into one comma-separated list.
+                environ[key] = prev + "," + value
+        if scheme_said:
+            scheme = scheme_from_headers(headers, secure)
+            if scheme:
+                environ["wsgi.url_scheme"] = scheme
+        return host, script_name
 
 
 def reraise(exc_info):

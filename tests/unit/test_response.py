@@ -83,3 +83,79 @@ def test_error_response_closes():
 
 def test_status_without_reason_keeps_its_space():
     assert head(status="200", headers=[("Content-Length", "0")]).serialize().startswith(b"HTTP/1.1 200 \r\n")
+
+
+# --- response_head(): the shared heads must be the heads the careful path makes ---------------
+
+def _fields(h):
+    return (h.status, h.status_code, list(h.headers), h.content_length, h.framing, h.close,
+            h.upgrade, h.version)
+
+
+def _without_date(data):
+    head, _, rest = data.partition(b"\r\nDate: ")
+    return head, rest.partition(b"\r\n")[2]
+
+
+def test_response_head_is_shared_for_equal_arguments_and_equals_the_careful_one():
+    headers = [("Content-Type", "text/plain"), ("Content-Length", "14")]
+    first = r.response_head("200 OK", headers, "GET", (1, 1), True)
+    again = r.response_head("200 OK", list(headers), "GET", (1, 1), True)
+    assert again is first  # looked up by value: the second response costs no checks
+    careful = head(headers=headers)
+    assert _fields(first) == _fields(careful)
+    assert _without_date(first.serialize()) == _without_date(careful.serialize())
+
+
+def test_closing_copies_a_shared_head_and_leaves_it_alone():
+    shared = r.response_head("200 OK", [("Content-Length", "0")], "GET", (1, 1), True)
+    closed = shared.closing()
+    assert closed is not shared and closed.close and not shared.close
+    assert b"Connection: close\r\n" in closed.serialize()
+    assert b"Connection: close" not in shared.serialize()
+    assert r.response_head("200 OK", [("Content-Length", "0")], "GET", (1, 1), True) is shared
+
+
+def test_response_head_refuses_what_the_careful_one_refuses_and_keeps_nothing():
+    before = len(r._heads)
+    for bad in ([("X-A", "a\r\nInjected: 1")], [["X-A", "b"], ("X B", "c")], [("X-A", 3)]):
+        with pytest.raises(r.InvalidResponse):
+            r.response_head("200 OK", bad, "GET", (1, 1), True)
+    with pytest.raises(r.InvalidResponse):
+        r.response_head("200 OK\r\nX: y", [], "GET", (1, 1), True)
+    assert len(r._heads) <= before
+
+
+def test_response_head_with_list_pairs_is_checked_every_time():
+    # a pair given as a list cannot be a key: the careful path runs, and the head is right
+    h = r.response_head("200 OK", [["Content-Length", "2"]], "GET", (1, 1), True)
+    assert h.content_length == 2 and h.framing == r.LENGTH
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_names = st.sampled_from(["Content-Type", "Content-Length", "content-length", "Connection",
+                          "Upgrade", "Server", "Date", "Transfer-Encoding", "X-A", "X B", "Set-Cookie"])
+_values = st.sampled_from(["0", "14", " 14 ", "abc", "close", "keep-alive", "upgrade", "Upgrade, close",
+                           "text/plain", "", "a\r\nb", "\x80\xff", "gzip", "x" * 40])
+
+
+@settings(max_examples=300, deadline=None)
+@given(status=st.sampled_from(["200 OK", "101 Switching Protocols", "204 No Content", "304 x",
+                               "200", "404 Not Found", "600 Bad", "20 OK"]),
+       headers=st.lists(st.tuples(_names, _values), max_size=5),
+       method=st.sampled_from(["GET", "HEAD", "POST"]),
+       version=st.sampled_from([(1, 0), (1, 1), (1, 2)]),
+       keep_alive=st.booleans())
+def test_response_head_agrees_with_the_careful_path(status, headers, method, version, keep_alive):
+    def outcome(make):
+        try:
+            h = make()
+        except r.InvalidResponse as exc:
+            return "refused", str(exc)
+        return _fields(h), _without_date(h.serialize(b"body")), _without_date(h.closing().serialize())
+    careful = outcome(lambda: r.ResponseHead(status, list(headers), method=method, version=version,
+                                             keep_alive=keep_alive))
+    for _ in range(2):  # made, then (if it was kept) found
+        assert outcome(lambda: r.response_head(status, list(headers), method, version,
+                                               keep_alive)) == careful

@@ -93,11 +93,8 @@ REQUEST_LINE_FAST_ANY_METHOD = re.compile(
 #   OWS           = *( SP / HTAB )                                (RFC 9110 §5.6.3)
 FIELD_VCHAR = r"[\x21-\x7e\x80-\xff]"
 FIELD_VALUE_SRC = rf"(?:{FIELD_VCHAR}(?:[\t \x21-\x7e\x80-\xff]*{FIELD_VCHAR})?)?"
-# The header section scanner, for findall over a block of CRLF-terminated lines. Each valid
-# field-line yields (name, value, ""); any character not inside a valid field-line yields
-# ("", "", that character), so "no third group set" validates the whole block in the same pass
-# that splits it (the last alternative matches anything, so nothing is ever skipped).
-FIELD_SCAN = re.compile(rf"({TOKEN_SRC}):[\t ]*({FIELD_VALUE_SRC})[\t ]*\r\n|([\s\S])")
+# One field line of the strict grammar, without its CRLF (fullmatch):  groups: name, value
+FIELD_LINE = re.compile(rf"({TOKEN_SRC}):[\t ]*({FIELD_VALUE_SRC})[\t ]*")
 # What may never appear in a field value: CTLs other than HTAB, and DEL (RFC 9110 §5.5: CR, LF and
 # NUL "are invalid and dangerous"; the other CTLs are not field-vchar either).
 FIELD_VALUE_INVALID = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")

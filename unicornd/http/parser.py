@@ -22,13 +22,18 @@ same name) and ``RequestParser(..., forwarder_trusted=False)``: when the peer is
 ``forwarded_allow_ips``, header names with "_" listed in ``forwarder_headers`` (SCRIPT_NAME,
 PATH_INFO by default) are kept whatever ``header_map`` says, as gunicorn 27 does.
 
-How a head is parsed: find the blank line that ends it, decode it once as latin-1, match the
-request line with one compiled pattern and split + validate every field line with one ``findall``.
-Only when that fast path does not match does a careful line-by-line pass run, to accept what the
-leniency settings allow (obs-fold, spaces before ":") or to name the exact error. That is the scan
-step (``_scan_head``); it hands the values of the fields that steer framing (Content-Length,
-Transfer-Encoding, Connection, Expect, Upgrade) to the interpret step, ``framing()``, where every
-framing decision is made. A head with none of them (a GET with ordinary fields) skips the call.
+How a head is parsed: find the blank line that ends it, decode it once as latin-1 and split it
+into lines. A request line the fast pattern takes (a conventional method, an origin-form target,
+HTTP/1.0 or 1.1) and field lines the strict grammar takes whole are read the fast way, and kept
+by their text in small bounded caches (``_REQUEST_LINES``, ``_LINES``: what such a line means does
+not depend on the settings), so a line seen before costs a dict lookup. Anything else, and any
+error met on the fast way, goes to a careful line-by-line pass, which accepts what the leniency
+settings allow (obs-fold, spaces before ":") or names the exact error, so the error a head gets
+does not depend on the way it was read (tests/http/test_http_fast_path.py holds both ways to the
+same answers). That is the scan step (``_scan_head``); it hands the values of the fields that
+steer framing (Content-Length, Transfer-Encoding, Connection, Expect, Upgrade) to the interpret
+step, ``framing()``, where every framing decision is made. A head with none of them (a GET with
+ordinary fields) skips the call.
 After an error the parser is spent: ``next_event`` raises the same error again.
 """
 from dataclasses import dataclass, field
@@ -40,7 +45,7 @@ from .grammar import (ABSOLUTE_FORM, ASTERISK_FORM, AUTHORITY_FORM, FIELD_VALUE_
                       HOST_FIELD, HTTP_VERSION, METHOD_CONVENTIONAL, ORIGIN_FORM, OWS,
                       REQUEST_LINE_FAST, REQUEST_LINE_FAST_ANY_METHOD, TARGET_CHAR, TOKEN,
                       TRANSFER_CODING)
-from .grammar import CONTENT_LENGTH as _CONTENT_LENGTH, FIELD_SCAN as _FIELD_SCAN
+from .grammar import CONTENT_LENGTH as _CONTENT_LENGTH, FIELD_LINE as _FIELD_LINE
 import re as _re
 import sys
 
@@ -75,7 +80,7 @@ V10 = (1, 0)
 V11 = (1, 1)
 
 _TARGET = _re.compile(TARGET_CHAR + "+")
-FIELD_SCAN = _FIELD_SCAN.findall
+FIELD_LINE = _FIELD_LINE.fullmatch
 CONTENT_LENGTH = _CONTENT_LENGTH.fullmatch
 
 
@@ -227,6 +232,33 @@ def _check_host(value):
     _HOSTS_OK[value] = True
 
 
+# --- field lines -------------------------------------------------------------------------------
+# A field line the strict grammar takes whole (grammar.FIELD_LINE) means the same wherever it comes
+# and whatever the settings: its (NAME, value) pair and kind are kept by the line's text, so a
+# line seen before (Host, User-Agent, Accept... repeat across requests and clients) costs one dict
+# lookup instead of a regex. Bounded in lines and in line length: the lines are the clients'.
+_LINES = {}
+_LINES_MAX = 1024
+_LINE_MAX = 256
+# the same for request lines the strict fast pattern takes (see _fast_request_line)
+_REQUEST_LINES = {}
+
+
+def _strict_line(line):
+    """((NAME, value), kind) of a field line the strict grammar takes whole, else None."""
+    m = FIELD_LINE(line)
+    if m is None:
+        return None
+    name, value = m.groups()
+    info = _NAME_CACHE.get(name) or _name_info(name)
+    answer = ((info[0], value), info[1])
+    if len(line) <= _LINE_MAX:
+        if len(_LINES) >= _LINES_MAX:
+            _LINES.clear()
+        _LINES[line] = answer
+    return answer
+
+
 # RFC 9110 §6.5.1: a trailer field must not be one a recipient needs before the content: framing
 # (Content-Length, Transfer-Encoding, Trailer, TE), routing (Host), authentication and connection
 # control. Receiving one is refused (InvalidHeaderName) rather than silently dropped.
@@ -248,8 +280,8 @@ _S_PROXY, _S_HEAD, _S_BODY, _S_NO_BODY, _S_DONE, _S_CLOSED, _S_ERROR = range(7)
 class RequestParser:
     __slots__ = ("_opts", "_buf", "_eof", "_state", "_decoder", "_error", "_proxy_allowed",
                  "_forwarder_trusted", "_proxy_info", "_crlf_done", "_scan", "_lf_checked",
-                 "_line_end", "_rl", "_rl_fast", "_max_line", "_max_fields", "_max_field_size",
-                 "_max_head", "_casefold")
+                 "_line_end", "_rl", "_rl_fast", "_rl_strict", "_max_line", "_max_fields",
+                 "_max_field_size", "_max_head", "_casefold")
 
     def __init__(self, opts, proxy_allowed=True, *, forwarder_trusted=False):
         self._opts = opts
@@ -261,8 +293,9 @@ class RequestParser:
         self._proxy_allowed = proxy_allowed
         self._forwarder_trusted = bool(forwarder_trusted and opts.forwarder_headers)
         self._proxy_info = None
-        self._rl_fast = (REQUEST_LINE_FAST_ANY_METHOD if opts.permit_unconventional_http_method
-                         else REQUEST_LINE_FAST).fullmatch
+        self._rl_strict = not opts.permit_unconventional_http_method
+        self._rl_fast = (REQUEST_LINE_FAST if self._rl_strict
+                         else REQUEST_LINE_FAST_ANY_METHOD).fullmatch
         self._max_line = opts.max_request_line
         self._max_fields = opts.max_fields
         self._max_field_size = opts.max_field_size
@@ -359,6 +392,8 @@ class RequestParser:
         state = self._state
         try:
             if state == _S_HEAD:
+                if not self._buf and not self._eof:
+                    return NEED_DATA  # (a kept-alive connection's first look, every request)
                 return self._next_head()
             if state == _S_BODY:
                 buf = self._buf
@@ -402,7 +437,9 @@ class RequestParser:
         if self._state != _S_DONE:
             raise RuntimeError("start_next_request() before EndOfMessage")
         self._state = _S_HEAD
-        self._reset_head()
+        self._crlf_done = False
+        if self._line_end >= 0 or self._scan:
+            self._reset_head()  # (only a head that came in pieces leaves more to reset)
 
     # --- PROXY protocol -------------------------------------------------------------------------
     def _next_proxy(self):
@@ -463,8 +500,8 @@ class RequestParser:
         if end < 0:
             return self._head_incomplete(buf)
 
-        method, target, path, query, fragment, version, headers, fields = \
-            self._scan_head(buf, end)
+        rl, headers, fields = self._scan_head(buf, end)
+        method, target, path, query, fragment, version = rl
         if method == "CONNECT":
             content_length, chunked, keep_alive, expect_continue, upgrade = framing(
                 method, version, fields or _NO_FIELDS)
@@ -509,119 +546,111 @@ class RequestParser:
     def _scan_head(self, buf, end):
         """The complete head in buf[:end + 4], split and checked line by line.
 
-        Returns method, target, path, query, fragment, version, headers ((NAME, value) pairs)
-        and the values of the fields that steer framing: None when there are none, else
-        (Content-Length, Transfer-Encoding, Connection, Expect, has Upgrade), repeated fields
-        joined with ",". What one field line can break (its syntax, a second Content-Length,
-        Host or Content-Type, a "_" in its name) is refused here, in the order of the lines.
+        Returns the request line (method, target, path, query, fragment, version), the headers
+        ((NAME, value) pairs) and the values of the fields that steer framing: None when there
+        are none, else (Content-Length, Transfer-Encoding, Connection, Expect, has Upgrade),
+        repeated fields joined with ",". What the lines break (their syntax first, then, in the
+        order of the lines, a second Content-Length, Host or Content-Type, a "_" in a name) is
+        refused here.
         """
-        line_end = self._line_end
-        if line_end < 0:
-            line_end = buf.find(b"\r\n", 0, end + 2)
-        if len(buf) == end + 4:
-            text = buf.decode("latin-1")
-        else:
-            text = buf[:end + 2].decode("latin-1")
+        # one decode, one split: lines[0] is the request line (up to the first CRLF, as
+        # _head_incomplete found it), the rest the field lines
+        lines = buf[:end].decode("latin-1").split("\r\n")
+        line_end = len(lines[0])
 
         # request line
         rl = self._rl
         if rl is None:
             if line_end > self._max_line:
                 self._refuse_long_line(buf)
-            m = self._rl_fast(text, 0, line_end)
-            if m is not None:
-                method, target, minor = m.groups()
-                version = V11 if minor == "1" else V10
-                if "#" in target:
-                    path, query, fragment = ORIGIN_FORM.fullmatch(target).groups("")
-                else:
-                    path, _, query = target.partition("?")
-                    fragment = ""
-                if self._casefold:
-                    method = method.upper()
-                    if method == "CONNECT":
-                        method, target, path, query, fragment, version = self._request_line(
-                            text[:line_end])
-            else:
-                method, target, path, query, fragment, version = self._request_line(
-                    text[:line_end])
-        else:
-            method, target, path, query, fragment, version = rl
+            rl = _REQUEST_LINES.get(lines[0])
+            if rl is None:
+                rl = self._fast_request_line(lines[0]) or self._request_line(lines[0])
 
         if line_end == end:
-            return method, target, path, query, fragment, version, [], None
+            return rl, [], None
         if end + 4 - (line_end + 2) > self._max_head:
             self._refuse_large_section(buf, line_end + 2)
 
-        # field lines: one findall splits and validates them (see grammar.FIELD_SCAN); a line
-        # it does not take whole sends the block to the careful pass, which names the error or
-        # accepts what a leniency setting allows (obs-fold, space before ":")
-        block = text[line_end + 2:end + 2]
-        if len(block) > self._max_field_size:
-            fields = self._split_fields(block[:-2])
-        else:
-            fields = FIELD_SCAN(block)
-            if len(fields) > self._max_fields:
-                fields = self._split_fields(block[:-2])
+        # field lines: each line the strict grammar takes whole is found in _LINES (or scanned
+        # once by _strict_line and kept). A line it does not take, or any error, sends the block
+        # to the careful pass, which accepts what a leniency setting allows (obs-fold, space
+        # before ":") or names the error, the same whichever pass met it first.
+        del lines[0]
+        if end - line_end <= self._max_field_size and len(lines) <= self._max_fields:
+            try:
+                fields = self._read_fields(lines, _LINES.get)
+                if fields is not None:
+                    return rl, fields[0], fields[1]
+            except errors.HTTPError:
+                pass
+        headers, steering = self._read_fields(*self._careful_fields("\r\n".join(lines)))
+        return rl, headers, steering
+
+    def _read_fields(self, items, get):
+        """(headers, the fields that steer framing or None) from field lines: ``get(item)``
+        gives a line's ((NAME, value), kind); None (a line the strict grammar does not take,
+        on the fast pass) ends the pass with None. What one field line can break (a second
+        Content-Length, Host or Content-Type, a "_" in its name) is refused here."""
         headers = []
         cl = te = conn = expect = None
         has_upgrade = steering = False
         append = headers.append
         seen_host = seen_ctype = False
-        cache = _NAME_CACHE
-        while True:
-            for name, value, bad in fields:
-                if bad:
-                    break
-                info = cache.get(name)
+        for item in items:
+            info = get(item)
+            if info is None:
+                info = _strict_line(item)
                 if info is None:
-                    info = _name_info(name)
-                up, kind = info
-                if kind:
-                    if kind == _K_CL:
-                        # RFC 9110 §8.6 Content-Length = 1*DIGIT, in one field line only
-                        # (RFC 9112 §6.3; several, even equal, are refused, as §8.6 allows)
-                        if cl is not None:
-                            raise errors.InvalidHeader("more than one Content-Length")
-                        if not CONTENT_LENGTH(value):
-                            raise errors.InvalidHeader(f"Content-Length: {value[:40]!r}")
-                        cl = value
-                        steering = True
-                    elif kind == _K_HOST:
-                        # RFC 9112 §3.2: more than one Host, or an invalid one, is a 400
-                        if seen_host:
-                            raise errors.InvalidHeader("more than one Host")
-                        if value not in _HOSTS_OK:
-                            _check_host(value)
-                        seen_host = True
-                    elif kind == _K_CONNECTION:
-                        conn = value if conn is None else f"{conn},{value}"
-                        steering = True
-                    elif kind == _K_TE:
-                        te = value if te is None else f"{te},{value}"
-                        steering = True
-                    elif kind == _K_UNDERSCORE:
-                        if not self._keep_underscore(up):
-                            continue
-                    elif kind == _K_EXPECT:
-                        expect = value if expect is None else f"{expect},{value}"
-                        steering = True
-                    elif kind == _K_UPGRADE:
-                        has_upgrade = steering = True
-                    elif kind == _K_CTYPE:
-                        # RFC 9110 §5.3: a singleton field; a repeat is ambiguous
-                        if seen_ctype:
-                            raise errors.InvalidHeader("more than one Content-Type")
-                        seen_ctype = True
-                append((up, value))
-            else:
-                return (method, target, path, query, fragment, version, headers,
-                        (cl, te, conn, expect, has_upgrade) if steering else None)
-            # a line the scanner did not take whole: start again on the careful pass
-            fields = self._split_fields(block[:-2])
-            headers.clear()
-            cl = te = conn = expect = None
-            has_upgrade = steering = seen_host = seen_ctype = False
+                    return None
+            pair, kind = info
+            if kind:
+                value = pair[1]
+                if kind == _K_HOST:  # (first: nearly every request has one)
+                    # RFC 9112 §3.2: more than one Host, or an invalid one, is a 400
+                    if seen_host:
+                        raise errors.InvalidHeader("more than one Host")
+                    if value not in _HOSTS_OK:
+                        _check_host(value)
+                    seen_host = True
+                elif kind == _K_CL:
+                    # RFC 9110 §8.6 Content-Length = 1*DIGIT, in one field line only
+                    # (RFC 9112 §6.3; several, even equal, are refused, as §8.6 allows)
+                    if cl is not None:
+                        raise errors.InvalidHeader("more than one Content-Length")
+                    if not CONTENT_LENGTH(value):
+                        raise errors.InvalidHeader(f"Content-Length: {value[:40]!r}")
+                    cl = value
+                    steering = True
+                elif kind == _K_CONNECTION:
+                    conn = value if conn is None else f"{conn},{value}"
+                    steering = True
+                elif kind == _K_TE:
+                    te = value if te is None else f"{te},{value}"
+                    steering = True
+                elif kind == _K_UNDERSCORE:
+                    if not self._keep_underscore(pair[0]):
+                        continue
+                elif kind == _K_EXPECT:
+                    expect = value if expect is None else f"{expect},{value}"
+                    steering = True
+                elif kind == _K_UPGRADE:
+                    has_upgrade = steering = True
+                elif kind == _K_CTYPE:
+                    # RFC 9110 §5.3: a singleton field; a repeat is ambiguous
+                    if seen_ctype:
+                        raise errors.InvalidHeader("more than one Content-Type")
+                    seen_ctype = True
+            append(pair)
+        return headers, (cl, te, conn, expect, has_upgrade) if steering else None
+
+    def _careful_fields(self, block):
+        """(items, get) for _read_fields from the careful pass."""
+        infos = []
+        for name, value, _ in self._split_fields(block):
+            info = _NAME_CACHE.get(name) or _name_info(name)
+            infos.append(((info[0], value), info[1]))
+        return range(len(infos)), infos.__getitem__
 
     def _refuse_large_section(self, buf, start):
         """A header section over the limit: 431, unless a bare LF comes within the limit: that
@@ -684,6 +713,31 @@ class RequestParser:
         self._scan = max(0, n - 3)
         return NEED_DATA
 
+    def _fast_request_line(self, line):
+        """The request line if the fast pattern takes it (a conventional method, an origin-form
+        target, HTTP/1.0 or 1.1), else None. What the strict pattern takes reads the same under
+        any settings, so it is kept by its text (_REQUEST_LINES)."""
+        m = self._rl_fast(line)
+        if m is None:
+            return None
+        method, target, minor = m.groups()
+        version = V11 if minor == "1" else V10
+        if "#" in target:
+            path, query, fragment = ORIGIN_FORM.fullmatch(target).groups("")
+        else:
+            path, _, query = target.partition("?")
+            fragment = ""
+        if self._casefold:
+            method = method.upper()
+            if method == "CONNECT":
+                return None
+        rl = (method, target, path, query, fragment, version)
+        if self._rl_strict and len(line) <= _LINE_MAX:
+            if len(_REQUEST_LINES) >= _LINES_MAX:
+                _REQUEST_LINES.clear()
+            _REQUEST_LINES[line] = rl
+        return rl
+
     def _request_line(self, line):
         """The careful request-line parser: every form and version; names the error."""
         opts = self._opts
@@ -742,7 +796,7 @@ class RequestParser:
         return method, target, path, query, fragment, (V10, V11)[minor] if minor < 2 else (1, minor)
 
     def _split_fields(self, block):
-        """The careful field-line parser: (name, value, "") triples as FIELD_SCAN gives them."""
+        """The careful field-line parser: (name, value, "") triples."""
         opts = self._opts
         lines = block.split("\r\n")
         n = len(lines)

@@ -1,8 +1,9 @@
 """Response heads and body framing, sans-IO: decisions and bytes, never a socket.
 
-``ResponseHead.build()`` checks what the app gave to ``start_response``, decides how the body
-is framed (RFC 9112 §6) and serialises the status line and header block into one ``bytes``,
-so the caller can send it together with the first piece of body.
+``ResponseHead`` checks what the app gave to ``start_response``, decides how the body is framed
+(RFC 9112 §6) and serialises the status line and header block into one ``bytes``, together with
+the first piece of body. ``response_head()`` hands out the same head again for a status and
+header list the app repeats, so they are checked and serialised once.
 """
 
 import re
@@ -84,31 +85,45 @@ class InvalidResponse(Exception):
 
 
 class _DateCache:
-    """The Date header changes once a second; format it once a second, not per request."""
+    """The Date header changes once a second; format it once a second, not per request.
+    ``block`` is the Server and Date lines every response head carries, as bytes."""
 
-    __slots__ = ("second", "value")
+    __slots__ = ("second", "value", "block")
 
     def __init__(self):
         self.second = -1
         self.value = ""
+        self.block = b""
+
+    def _tick(self, now):
+        value = formatdate(now, usegmt=True)
+        self.block = f"{_SERVER_LINE}Date: {value}\r\n".encode("latin-1")
+        self.value = value
+        self.second = now  # last: another thread that sees the new second sees its lines
 
     def get(self) -> str:
         now = int(time.time())
         if now != self.second:
-            self.second = now
-            self.value = formatdate(now, usegmt=True)
+            self._tick(now)
         return self.value
 
 
-http_date = _DateCache().get
 _SERVER_LINE = f"Server: {SERVER_SOFTWARE}\r\n"
+_date = _DateCache()
+http_date = _date.get
+_time = time.time
 
 
 class ResponseHead:
-    """What start_response was given, checked, with the framing it implies."""
+    """What start_response was given, checked, with the framing it implies.
+
+    A head is not changed once made: ``response_head()`` hands the same one to every response
+    that repeats a status and header list, and ``closing()`` makes the copy that says
+    "Connection: close".
+    """
 
     __slots__ = ("status", "status_code", "headers", "content_length", "framing",
-                 "close", "upgrade", "version")
+                 "close", "upgrade", "version", "_start", "_tail")
 
     def __init__(self, status, headers, *, method, version, keep_alive):
         try:
@@ -156,7 +171,7 @@ class ResponseHead:
                     upgrade = True
             elif kind == _UPGRADE and code == 101:
                 kept.append((name, value))
-        self.headers = kept
+        self.headers = tuple(kept)
 
         if method == "HEAD" or code < 200 or code == 204 or code == 304:
             framing = NO_BODY
@@ -171,11 +186,23 @@ class ResponseHead:
         self.content_length = content_length
         self.upgrade = upgrade and code == 101
         self.close = close
+        self._start = self._tail = None
 
-    def serialize(self) -> bytes:
-        """Status line and header block, ending with the empty line."""
+    def closing(self):
+        """This head with "Connection: close" (a copy: the head itself may be shared)."""
+        if self.close:
+            return self
+        other = object.__new__(ResponseHead)
+        for name in ResponseHead.__slots__:
+            setattr(other, name, getattr(self, name))
+        other.close = True
+        other._start = other._tail = None
+        return other
+
+    def _serialize_parts(self):
+        """(status line, the header block after Server and Date), as bytes, made once."""
         proto = "HTTP/1.1" if self.version >= (1, 1) else "HTTP/1.0"
-        parts = [proto, " ", self.status, "\r\n", _SERVER_LINE, "Date: ", http_date(), "\r\n"]
+        parts = []
         for name, value in self.headers:
             parts += (name, ": ", value, "\r\n")
         if self.upgrade:
@@ -187,7 +214,47 @@ class ResponseHead:
         if self.framing == CHUNKED:
             parts.append("Transfer-Encoding: chunked\r\n")
         parts.append("\r\n")
-        return "".join(parts).encode("latin-1")
+        self._start = f"{proto} {self.status}\r\n".encode("latin-1")
+        self._tail = "".join(parts).encode("latin-1")
+
+    def serialize(self, body=b"") -> bytes:
+        """Status line and header block, ending with the empty line (and ``body`` after it,
+        so that a small response is one bytes object without another copy)."""
+        if self._tail is None:
+            self._serialize_parts()
+        now = int(_time())
+        if now != _date.second:
+            _date._tick(now)
+        return b"".join((self._start, _date.block, self._tail, body))
+
+
+# The heads made from what apps repeat (the same status and header list, for the same kind of
+# request): looked up by value, checked and serialised once. Only exact str statuses and
+# (str, str) tuples are kept, so an equal key always means the same head; bounded in entries
+# and in size, so apps that put per-request values in headers only cost a miss.
+_heads = {}
+_HEADS_MAX = 256
+_HEAD_TAIL_MAX = 4096
+
+
+def response_head(status, headers, method, version, keep_alive):
+    """``ResponseHead(status, headers, ...)``, shared with earlier responses that gave equal
+    arguments (so never to be changed: see ``ResponseHead.closing``)."""
+    try:
+        key = (status, tuple(headers), method == "HEAD", version, keep_alive)
+        return _heads[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable header pair (a list), or headers not a sequence
+        return ResponseHead(status, headers, method=method, version=version, keep_alive=keep_alive)
+    head = ResponseHead(status, headers, method=method, version=version, keep_alive=keep_alive)
+    if type(status) is str and all(type(item) is tuple for item in key[1]):
+        head._serialize_parts()
+        if len(head._tail) <= _HEAD_TAIL_MAX:
+            if len(_heads) >= _HEADS_MAX:
+                _heads.clear()
+            _heads[key] = head
+    return head
 
 
 def encode_chunk(data) -> bytes:

@@ -1,0 +1,159 @@
+"""The head parser's fast path against its careful path (hypothesis).
+
+The parser reads most heads the fast way: a request line the fast pattern takes, field lines the
+strict grammar takes whole, both found by their text in a cache (parser._REQUEST_LINES,
+parser._LINES) after the first time;
+Host values and framing decisions are remembered too. Anything else goes to the careful, line by
+line pass. Both must give the same requests, or the same error, for any head and any settings:
+here every head is parsed twice, once as it comes and once with every shortcut switched off.
+"""
+import contextlib
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from unicornd.http import errors
+from unicornd.http import parser as P
+from unicornd.http.body import EndOfMessage
+from unicornd.http.parser import CLOSED, NEED_DATA, ParserOptions, Request, RequestParser
+
+from test_http_properties import OPTION_SETS, mutated
+
+SETTINGS = settings(max_examples=int(os.environ.get("UNICORND_HYPOTHESIS_EXAMPLES", "500")),
+                    deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+class _Forgetful(dict):
+    """A cache that never finds anything and keeps nothing."""
+
+    def get(self, key, default=None):
+        return default
+
+    def __contains__(self, key):
+        return False
+
+    def __setitem__(self, key, value):
+        pass
+
+
+class _NoMatch:
+    def fullmatch(self, *args):
+        return None
+
+
+@contextlib.contextmanager
+def careful_only(calls):
+    """Switch off every shortcut of the head parser; count the careful field passes."""
+    saved = {name: getattr(P, name) for name in (
+        "_LINES", "_REQUEST_LINES", "_strict_line", "_HOSTS_OK", "_FRAMING_SEEN", "REQUEST_LINE_FAST",
+        "REQUEST_LINE_FAST_ANY_METHOD")}
+    split = RequestParser._split_fields
+
+    def counted(self, block):
+        calls.append(block)
+        return split(self, block)
+    P._LINES = _Forgetful()
+    P._REQUEST_LINES = _Forgetful()
+    P._strict_line = lambda line: None
+    P._HOSTS_OK = _Forgetful()
+    P._FRAMING_SEEN = _Forgetful()
+    P.REQUEST_LINE_FAST = P.REQUEST_LINE_FAST_ANY_METHOD = _NoMatch()
+    RequestParser._split_fields = counted
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(P, name, value)
+        RequestParser._split_fields = split
+
+
+def events(wire, opts):
+    """Everything the parser says about ``wire`` then EOF, requests with all their fields."""
+    parser = RequestParser(opts)
+    out = []
+    try:
+        for piece in (wire, b""):
+            parser.receive_data(piece)
+            while True:
+                ev = parser.next_event()
+                if ev is NEED_DATA:
+                    break
+                if ev is CLOSED:
+                    out.append("closed")
+                    return out
+                if isinstance(ev, Request):
+                    out.append(tuple(getattr(ev, name) for name in Request.__slots__))
+                elif isinstance(ev, EndOfMessage):
+                    out.append(("end", ev.trailers))
+                    parser.start_next_request()
+                else:
+                    out.append(bytes(ev))
+    except errors.HTTPError as exc:
+        out.append((type(exc).__name__, exc.status, str(exc)))
+    return out
+
+
+def both_ways(wire, opts):
+    fast = events(wire, opts)
+    again = events(wire, opts)  # what the first pass left in the caches is found now
+    calls = []
+    with careful_only(calls):
+        careful = events(wire, opts)
+    assert fast == again == careful
+    return calls
+
+
+# Field lines of every kind the two paths must agree on: plain ones, the framing fields, names
+# with "_", OWS and HTAB, obs-text, a space before ":", folds, controls, bare CR and LF.
+NAMES = ["Host", "host", "User-Agent", "Accept", "X-A", "X_A", "Content-Type", "Content-Length",
+         "Transfer-Encoding", "Connection", "Expect", "Upgrade", "SCRIPT_NAME", "X-Forwarded-For"]
+VALUES = ["a", "", "127.0.0.1:8080", "[::1]:80", "bad host", "5", "05", "-1", "1" * 30, "chunked",
+          "gzip, chunked", "close", "keep-alive", "Upgrade", "100-continue", "a\tb", " pad ",
+          "\t", "caf\xe9", "\xff", "a\x00b", "a\x7fb", "a\rb", "a\nb", "*/*", "x" * 50]
+field_line = st.one_of(
+    st.builds(lambda n, v: f"{n}: {v}", st.sampled_from(NAMES), st.sampled_from(VALUES)),
+    st.builds(lambda n, sep, v, tail: f"{n}:{sep}{v}{tail}", st.sampled_from(NAMES),
+              st.sampled_from(["", " ", "\t", "  "]), st.sampled_from(VALUES),
+              st.sampled_from(["", " ", "\t"])),
+    st.sampled_from(["Host : a", " folded", "\tfolded", "NoColon", ": empty-name", "X A: b",
+                     "X-A:b", "X-A: a\r", "\nX-A: b", "X-\x80: b", ""]),
+)
+request_line = st.sampled_from([
+    "GET / HTTP/1.1", "GET / HTTP/1.0", "POST /a?b=c HTTP/1.1", "GET /a#frag HTTP/1.1",
+    "get / HTTP/1.1", "CONNECT a:443 HTTP/1.1", "CONNECT / HTTP/1.1", "OPTIONS * HTTP/1.1",
+    "GET http://a/b HTTP/1.1", "GET / HTTP/1.2", "GET / HTTP/2.0", "GET  / HTTP/1.1",
+    "GET / http/1.1", "M#ETHOD / HTTP/1.1", "GET /\x7f HTTP/1.1", "GET /" + "a" * 40 + " HTTP/1.1",
+])
+
+
+@st.composite
+def heads(draw):
+    lines = [draw(request_line)] + draw(st.lists(field_line, max_size=8))
+    wire = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return wire + draw(st.sampled_from([b"", b"hello", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+                                        b"5\r\nhello\r\n0\r\n\r\n"]))
+
+
+@SETTINGS
+@given(heads(), st.sampled_from(OPTION_SETS))
+def test_fast_and_careful_paths_agree_on_generated_heads(wire, option_set):
+    both_ways(wire, ParserOptions(**option_set))
+
+
+@SETTINGS
+@given(mutated(), st.sampled_from(OPTION_SETS))
+def test_fast_and_careful_paths_agree_on_mutated_corpus_requests(wire, option_set):
+    both_ways(wire, ParserOptions(**option_set))
+
+
+@pytest.mark.parametrize("wire", [
+    b"GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: t\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n",
+])
+def test_the_careful_switch_really_runs_the_careful_pass(wire):
+    # (else the agreement above would compare the fast path with itself)
+    assert both_ways(wire, ParserOptions()) != []
