@@ -86,3 +86,15 @@ def test_the_hub_eventlet_hub_chooses_is_honoured(tmp_path, chosen, used):
                 conn.sendall(request_bytes("GET", "/"))
                 status, _, body = reader.read()
                 assert (status, body.decode()) == (200, used)
+
+
+def test_an_eventlet_whose_hub_lacks_a_part_gets_its_own_hub(monkeypatch):
+    """The hub builds on parts of eventlet's that are not all public: without one of them
+    (another eventlet release), the worker falls back to eventlet's own hub instead of failing."""
+    from unicornd.workers import eventlet_hub
+    assert eventlet_hub.is_available()
+    monkeypatch.setattr(eventlet_hub, "_HUB_METHODS", eventlet_hub._HUB_METHODS + ("_gone",))
+    assert not eventlet_hub.is_available()
+    monkeypatch.setattr(eventlet_hub, "_HUB_ATTRIBUTES", eventlet_hub._HUB_ATTRIBUTES + ("_gone",))
+    with pytest.raises(RuntimeError, match="_gone"):
+        eventlet_hub.Hub()

@@ -33,8 +33,18 @@ SWEEP_GRANULARITY = 0.01  # seconds between two sweeps of the wait deadlines, at
 _INF = float("inf")
 
 
+# What of eventlet's hub this one builds on (not all of it public): an eventlet whose hub lacks
+# one of them gets its own hub, which works everywhere, an epoll_ctl pair per wait dearer.
+# (Its masks, listeners and poll object are made in __init__: Hub() checks those.)
+_HUB_METHODS = ("schedule_call_global", "squelch_exception", "squelch_generic_exception",
+                "remove_descriptor", "_obsolete", "register", "add", "block_detect_pre",
+                "block_detect_post")
+_HUB_ATTRIBUTES = ("listeners", "poll", "READ_MASK", "WRITE_MASK", "EXC_MASK", "SYSTEM_EXCEPTIONS",
+                   "debug_blocking")
+
+
 def is_available() -> bool:
-    return epolls.is_available()
+    return epolls.is_available() and all(hasattr(epolls.Hub, name) for name in _HUB_METHODS)
 
 
 class Watch:
@@ -82,6 +92,10 @@ class Watch:
 class Hub(epolls.Hub):
     def __init__(self, clock=None):
         super().__init__(clock=clock)
+        missing = [name for name in _HUB_ATTRIBUTES if not hasattr(self, name)]
+        if missing:
+            raise RuntimeError(f"eventlet's epoll hub has no {', '.join(missing)}, which "
+                               "unicornd's eventlet hub needs")
         self.watched = {}  # fd -> Watch
         self.sleepers = {}  # Watch -> deadline of its waiter
         self.sweep_at = _INF

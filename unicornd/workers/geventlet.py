@@ -126,8 +126,11 @@ class EventletWorker(GreenletWorker):
         if chosen in (None, "epolls") and eventlet.hubs.get_default_hub() is epolls \
                 and eventlet_hub.is_available():
             eventlet.hubs.use_hub(eventlet_hub)
-            self._hub = eventlet.hubs.get_hub()
-            return
+            try:
+                self._hub = eventlet.hubs.get_hub()
+                return
+            except RuntimeError as exc:  # an eventlet whose hub is built otherwise
+                self.log.warning("%s: eventlet's own epoll hub is used", exc)
         eventlet.hubs.use_hub()
         # eventlet keeps no count of its polls: count the hub's calls to its wait().
         self._polls = 0
