@@ -217,3 +217,27 @@ def test_access_log_b_of_a_server_generated_error_is_0_as_gunicorn_writes(server
     line = wait_for(lambda: next((l for l in access_log.read_text().splitlines() if "b-atom" in l), None),
                     10, message="the access log line")
     assert line.endswith(" s=500 b=0 B=0"), line
+
+
+def test_an_idle_connection_is_closed_at_keepalive_not_before(worker_class):
+    """keepalive 2 s: longer than a greenlet worker's first wait (1 s, its tick), so the idle
+    time is counted across several waits; the close comes at keepalive, not at the first tick,
+    and cleanly (EOF). The sync worker keeps no connection alive: it says so and closes."""
+    with Server(*server_args(worker_class, "-w", "1", "--keep-alive", "2"), "testapp:app") as srv:
+        with socket.create_connection(srv.address, timeout=10) as s:
+            reader = ResponseReader(s)
+            if not KEEPS_ALIVE[worker_class]:
+                s.sendall(request_bytes("GET", "/hello"))
+                status, headers, _ = reader.read()
+                assert status == 200 and headers.get("connection") == "close"
+                assert wait_eof(s, timeout=10) == b""
+                return
+            for _ in range(2):  # the second on the same connection: kept alive
+                s.sendall(request_bytes("GET", "/hello"))
+                status, headers, _ = reader.read()
+                assert status == 200 and "connection" not in headers
+            answered = time.monotonic()
+            assert wait_eof(s, timeout=10) == b""  # then closed by the server, cleanly
+            idle = time.monotonic() - answered
+        # (the server's idle time began before ours: the margin is the response's way here)
+        assert idle >= 1.6, f"closed after {idle:.2f}s of idleness, keepalive is 2 s"
