@@ -88,6 +88,7 @@ def test_the_hub_eventlet_hub_chooses_is_honoured(tmp_path, chosen, used):
                 assert (status, body.decode()) == (200, used)
 
 
+@pytest.mark.filterwarnings(r"ignore:\s*Eventlet is deprecated")  # (its import says it)
 def test_an_eventlet_whose_hub_lacks_a_part_gets_its_own_hub(monkeypatch):
     """The hub builds on parts of eventlet's that are not all public: without one of them
     (another eventlet release), the worker falls back to eventlet's own hub instead of failing."""
