@@ -221,6 +221,9 @@ class SlotWriter:
         _HEARTBEAT.pack_into(mm, base + _OFF_HEARTBEAT, now)
         mm[base + _OFF_STATE] = BUSY
 
+    def is_idle(self) -> bool:
+        return self.mm[self.base + _OFF_STATE] == IDLE
+
     def serving(self, started: float, method: str, path: str) -> None:
         """A worker running several requests at once, at its tick: busy, showing the one that
         started at ``started`` (heartbeat and progress are written on their own)."""

@@ -448,6 +448,11 @@ class ConcurrentRequests:
         with self._inflight_lock:
             inflight = self._inflight
             inflight[id(req)] = entry
+            slot = self.slot
+            if slot is not None and slot.is_idle():
+                # Busy at once when the first request comes; back to idle (and to the oldest
+                # request) at the tick: one read of the slot per request, a write per second.
+                slot.busy(now, req.method, req.path)
             if self.load_slot is not None:
                 self.load_slot.in_flight(now, self.load_count(len(inflight)))
 
@@ -476,7 +481,8 @@ class ConcurrentRequests:
 
     def show_requests(self, now: float) -> None:
         """The slot's state, at each tick: busy with the oldest request in flight, or idle.
-        (Written per request, it cost a few microseconds of each; the master's timeout
+        (Written as each request starts and ends, it cost a few microseconds of each; it goes
+        busy when a request starts on an idle slot, idle only here: the master's timeout
         decision and ``unicornd status`` read it at their own pace, a second or more.)"""
         slot = self.slot
         if slot is None:
