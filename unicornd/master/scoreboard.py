@@ -240,7 +240,7 @@ class SlotWriter:
 
     def count(self, status: int = 0, duration: float = None) -> None:
         """A request ended: counted, state untouched (a worker running several requests at
-        once writes its state at its tick)."""
+        once turns idle at its tick, when none is left)."""
         self.requests += 1
         words, w = self.words, self.w
         words[w + _W_REQUESTS] = self.requests

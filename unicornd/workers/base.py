@@ -95,7 +95,8 @@ class Worker:
     kernel_timeouts = True
 
     # The slot's state (busy with a request, idle) is written as each request starts and
-    # ends; a class running several at once writes it at its tick instead (ConcurrentRequests).
+    # ends; a class running several at once turns it busy as a request starts on an idle slot
+    # and writes the rest at its tick (ConcurrentRequests.show_requests).
     state_per_request = True
 
     def __init__(self, age, ppid, listeners, cfg, log, slot=None, app=None):
