@@ -129,12 +129,31 @@ def test_an_event_served_meanwhile_keeps_the_main_thread_looking():
     assert g.check_in() == CHECK_SECONDS  # one is being served: it may block
 
 
-def test_with_every_thread_running_the_main_thread_dozes_until_one_parks():
+def test_with_every_thread_running_the_main_thread_waits_until_one_parks():
     g, clock = gate(2)
     g.busy[0] = clock.now
     clock.now += BLOCKED_AFTER * 2
     g.rebalance()
-    assert g.check_in() is None and g.dozing
+    assert g.check_in() is None and g.all_run
+    # An event begun does not wake it (gthread's pool thread nudges only if ``dozing``): with
+    # one thread, or all admitted, that would be a pipe write and a wake-up per event.
+    assert not g.dozing
+    g.busy[0] = 0.0
+    assert g.should_park(0)  # 1 polls: 0 parks, and wakes the main thread (all_run)
+
+
+def test_with_one_thread_no_event_wakes_the_main_thread():
+    g, clock = gate(1)
+    for _ in range(3):
+        g.busy[0] = clock.now
+        g.events += 1
+        assert not g.dozing  # the pool thread's test before its nudge
+        clock.now += QUIET_SECONDS * 2
+        g.busy[0] = 0.0
+        assert not g.should_park(0)
+        assert g.rebalance() is None
+        assert g.check_in() is None
+    assert not g.dozing and g.all_run
 
 
 def test_close_releases_every_parked_thread():
@@ -183,7 +202,8 @@ class GateMachine(RuleBasedStateMachine):
         if self.g.should_park(i):
             assert i not in self.g.running
             self.parked.add(i)
-            self.g.dozing = False  # (nudged, as above)
+            if self.g.dozing or self.g.all_run:  # (nudged, as above)
+                self.g.dozing = self.g.all_run = False
 
     @rule(dt=st.one_of(st.floats(min_value=0.0, max_value=BLOCKED_AFTER * 3),
                        st.floats(min_value=QUIET_SECONDS, max_value=QUIET_SECONDS * 3)))
@@ -216,7 +236,7 @@ class GateMachine(RuleBasedStateMachine):
         g = self.g
         blocked = all(g.busy[i] and now - g.busy[i] >= BLOCKED_AFTER for i in g.running)
         if blocked and self.parked:
-            assert not g.dozing
+            assert not g.dozing and not g.all_run
 
 
 TestGateMachine = GateMachine.TestCase

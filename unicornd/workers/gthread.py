@@ -469,8 +469,8 @@ class ThreadWorker(ConcurrentRequests, Worker):
                     self.log.exception("Error in %s", threading.current_thread().name)
                 busy[i] = 0.0
             if gate.should_park(i):
-                if gate.dozing:
-                    gate.dozing = False
+                if gate.dozing or gate.all_run:
+                    gate.dozing = gate.all_run = False
                     self._nudge_main()  # it looks whether the threads left get blocked
                 gate.park(i)
 

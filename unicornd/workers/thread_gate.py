@@ -43,7 +43,9 @@ class ThreadGate:
         self.running = {0}
         self.closed = False
         self.events = 0  # events begun (a change, not an exact count: threads add racily)
-        self.dozing = False  # the main thread stopped looking (no events lately)
+        # The main thread stopped looking; what wakes it (a pipe write from a pool thread):
+        self.dozing = False  # no events lately: the next event begun, or a thread parking
+        self.all_run = False  # every thread runs (none to admit): only a thread parking
         self._seen_events = 0
         self._quiet_since = clock()
         self._lock = threading.Lock()
@@ -94,17 +96,20 @@ class ThreadGate:
 
     def check_in(self) -> float | None:
         """After rebalance: seconds until the main thread should look again, or None when it
-        need not (every thread runs, or no event came for QUIET_SECONDS). Then it dozes
-        (``dozing``): the next pool thread that begins an event or parks wakes it."""
+        need not. With every thread running (always so with one thread) there is none to
+        admit: it waits (``all_run``) until a pool thread parks; an event begun then must not
+        wake it, or every event costs a pipe write and a wake-up of the main thread. With no
+        event for QUIET_SECONDS it dozes (``dozing``): the next pool thread that begins an
+        event or parks wakes it."""
         if self.closed:
             return None
         if len(self.running) >= self.nthreads:
-            self.dozing = True
-            # should_park takes a thread out of running, then its caller reads dozing: one of
+            self.all_run = True
+            # should_park takes a thread out of running, then its caller reads all_run: one of
             # the two sees the other's write.
             if len(self.running) >= self.nthreads:
                 return None
-            self.dozing = False
+            self.all_run = False
         now = self.clock()
         if self._active():
             self._quiet_since = now
