@@ -11,6 +11,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from unicornd.workers.thread_gate import BLOCKED_AFTER, CHECK_SECONDS, QUIET_SECONDS, ThreadGate
 
+LOOK = BLOCKED_AFTER + CHECK_SECONDS  # the main thread's longest wait while it looks
+
 
 class Clock:
     def __init__(self):
@@ -111,22 +113,38 @@ def test_the_last_running_thread_never_parks():
 def test_the_main_thread_looks_while_events_come_and_dozes_when_quiet():
     g, clock = gate(2)
     g.events += 1
-    assert g.check_in() == CHECK_SECONDS
+    assert g.check_in() == LOOK
     clock.now += QUIET_SECONDS / 2
-    assert g.check_in() == CHECK_SECONDS  # quiet, not for long
+    assert g.check_in() == LOOK  # quiet, not for long
     clock.now += QUIET_SECONDS
     assert g.check_in() is None
     assert g.dozing
     g.dozing = False  # (a pool thread clears it when it begins an event, and nudges)
     g.events += 1
-    assert g.check_in() == CHECK_SECONDS
+    assert g.check_in() == LOOK
 
 
 def test_an_event_served_meanwhile_keeps_the_main_thread_looking():
     g, clock = gate(2)
     g.busy[0] = clock.now
     clock.now += QUIET_SECONDS * 10
-    assert g.check_in() == CHECK_SECONDS  # one is being served: it may block
+    assert g.check_in() == LOOK  # one is being served: it may block
+
+
+def test_a_look_that_finds_an_event_being_served_comes_back_when_it_can_be_blocked():
+    g, clock = gate(2)
+    g.busy[0] = clock.now
+    clock.now += BLOCKED_AFTER / 4
+    assert abs(g.check_in() - BLOCKED_AFTER * 3 / 4) < 1e-9
+
+
+def test_a_look_that_finds_every_running_thread_polling_comes_back_later():
+    """An event begun after this look is blocked BLOCKED_AFTER after it began, and seen by
+    CHECK_SECONDS after that: so a sequential client's requests, each served in far less than
+    BLOCKED_AFTER, wake the main thread every 2 ms instead of every 1 ms."""
+    g, clock = gate(2)
+    g.events += 1
+    assert g.check_in() == BLOCKED_AFTER + CHECK_SECONDS
 
 
 def test_with_every_thread_running_the_main_thread_waits_until_one_parks():
@@ -179,6 +197,8 @@ class GateMachine(RuleBasedStateMachine):
         self.clock = Clock()
         self.g = ThreadGate(self.n, self.clock)
         self.parked = set(range(1, self.n))
+        # When the main thread looks next (None: it waits for a nudge); it looks at once.
+        self.next_look = self.clock.now
 
     def polling(self):
         return [i for i in self.g.running if self.g.busy[i] == 0.0]
@@ -192,7 +212,9 @@ class GateMachine(RuleBasedStateMachine):
         i = data.draw(st.sampled_from(sorted(self.polling())))
         self.g.busy[i] = self.clock.now
         self.g.events += 1
-        self.g.dozing = False  # (and the main thread is nudged: gthread's pool thread)
+        if self.g.dozing:  # (gthread's pool thread: it nudges the main thread)
+            self.g.dozing = False
+            self.next_look = self.clock.now
 
     @precondition(lambda self: any(self.g.busy[i] != 0.0 for i in self.g.running))
     @rule(data=st.data())
@@ -204,10 +226,14 @@ class GateMachine(RuleBasedStateMachine):
             self.parked.add(i)
             if self.g.dozing or self.g.all_run:  # (nudged, as above)
                 self.g.dozing = self.g.all_run = False
+                self.next_look = self.clock.now
 
     @rule(dt=st.one_of(st.floats(min_value=0.0, max_value=BLOCKED_AFTER * 3),
                        st.floats(min_value=QUIET_SECONDS, max_value=QUIET_SECONDS * 3)))
     def time_passes(self, dt):
+        # The main thread wakes for its look: the clock runs to it at most.
+        if self.next_look is not None:
+            dt = min(dt, max(0.0, self.next_look - self.clock.now))
         self.clock.now += dt
 
     @rule()
@@ -220,7 +246,9 @@ class GateMachine(RuleBasedStateMachine):
             assert i in self.parked
             self.parked.discard(i)
             assert admitted_without_waiting(self.g, i)  # its park() returns
-        self.g.check_in()
+        wait = self.g.check_in()
+        assert wait is None or 0.0 <= wait <= LOOK
+        self.next_look = None if wait is None else now + wait
 
     @invariant()
     def some_thread_runs(self):
@@ -237,6 +265,10 @@ class GateMachine(RuleBasedStateMachine):
         blocked = all(g.busy[i] and now - g.busy[i] >= BLOCKED_AFTER for i in g.running)
         if blocked and self.parked:
             assert not g.dozing and not g.all_run
+            # ...and looks by BLOCKED_AFTER + CHECK_SECONDS after the last of them began.
+            last_began = max(g.busy[i] for i in g.running)
+            assert self.next_look is not None
+            assert self.next_look <= last_began + BLOCKED_AFTER + CHECK_SECONDS + 1e-9
 
 
 TestGateMachine = GateMachine.TestCase

@@ -9,10 +9,11 @@ CPU-second, 18,000 with ``--threads 1``). Threads pay only when a request waits 
 
 So one pool thread runs at first and the others are parked. A running thread serving one
 event for BLOCKED_AFTER seconds is taken as blocked; when every running thread is blocked,
-the main thread admits a parked one (it looks every CHECK_SECONDS while threads are parked and
-events come). A thread that ends its event while another running thread is not blocked parks
-itself: that one takes the next event. A request that blocks delays the ones ready behind it
-by BLOCKED_AFTER + CHECK_SECONDS at most, then runs in parallel with them as before.
+the main thread admits a parked one (while threads are parked and events come, it looks when
+an event being served can first be blocked, and at least every BLOCKED_AFTER +
+CHECK_SECONDS). A thread that ends its event while another running thread is not blocked
+parks itself: that one takes the next event. A request that blocks delays the ones ready
+behind it by BLOCKED_AFTER + CHECK_SECONDS at most, then runs in parallel with them as before.
 
 The decisions are plain methods on recorded times (``clock`` is injected), so they are tested
 in-process; the only blocking call is ``park()``.
@@ -24,7 +25,11 @@ import time
 # A request served for this long without returning its thread is waiting on something (or is
 # long and CPU-bound: then sharing the GIL with another thread is fair, as without the gate).
 BLOCKED_AFTER = 0.001
-# How often the main thread looks whether every running thread is blocked.
+# How late, at most, the main thread sees that a running thread has become blocked: a
+# thread's event that began at B is looked at by B + BLOCKED_AFTER + CHECK_SECONDS. (A look
+# that finds a thread serving comes back the moment it can be blocked; one that finds every
+# running thread polling comes back BLOCKED_AFTER + CHECK_SECONDS later, as no event begun
+# since can be blocked sooner: a sequential client's requests cost half the looks.)
 CHECK_SECONDS = 0.001
 # With no event for this long, the main thread stops looking; the next event wakes it (a pipe
 # write). Looking costs a wake-up a millisecond, waking costs about three system calls: with
@@ -113,16 +118,28 @@ class ThreadGate:
         now = self.clock()
         if self._active():
             self._quiet_since = now
-            return CHECK_SECONDS
+            return self._next_look(now)
         if now - self._quiet_since < QUIET_SECONDS:
-            return CHECK_SECONDS
+            return self._next_look(now)
         self.dozing = True
         # A pool thread sets busy, then reads dozing; this sets dozing, then reads busy: one of
         # the two sees the other's write, so an event that began just now is not missed.
         if self._active():
             self.dozing = False
-            return CHECK_SECONDS
+            return self._next_look(now)
         return None
+
+    def _next_look(self, now: float) -> float:
+        """Seconds until the next look: when the soonest event being served can be blocked,
+        and BLOCKED_AFTER + CHECK_SECONDS at most (an event that begins from now on, on a
+        polling thread or one already blocked, is blocked BLOCKED_AFTER after it begins)."""
+        wait = BLOCKED_AFTER + CHECK_SECONDS
+        for began in self.busy:  # (0.0 for a polling or parked thread)
+            if began and now - began < BLOCKED_AFTER:  # (the test _taking makes)
+                left = began + BLOCKED_AFTER - now
+                if left < wait:
+                    wait = max(0.0, left)
+        return wait
 
     def _active(self) -> bool:
         """Did an event begin since the last look, or is one being served?"""
