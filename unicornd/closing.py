@@ -98,6 +98,20 @@ def begin_linger(sock) -> float:
     return _monotonic() + LINGER_SECONDS
 
 
+def fin_with_response(ctx) -> bool:
+    """Whether a worker that closes each connection right after its response (sync) may send
+    that response's last piece so that the close's FIN leaves with it (Connection's
+    ``close_follows``; the kernel holds the piece until the close, 200 ms at most). Only when
+    nothing that may take its time runs in between: no post_request hook, and an access log, if any, that only
+    appends to our own buffer (a logging handler or a logger_class may block, on a network
+    socket say, and the client would wait for it)."""
+    if ctx.post_request is not None:
+        return False
+    access = ctx.access_log
+    return access is None or (getattr(access, "logger", True) is None
+                              and getattr(access, "stream", None) is not None)
+
+
 def release_taken_over(sock, sleep=time.sleep, linger: float = TAKEN_OVER_LINGER_SECONDS) -> None:
     """Before closing a socket the app took over (a websocket) and returned from. The same
     policy in every worker class (``sleep`` is the green one in gevent/eventlet).

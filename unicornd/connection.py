@@ -39,6 +39,9 @@ _list_types = (list, tuple)
 _monotonic = time.monotonic
 # struct timeval 0: no kernel send/receive timeout (SO_RCVTIMEO / SO_SNDTIMEO).
 _NO_KERNEL_TIMEOUT = bytes(16)
+# Linux: "more data follows": the kernel keeps the last partial segment until the next send
+# or the close, whose FIN then leaves in the same packet (0 where there is no such flag).
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
 
 # What serve() asks of the worker when it returns.
@@ -65,9 +68,9 @@ class Connection:
 
     __slots__ = ("ctx", "sock", "peer", "builder", "environ_base", "parser", "ex", "_nodelay", "trusted",
                  "stashed", "raw", "taken_over", "progress", "waiting", "app_owned",
-                 "handshake")
+                 "handshake", "last_send_flags")
 
-    def __init__(self, ctx: ServerContext, sock, peer, listener_addr):
+    def __init__(self, ctx: ServerContext, sock, peer, listener_addr, close_follows=False):
         self.ctx = ctx
         self.sock = sock
         self.peer = peer
@@ -104,6 +107,13 @@ class Connection:
                 self.handshake = exc
         elif not isinstance(sock, _socket.socket):
             self.raw = kernel_socket(sock)
+        # ``close_follows``: the worker closes the socket as soon as serve() returns, and
+        # nothing of the user's runs between a response's last send and that close
+        # (closing.fin_with_response). A response that is the app's whole answer in one piece
+        # and says Connection: close is then sent with MSG_MORE, so that the close's FIN goes
+        # out with it: one packet instead of two, for the client and for us. (A plain kernel
+        # socket only: TLS sends take no flags.)
+        self.last_send_flags = _MSG_MORE if close_follows and ctx.ssl_context is None and self.raw is None else 0
         # what every environ on this connection holds (the peer, the socket the app may use)
         self.environ_base = self.builder.connection_base(peer, self.sock)
 
@@ -297,14 +307,14 @@ class Connection:
 
     # -- writing -------------------------------------------------------------------------
 
-    def _sendall(self, data):
+    def _sendall(self, data, flags=0):
         try:
             raw = self.raw
             if raw is not None:
                 # Most responses fit the socket's buffer: one send(2), skipping the
                 # cooperative sendall's bookkeeping (gevent's asks for SO_SNDBUF each time).
                 try:
-                    sent = _socket.socket.send(raw, data, socket.MSG_DONTWAIT)
+                    sent = _socket.socket.send(raw, data, socket.MSG_DONTWAIT | flags)
                 except (BlockingIOError, InterruptedError):
                     sent = 0
                 if sent == len(data):
@@ -312,7 +322,7 @@ class Connection:
                     return
                 data = memoryview(data)[sent:]
             self._waiting()
-            self.sock.sendall(data)
+            self.sock.sendall(data, flags)
         except (BlockingIOError, socket.timeout):
             raise ClientDisconnected("timed out sending to the client") from None
         except OSError as exc:
@@ -339,8 +349,10 @@ class Connection:
                                                       keep_alive))
         return self.write
 
-    def write(self, data, last=False):
-        """Send a piece of body (the WSGI write() callable, and each item of the iterable)."""
+    def write(self, data, last=False, flags=0):
+        """Send a piece of body (the WSGI write() callable, and each item of the iterable).
+        ``flags``: last_send_flags, when this is the last send before the connection closes
+        (used only if the response says Connection: close)."""
         ex = self.ex
         writer = ex.writer
         if writer is None:
@@ -365,7 +377,7 @@ class Connection:
                         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     except OSError:
                         pass
-                self._sendall(out)
+                self._sendall(out, flags if flags and writer.head.close else 0)
             return
         if self.app_owned or writer.head.status_code == 101:
             status_code = writer.head.status_code
@@ -377,7 +389,8 @@ class Connection:
                 return
             if status_code != 101:
                 self.app_owned = False  # it answered the upgrade request instead of taking over
-        self._sendall(self._head_bytes(out))
+        out = self._head_bytes(out)
+        self._sendall(out, flags if flags and writer.head.close else 0)  # (head: read after _head_bytes)
 
     def _finish(self):
         """After the last body item: end the framing, decide whether the connection lives on."""
@@ -680,8 +693,10 @@ class Connection:
         try:
             result = ctx.app(environ, self.start_response)
             if type(result) in _list_types and len(result) == 1:
-                # The common case: head, body and chunked terminator leave in one send.
-                self.write(result[0], last=True)
+                # The common case: head, body and chunked terminator leave in one send (and
+                # the FIN with them, when the worker closes next: last_send_flags). A list has
+                # no close() to run after it.
+                self.write(result[0], last=True, flags=self.last_send_flags)
             elif isinstance(result, FileWrapper) and self._send_file(result):
                 pass
             else:

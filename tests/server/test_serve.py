@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -230,6 +231,45 @@ def test_unread_body_is_not_reset(server):
         while chunk := s.recv(65536):
             data += chunk
     assert data.endswith(b"\r\n\r\nignored"), data[:200]
+
+
+# What a post_request hook or a logger class's access() records: how many bytes of the response
+# still wait in the socket, unsent (Linux's SIOCOUTQNSD), as it runs.
+_RECORD_UNSENT = """
+import fcntl, struct
+from custom_logger import FileLogger
+def record_unsent(environ):
+    if environ["PATH_INFO"] == "/hello":
+        got = fcntl.ioctl(environ["gunicorn.socket"].fileno(), 0x894B, struct.pack("i", 0))
+        with open(OUT, "a") as f:
+            f.write("%d\\n" % struct.unpack("i", got)[0])
+def post_request(worker, req, environ, resp):
+    record_unsent(environ)
+class Logger(FileLogger):
+    def _write(self, level, msg, *args):  # (to the output the test reads, as the default's)
+        print(level, msg % args if args else msg, flush=True)
+    def access(self, resp, req, environ, request_time):
+        record_unsent(environ)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SIOCOUTQNSD (unsent bytes of a socket) is Linux's")
+@pytest.mark.parametrize("hook", ["post_request", "logger_class"])
+def test_the_response_has_left_when_post_request_or_a_logger_class_runs(tmp_path, hook):
+    # The sync worker sends a response made in one piece with MSG_MORE, so that the close's
+    # FIN leaves with it: the kernel holds the piece until the close (or for 200 ms). Not when
+    # the user's code runs in between, which may take its time: a post_request hook, a logger
+    # class's access(). Those run once the response has gone out, as with gunicorn.
+    out = tmp_path / "unsent"
+    (tmp_path / "record.py").write_text(f"OUT = {str(out)!r}\n" + _RECORD_UNSENT)
+    args = (["-c", str(tmp_path / "record.py")] if hook == "post_request"
+            else ["--logger-class", "record.Logger"])
+    with Server("-w", "1", "-b", "127.0.0.1:0", "--pythonpath", str(tmp_path), *args, "testapp:app",
+                env={"CUSTOM_LOG": str(tmp_path / "unused")}) as srv:
+        status, _, body = get(srv, "/hello")
+        assert (status, body) == (200, b"Hello, World!\n")
+        recorded = wait_for(lambda: out.exists() and out.read_text(), 10, message="the hook's record")
+    assert recorded == "0\n"
 
 
 def test_wsgiref_validator_accepts_everything():

@@ -15,7 +15,7 @@ such a socket is half-closed and drained from the poll set between other connect
 import select
 import time
 
-from unicornd.closing import begin_linger, drain, release_taken_over
+from unicornd.closing import begin_linger, drain, fin_with_response, release_taken_over
 from unicornd.connection import LINGER, Connection
 from unicornd.workers.base import Worker
 
@@ -38,6 +38,7 @@ class SyncWorker(Worker):
         self._reading = {}    # fd -> (Connection whose head is incomplete, deadline)
         ctx = self.ctx
         max_reading = max(1, self.cfg.worker_connections)
+        close_follows = fin_with_response(ctx)
 
         while self.alive:
             for listener in listeners:
@@ -48,7 +49,7 @@ class SyncWorker(Worker):
                     accepted = self.accept_from(lsock, lfd)
                     if accepted is None:
                         break
-                    conn = Connection(ctx, accepted[0], accepted[1], address)
+                    conn = Connection(ctx, accepted[0], accepted[1], address, close_follows)
                     if conn.read_head_nonblocking():
                         self._serve(conn)
                     else:
