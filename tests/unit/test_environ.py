@@ -27,8 +27,8 @@ def builder(listener=("127.0.0.1", 8000), secure=SECURE):
 
 
 def request(headers, path="/a%20b", query="x=1", version=(1, 1), proxy=None):
-    return Request("GET", path + ("?" + query if query else ""), path, query, "", version,
-                   list(headers), None, False, True, False, False, proxy)
+    return Request(("GET", path + ("?" + query if query else ""), path, query, "", version),
+                   (None, False, True, False, False), list(headers), proxy)
 
 
 def expected(b, req, peer, sock, trusted):

@@ -155,24 +155,22 @@ class ParserOptions:
 
 
 class Request:
-    """The head of one request. Field names are upper-case; nothing is percent-decoded."""
+    """The head of one request. Field names are upper-case; nothing is percent-decoded.
+
+    Made from the two answers the head parser gives: the request line, (method, target, path,
+    query, fragment, version) as the scan step reads it, and the framing, (content_length,
+    chunked, keep_alive, expect_continue, upgrade) as ``framing()`` decides it; both are
+    tuples the parser keeps for heads that repeat, so they are passed whole, not field by
+    field (13 arguments cost a request more than the unpacking here)."""
     __slots__ = ("method", "target", "path", "query", "fragment", "version", "headers",
                  "content_length", "chunked", "keep_alive", "expect_continue", "upgrade", "proxy")
 
-    def __init__(self, method, target, path, query, fragment, version, headers, content_length,
-                 chunked, keep_alive, expect_continue, upgrade, proxy):
-        self.method = method
-        self.target = target
-        self.path = path
-        self.query = query
-        self.fragment = fragment
-        self.version = version
+    def __init__(self, request_line, framing, headers, proxy=None):
+        self.method, self.target, self.path, self.query, self.fragment, self.version = \
+            request_line
+        self.content_length, self.chunked, self.keep_alive, self.expect_continue, \
+            self.upgrade = framing
         self.headers = headers
-        self.content_length = content_length
-        self.chunked = chunked
-        self.keep_alive = keep_alive
-        self.expect_continue = expect_continue
-        self.upgrade = upgrade
         self.proxy = proxy
 
     def __repr__(self):
@@ -501,42 +499,37 @@ class RequestParser:
             return self._head_incomplete(buf)
 
         rl, headers, fields = self._scan_head(buf, end)
-        method, target, path, query, fragment, version = rl
+        method = rl[0]
         if method == "CONNECT":
-            content_length, chunked, keep_alive, expect_continue, upgrade = framing(
-                method, version, fields or _NO_FIELDS)
+            decided = framing(method, rl[5], fields or _NO_FIELDS)
         elif fields is None:
             # the common head: no field that steers framing (a GET with ordinary fields)
-            content_length, chunked, keep_alive, expect_continue, upgrade = \
-                _PLAIN_FRAMING[version >= V11]
+            decided = _PLAIN_FRAMING[rl[5] >= V11]
         else:
             # framing() depends on nothing else than (version, fields) for any other method:
             # the answers it gave (never its errors) are kept for the heads that repeat, when
             # the values are short (the cache stays small whatever the peers send)
-            key = (version, fields)
+            key = (rl[5], fields)
             decided = _FRAMING_SEEN.get(key)
             if decided is None:
-                decided = framing(method, version, fields)
+                decided = framing(method, rl[5], fields)
                 if sum(len(v) for v in fields[:4] if v) <= 64:
                     if len(_FRAMING_SEEN) >= 256:
                         _FRAMING_SEEN.clear()
                     _FRAMING_SEEN[key] = decided
-            content_length, chunked, keep_alive, expect_continue, upgrade = decided
-
-        req = Request(method, target, path, query, fragment, version, headers, content_length,
-                      chunked, keep_alive, expect_continue, upgrade, self._proxy_info)
+        req = Request(rl, decided, headers, self._proxy_info)
 
         if end + 4 >= len(buf):
             self._buf = b""
         else:
             self._consume(end + 4)
-        if chunked:
+        if req.chunked:
             opts = self._opts
             self._decoder = ChunkedDecoder(opts.max_field_size, opts.max_head,
                                            self._parse_trailers)
             self._state = _S_BODY
-        elif content_length:
-            self._decoder = LengthDecoder(content_length)
+        elif req.content_length:
+            self._decoder = LengthDecoder(req.content_length)
             self._state = _S_BODY
         else:
             self._state = _S_NO_BODY
