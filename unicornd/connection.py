@@ -540,12 +540,8 @@ class Connection:
             except (ssl.SSLError, OSError) as exc:
                 ctx.log.debug("TLS handshake with %s failed: %s", self.peer, exc)
                 return CLOSE
-        first = True
+        parser = self.parser
         while True:
-            if park_when_idle and not first and not self.parser.buffered and not (
-                    ctx.ssl_context is not None and self.sock.pending()):
-                return IDLE  # (decrypted bytes inside the TLS layer are invisible to a selector)
-            first = False
             try:
                 ev = self.stashed
                 if ev is None:
@@ -591,7 +587,10 @@ class Connection:
                 if self.taken_over:
                     return CLOSE  # the app owned the socket after its 101: nothing to drain
                 return LINGER if self._input_pending(ex.message_done) else CLOSE
-            self.parser.start_next_request()
+            parser.start_next_request()
+            if park_when_idle and not parser.buffered and (
+                    ctx.ssl_context is None or not self.sock.pending()):
+                return IDLE  # (decrypted bytes inside the TLS layer are invisible to a selector)
 
     def _input_pending(self, message_done: bool) -> bool:
         return not message_done or bool(self.parser.buffered) or data_waiting(self.sock)

@@ -327,11 +327,6 @@ class RequestParser:
             buf += data
 
     @property
-    def buffered(self):
-        """Bytes received and not consumed yet (the start of what comes next)."""
-        return self._buf
-
-    @property
     def body_remaining(self):
         """Body bytes of the current request not yet received, for a Content-Length body
         (0 once complete); None for a chunked body, whose size is unknown until its end."""
@@ -860,6 +855,12 @@ class RequestParser:
                 seen_ctype = True
             trailers.append((up, value))
         return trailers
+
+
+# ``p.buffered``, the bytes received and not consumed yet (the start of what comes next), is the
+# ``_buf`` slot itself under its public name: the request loop reads it on every request, and a
+# property would cost a call each time. Read it, never assign it.
+RequestParser.buffered = RequestParser._buf
 
 
 # --- the head, interpret step: framing ---------------------------------------------------------
