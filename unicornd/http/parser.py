@@ -42,7 +42,7 @@ from . import errors
 from . import proxy as _proxy
 from .body import ChunkedDecoder, EndOfMessage, LengthDecoder
 from .grammar import (ABSOLUTE_FORM, ASTERISK_FORM, AUTHORITY_FORM, FIELD_VALUE_INVALID,
-                      HOST_FIELD, HTTP_VERSION, METHOD_CONVENTIONAL, ORIGIN_FORM, OWS,
+                      HOST_FIELD, HTTP_VERSION, has_bare_lf, METHOD_CONVENTIONAL, ORIGIN_FORM, OWS,
                       REQUEST_LINE_FAST, REQUEST_LINE_FAST_ANY_METHOD, TARGET_CHAR, TOKEN,
                       TRANSFER_CODING)
 from .grammar import CONTENT_LENGTH as _CONTENT_LENGTH, FIELD_LINE as _FIELD_LINE
@@ -644,7 +644,7 @@ class RequestParser:
         """A header section over the limit: 431, unless a bare LF comes within the limit: that
         is refused first (400) when the head arrives in pieces (_head_incomplete), so whole too."""
         stop = start + self._max_head
-        if buf.count(b"\n", start, stop) != buf.count(b"\r\n", start, stop):
+        if has_bare_lf(buf, start, stop, start):
             raise errors.InvalidHeader("bare LF in the header section")
         raise errors.LimitRequestHeaders("header section too large")
 
@@ -693,7 +693,7 @@ class RequestParser:
         # RFC 9112 §2.2: every line of the head ends with CRLF. A bare LF means the head will not
         # end the way it must; refuse it now rather than wait. Only new bytes are counted.
         new = self._lf_checked
-        if buf.count(b"\n", new, n) != buf.count(b"\r\n", max(start, new - 1), n):
+        if has_bare_lf(buf, new, n, start):
             raise errors.InvalidHeader("bare LF in the header section")
         self._lf_checked = n
         if self._eof:
