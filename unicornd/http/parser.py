@@ -30,7 +30,9 @@ not depend on the settings), so a line seen before costs a dict lookup. Anything
 error met on the fast way, goes to a careful line-by-line pass, which accepts what the leniency
 settings allow (obs-fold, spaces before ":") or names the exact error, so the error a head gets
 does not depend on the way it was read (tests/http/test_http_fast_path.py holds both ways to the
-same answers). That is the scan step (``_scan_head``); it hands the values of the fields that
+same answers). A connection's parser also keeps the field block of its last head and what it
+read there: a client on a kept-alive connection mostly repeats its fields, and an equal block
+reads the same under the same settings, so it costs one string comparison. That is the scan step (``_scan_head``); it hands the values of the fields that
 steer framing (Content-Length, Transfer-Encoding, Connection, Expect, Upgrade) to the interpret
 step, ``framing()``, where every framing decision is made. A head with none of them (a GET with
 ordinary fields) skips the call.
@@ -279,7 +281,8 @@ class RequestParser:
     __slots__ = ("_opts", "_buf", "_eof", "_state", "_decoder", "_error", "_proxy_allowed",
                  "_forwarder_trusted", "_proxy_info", "_crlf_done", "_scan", "_lf_checked",
                  "_line_end", "_rl", "_rl_fast", "_rl_strict", "_max_line", "_max_fields",
-                 "_max_field_size", "_max_head", "_casefold")
+                 "_max_field_size", "_max_head", "_casefold", "_block", "_block_headers",
+                 "_block_steering")
 
     def __init__(self, opts, proxy_allowed=True, *, forwarder_trusted=False):
         self._opts = opts
@@ -299,6 +302,8 @@ class RequestParser:
         self._max_field_size = opts.max_field_size
         self._max_head = opts.max_head
         self._casefold = opts.casefold_http_method
+        self._block = None  # the field block of the last head read (_scan_head), and its reading
+        self._block_headers = self._block_steering = None
         self._reset_head()
 
     def _reset_head(self):
@@ -541,22 +546,30 @@ class RequestParser:
         order of the lines, a second Content-Length, Host or Content-Type, a "_" in a name) is
         refused here.
         """
-        # one decode, one split: lines[0] is the request line (up to the first CRLF, as
-        # _head_incomplete found it), the rest the field lines
-        lines = buf[:end].decode("latin-1").split("\r\n")
-        line_end = len(lines[0])
+        # one decode: the request line (up to the first CRLF, as _head_incomplete found it),
+        # then the block of field lines
+        head = buf[:end].decode("latin-1")
+        line_end = head.find("\r\n")
+        if line_end < 0:
+            line_end = end
 
         # request line
         rl = self._rl
         if rl is None:
             if line_end > self._max_line:
                 self._refuse_long_line(buf)
-            rl = _REQUEST_LINES.get(lines[0])
+            request_line = head[:line_end]
+            rl = _REQUEST_LINES.get(request_line)
             if rl is None:
-                rl = self._fast_request_line(lines[0]) or self._request_line(lines[0])
+                rl = self._fast_request_line(request_line) or self._request_line(request_line)
 
         if line_end == end:
             return rl, [], None
+        block = head[line_end + 2:]
+        if block == self._block:
+            # the field block of this connection's previous head, again (a client on a kept-alive
+            # connection repeats its fields): it reads as it read then, under the same settings
+            return rl, list(self._block_headers), self._block_steering
         if end + 4 - (line_end + 2) > self._max_head:
             self._refuse_large_section(buf, line_end + 2)
 
@@ -564,16 +577,24 @@ class RequestParser:
         # once by _strict_line and kept). A line it does not take, or any error, sends the block
         # to the careful pass, which accepts what a leniency setting allows (obs-fold, space
         # before ":") or names the error, the same whichever pass met it first.
-        del lines[0]
+        lines = block.split("\r\n")
+        fields = None
         if end - line_end <= self._max_field_size and len(lines) <= self._max_fields:
             try:
                 fields = self._read_fields(lines, _LINES.get)
-                if fields is not None:
-                    return rl, fields[0], fields[1]
             except errors.HTTPError:
                 pass
-        headers, steering = self._read_fields(*self._careful_fields("\r\n".join(lines)))
-        return rl, headers, steering
+        if fields is None:
+            fields = self._read_fields(*self._careful_fields(block))
+        self._remember_block(block, fields)
+        return rl, fields[0], fields[1]
+
+    def _remember_block(self, block, fields):
+        """Keep a field block that was read without error, and what it gave, for the next
+        head on this connection (see _scan_head)."""
+        self._block = block
+        self._block_headers = tuple(fields[0])
+        self._block_steering = fields[1]
 
     def _read_fields(self, items, get):
         """(headers, the fields that steer framing or None) from field lines: ``get(item)``
