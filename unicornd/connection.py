@@ -20,7 +20,7 @@ from unicornd.http import response as resp
 from unicornd.http.errors import HTTPError, PayloadTooLarge, RequestTimeout
 from unicornd.http.parser import CLOSED, NEED_DATA, RequestParser
 from unicornd.http.writer import ResponseWriter
-from unicornd.wsgi import FileWrapper, RequestBody, reraise
+from unicornd.wsgi import NO_BODY, FileWrapper, RequestBody, reraise
 
 # A keep-alive connection may carry on after the app left part of the body unread (a 401, a
 # redirect, a 413 answered without reading), as with gunicorn: before the response head goes
@@ -616,7 +616,8 @@ class Connection:
             self.app_owned = False
         if ctx.mirror is not None:
             ctx.mirror.progress(ex.started, ex.started, 0 if self.app_owned else 1)
-        body = ex.body = RequestBody(self._pull_body, has_body, self._pull_body_into)
+        body = ex.body = (RequestBody(self._pull_body, True, self._pull_body_into) if has_body
+                          else NO_BODY)
         if has_body and self.parser.buffered:
             try:
                 self._prefetch(body)

@@ -299,6 +299,12 @@ class RequestBody:
         self._fed.append(data)
 
 
+# ``wsgi.input`` of every request without a body: at its end from the start, and nothing it
+# does changes it (its reads only set its empty state again; feed() is never called on it),
+# so one serves them all, across threads too, instead of a RequestBody per request.
+NO_BODY = RequestBody(None, has_body=False)
+
+
 class _Out:
     """What one read returns, gathered piece by piece: a lone piece is returned as it is; two
     (the common case: the rest of a piece, then the bytes it lacked) are joined with one copy;
