@@ -20,7 +20,7 @@ from unicornd.http import response as resp
 from unicornd.http.errors import HTTPError, PayloadTooLarge, RequestTimeout
 from unicornd.http.parser import CLOSED, NEED_DATA, RequestParser
 from unicornd.http.writer import ResponseWriter
-from unicornd.wsgi import FileWrapper, RequestBody, reraise
+from unicornd.wsgi import NO_BODY, FileWrapper, RequestBody, reraise
 
 # A keep-alive connection may carry on after the app left part of the body unread (a 401, a
 # redirect, a 413 answered without reading), as with gunicorn: before the response head goes
@@ -553,12 +553,8 @@ class Connection:
             except (ssl.SSLError, OSError) as exc:
                 ctx.log.debug("TLS handshake with %s failed: %s", self.peer, exc)
                 return CLOSE
-        first = True
+        parser = self.parser
         while True:
-            if park_when_idle and not first and not self.parser.buffered and not (
-                    ctx.ssl_context is not None and self.sock.pending()):
-                return IDLE  # (decrypted bytes inside the TLS layer are invisible to a selector)
-            first = False
             try:
                 ev = self.stashed
                 if ev is None:
@@ -604,7 +600,10 @@ class Connection:
                 if self.taken_over:
                     return CLOSE  # the app owned the socket after its 101: nothing to drain
                 return LINGER if self._input_pending(ex.message_done) else CLOSE
-            self.parser.start_next_request()
+            parser.start_next_request()
+            if park_when_idle and not parser.buffered and (
+                    ctx.ssl_context is None or not self.sock.pending()):
+                return IDLE  # (decrypted bytes inside the TLS layer are invisible to a selector)
 
     def _input_pending(self, message_done: bool) -> bool:
         return not message_done or bool(self.parser.buffered) or data_waiting(self.sock)
@@ -630,7 +629,8 @@ class Connection:
             self.app_owned = False
         if ctx.mirror is not None:
             ctx.mirror.progress(ex.started, ex.started, 0 if self.app_owned else 1)
-        body = ex.body = RequestBody(self._pull_body, has_body, self._pull_body_into)
+        body = ex.body = (RequestBody(self._pull_body, True, self._pull_body_into) if has_body
+                          else NO_BODY)
         if has_body and self.parser.buffered:
             try:
                 self._prefetch(body)

@@ -1,7 +1,8 @@
 """The WSGI side of a request (PEP 3333): environ, wsgi.input and wsgi.file_wrapper.
 
 The environ is built from a dict made once per worker and per listener; a request only adds
-what is its own. Nothing here reads a socket: ``RequestBody`` pulls decoded body pieces from
+what is its own, and a request that repeats its connection's previous fields copies the part
+they made then (``ConnectionBase``). Nothing here reads a socket: ``RequestBody`` pulls decoded body pieces from
 its connection through one ``pull(want)`` call.
 """
 
@@ -299,6 +300,12 @@ class RequestBody:
         self._fed.append(data)
 
 
+# ``wsgi.input`` of every request without a body: at its end from the start, and nothing it
+# does changes it (its reads only set its empty state again; feed() is never called on it),
+# so one serves them all, across threads too, instead of a RequestBody per request.
+NO_BODY = RequestBody(None, has_body=False)
+
+
 class _Out:
     """What one read returns, gathered piece by piece: a lone piece is returned as it is; two
     (the common case: the rest of a piece, then the bytes it lacked) are joined with one copy;
@@ -408,7 +415,7 @@ class EnvironBuilder:
             "SERVER_PORT": self.server_port,
         }
 
-    def connection_base(self, peer, sock) -> dict:
+    def connection_base(self, peer, sock) -> "ConnectionBase":
         """The part of every environ on one connection: the base, the peer and the socket."""
         environ = self.base.copy()
         if peer and not isinstance(peer, (str, bytes)):
@@ -418,11 +425,54 @@ class EnvironBuilder:
             environ["REMOTE_ADDR"] = peer.decode() if isinstance(peer, bytes) else (peer or "")
         environ["unicornd.socket"] = sock
         environ["gunicorn.socket"] = sock
-        return environ
+        return ConnectionBase(environ)
 
     def build(self, req, body, base, trusted_forwarder: bool) -> dict:
         """The environ of ``req`` on the connection whose ``connection_base()`` is ``base``."""
         headers = req.headers
+        if headers == base.headers and trusted_forwarder is base.trusted:
+            # the fields of the connection's previous request, again: they make the same part
+            environ = base.fields.copy()
+            host = base.host
+            script_name = base.script_name
+        else:
+            environ, host, script_name = self._fields(headers, base.environ, trusted_forwarder)
+            base.headers = headers[:]  # (a copy: a hook may change the request's list)
+            base.trusted = trusted_forwarder
+            base.fields = environ.copy()
+            base.host = host
+            base.script_name = script_name
+        environ["REQUEST_METHOD"] = req.method
+        environ["RAW_URI"] = req.target
+        environ["QUERY_STRING"] = req.query
+        version = req.version
+        environ["SERVER_PROTOCOL"] = "HTTP/1.1" if version is V11 else "HTTP/%d.%d" % version
+        environ["wsgi.input"] = body
+
+        if host and self.unix:
+            # WSGI has no words for a unix socket: name the server after the Host header.
+            if host.startswith("["):
+                name, _, port = host.partition("]")
+                name += "]"
+                port = port[1:]
+            else:
+                name, _, port = host.partition(":")
+            environ["SERVER_NAME"] = name
+            environ["SERVER_PORT"] = port or ("443" if environ["wsgi.url_scheme"] == "https" else "80")
+
+        proxy = req.proxy
+        if proxy is not None and getattr(proxy, "src_addr", None):
+            environ["REMOTE_ADDR"] = proxy.src_addr
+            environ["REMOTE_PORT"] = str(proxy.src_port)
+
+        path = req.path
+        if script_name and path.startswith(script_name):
+            path = path[len(script_name):]
+        environ["PATH_INFO"] = path if "%" not in path else _path_to_wsgi(path)
+        return environ
+
+    def _fields(self, headers, base, trusted_forwarder):
+        """(the connection's dict with the request's fields in it, Host, SCRIPT_NAME)."""
         script_name = self.script_name
         secure = self.secure_scheme_headers if trusted_forwarder else None
         # The common head: every name's key is known and no two names share one (which would
@@ -446,34 +496,7 @@ class EnvironBuilder:
             host, script_name = self._add_fields(environ, headers, script_name, secure)
         else:
             host = environ.get("HTTP_HOST") if self.unix else None  # (only a unix socket uses it)
-        environ["REQUEST_METHOD"] = req.method
-        environ["RAW_URI"] = req.target
-        environ["QUERY_STRING"] = req.query
-        version = req.version
-        environ["SERVER_PROTOCOL"] = "HTTP/1.1" if version is V11 else "HTTP/%d.%d" % version
-        environ["wsgi.input"] = body
-
-        if self.unix and host:
-            # WSGI has no words for a unix socket: name the server after the Host header.
-            if host.startswith("["):
-                name, _, port = host.partition("]")
-                name += "]"
-                port = port[1:]
-            else:
-                name, _, port = host.partition(":")
-            environ["SERVER_NAME"] = name
-            environ["SERVER_PORT"] = port or ("443" if environ["wsgi.url_scheme"] == "https" else "80")
-
-        proxy = req.proxy
-        if proxy is not None and getattr(proxy, "src_addr", None):
-            environ["REMOTE_ADDR"] = proxy.src_addr
-            environ["REMOTE_PORT"] = str(proxy.src_port)
-
-        path = req.path
-        if script_name and path.startswith(script_name):
-            path = path[len(script_name):]
-        environ["PATH_INFO"] = path if "%" not in path else _path_to_wsgi(path)
-        return environ
+        return environ, host, script_name
 
     @staticmethod
     def _add_fields(environ, headers, script_name, secure):
@@ -501,6 +524,21 @@ class EnvironBuilder:
             if scheme:
                 environ["wsgi.url_scheme"] = scheme
         return host, script_name
+
+
+class ConnectionBase:
+    """What every environ on one connection holds (``environ``: the listener's base, the peer,
+    the socket), and the part its last request's fields made (``fields``, with the Host and
+    SCRIPT_NAME read there), kept with those fields: a client on a kept-alive connection mostly
+    sends the same fields again, and equal fields from an equally trusted peer make an equal
+    part, so a request that repeats them copies it instead of adding them one by one."""
+
+    __slots__ = ("environ", "headers", "trusted", "fields", "host", "script_name")
+
+    def __init__(self, environ):
+        self.environ = environ
+        self.headers = None
+        self.trusted = self.fields = self.host = self.script_name = None
 
 
 def reraise(exc_info):

@@ -3,7 +3,8 @@
 The parser reads most heads the fast way: a request line the fast pattern takes, field lines the
 strict grammar takes whole, both found by their text in a cache (parser._REQUEST_LINES,
 parser._LINES) after the first time;
-Host values and framing decisions are remembered too. Anything else goes to the careful, line by
+Host values and framing decisions are remembered too, and a connection's parser reads a field
+block that repeats its previous head's the way it read it then. Anything else goes to the careful, line by
 line pass. Both must give the same requests, or the same error, for any head and any settings:
 here every head is parsed twice, once as it comes and once with every shortcut switched off.
 """
@@ -50,6 +51,7 @@ def careful_only(calls):
         "_LINES", "_REQUEST_LINES", "_strict_line", "_HOSTS_OK", "_FRAMING_SEEN", "REQUEST_LINE_FAST",
         "REQUEST_LINE_FAST_ANY_METHOD")}
     split = RequestParser._split_fields
+    remember = RequestParser._remember_block
 
     def counted(self, block):
         calls.append(block)
@@ -61,12 +63,14 @@ def careful_only(calls):
     P._FRAMING_SEEN = _Forgetful()
     P.REQUEST_LINE_FAST = P.REQUEST_LINE_FAST_ANY_METHOD = _NoMatch()
     RequestParser._split_fields = counted
+    RequestParser._remember_block = lambda self, block, fields: None
     try:
         yield
     finally:
         for name, value in saved.items():
             setattr(P, name, value)
         RequestParser._split_fields = split
+        RequestParser._remember_block = remember
 
 
 def events(wire, opts):
@@ -146,6 +150,56 @@ def test_fast_and_careful_paths_agree_on_generated_heads(wire, option_set):
 @given(mutated(), st.sampled_from(OPTION_SETS))
 def test_fast_and_careful_paths_agree_on_mutated_corpus_requests(wire, option_set):
     both_ways(wire, ParserOptions(**option_set))
+
+
+# mostly lines that a head may carry, so that the heads after the first are read at all
+_good_field = st.builds(lambda n, v: f"{n}: {v}", st.sampled_from(NAMES), st.sampled_from(
+    ["a", "5", "0", "close", "keep-alive", "Upgrade", "chunked", "100-continue", "x" * 50]))
+likely_valid = st.one_of(_good_field, _good_field, _good_field, field_line)
+likely_valid_request_line = st.one_of(
+    st.sampled_from(["GET / HTTP/1.1", "GET / HTTP/1.0", "POST /a?b=c HTTP/1.1",
+                     "OPTIONS * HTTP/1.1", "CONNECT a:443 HTTP/1.1"]), request_line)
+
+
+@st.composite
+def repeated_blocks(draw):
+    """Heads on one connection that repeat the first one's field block (a kept-alive client),
+    after other request lines, with heads of other blocks in between."""
+    block = "".join(line + "\r\n" for line in draw(st.lists(likely_valid, max_size=6)))
+    other = "".join(line + "\r\n" for line in draw(st.lists(likely_valid, max_size=3)))
+    wire = ""
+    for _ in range(draw(st.integers(2, 4))):
+        fields = draw(st.sampled_from([block, block, other]))
+        wire += draw(likely_valid_request_line) + "\r\n" + fields + "\r\n"
+    return wire.encode("latin-1")
+
+
+@SETTINGS
+@given(repeated_blocks(), st.sampled_from(OPTION_SETS))
+def test_a_repeated_field_block_reads_as_it_did(wire, option_set):
+    both_ways(wire, ParserOptions(**option_set))
+
+
+def test_a_repeated_field_block_is_taken_from_the_previous_head():
+    # (else the agreement above would not test the shortcut)
+    parser = RequestParser(ParserOptions())
+    parser.receive_data(b"GET /a HTTP/1.1\r\nHost: a\r\nX-A: b\r\n\r\n"
+                        b"POST /b HTTP/1.0\r\nHost: a\r\nX-A: b\r\n\r\n")
+    first = parser.next_event()
+    assert isinstance(parser.next_event(), EndOfMessage)
+    parser.start_next_request()
+    calls = []
+    read = RequestParser._read_fields
+    RequestParser._read_fields = lambda self, *a: calls.append(a) or read(self, *a)
+    try:
+        second = parser.next_event()
+    finally:
+        RequestParser._read_fields = read
+    assert calls == []
+    assert (second.method, second.path, second.version) == ("POST", "/b", (1, 0))
+    assert second.headers == first.headers == [("HOST", "a"), ("X-A", "b")]
+    assert second.headers is not first.headers
+    assert (second.keep_alive, first.keep_alive) == (False, True)
 
 
 @pytest.mark.parametrize("wire", [

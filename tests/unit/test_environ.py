@@ -27,8 +27,8 @@ def builder(listener=("127.0.0.1", 8000), secure=SECURE):
 
 
 def request(headers, path="/a%20b", query="x=1", version=(1, 1), proxy=None):
-    return Request("GET", path + ("?" + query if query else ""), path, query, "", version,
-                   list(headers), None, False, True, False, False, proxy)
+    return Request(("GET", path + ("?" + query if query else ""), path, query, "", version),
+                   (None, False, True, False, False), list(headers), proxy)
 
 
 def expected(b, req, peer, sock, trusted):
@@ -103,7 +103,37 @@ def test_environ_is_the_one_pep_3333_spells(headers, trusted, unix, version, pro
     for _ in range(2):  # names seen once are looked up, not made, the second time
         got = outcome(lambda: b.build(req, None, base, trusted))
         assert got == outcome(lambda: expected(b, req, peer, sock, trusted))
-    assert base == b.connection_base(peer, sock)  # a request never changes its connection's dict
+    # a request never changes its connection's dict
+    assert base.environ == b.connection_base(peer, sock).environ
+
+
+@SETTINGS
+@given(first=FIELDS, second=FIELDS, trusted=st.sampled_from([(True, True), (True, False),
+                                                             (False, True)]),
+       unix=st.booleans(), again=st.booleans())
+def test_a_connection_that_repeats_its_fields_gets_the_environ_it_got(first, second, trusted,
+                                                                       unix, again):
+    # The part of the environ the fields made is kept for the next request on the connection:
+    # each request's environ is still the one PEP 3333 spells, whatever came before it.
+    b = builder("/tmp/x.sock" if unix else ("127.0.0.1", 8000))
+    peer = "" if unix else ("10.1.2.3", 5555)
+    base = b.connection_base(peer, None)
+    reqs = [request(first), request(first if again else second, path="/b", query="")]
+    for req, trust in zip(reqs, trusted):
+        got = outcome(lambda: b.build(req, None, base, trust))
+        assert got == outcome(lambda: expected(b, req, peer, None, trust))
+
+
+def test_the_kept_fields_are_not_the_request_s_list():
+    b = builder()
+    base = b.connection_base(("10.1.2.3", 5555), None)
+    req = request([("HOST", "h"), ("X-A", "1")])
+    assert b.build(req, None, base, True)["HTTP_X_A"] == "1"
+    req.headers[1] = ("X-A", "2")  # (a hook may change the request's list)
+    assert b.build(req, None, base, True)["HTTP_X_A"] == "2"
+    env = b.build(request([("HOST", "h"), ("X-A", "2")]), None, base, True)
+    env["HTTP_X_A"] = "changed by the app"
+    assert b.build(request([("HOST", "h"), ("X-A", "2")]), None, base, True)["HTTP_X_A"] == "2"
 
 
 def test_repeated_fields_combine_and_scheme_headers_are_read_only_when_trusted():

@@ -6,7 +6,7 @@ import tracemalloc
 import pytest
 from hypothesis import given, strategies as st
 
-from unicornd.wsgi import RequestBody
+from unicornd.wsgi import NO_BODY, RequestBody
 
 
 def body_of(pieces):
@@ -40,6 +40,17 @@ def test_no_body_reads_nothing_without_pulling():
     def pull(want):
         raise AssertionError("must not pull")
     assert RequestBody(pull, has_body=False).read() == b""
+
+
+def test_the_shared_input_of_bodyless_requests_stays_empty_whatever_is_asked_of_it():
+    # (one object serves every request without a body: nothing an app does may change it)
+    state = [getattr(NO_BODY, name) for name in RequestBody.__slots__]
+    buf = bytearray(b"xyz")
+    assert NO_BODY.read() == NO_BODY.read(5) == NO_BODY.read(None) == b""
+    assert NO_BODY.readline() == NO_BODY.readline(3) == b""
+    assert NO_BODY.readlines() == list(NO_BODY) == []
+    assert NO_BODY.readinto(buf) == 0 and buf == b"xyz"
+    assert [getattr(NO_BODY, name) for name in RequestBody.__slots__] == state
 
 
 @given(st.lists(st.binary(min_size=1, max_size=20), max_size=10), st.lists(st.integers(-1, 25), max_size=20))

@@ -6,7 +6,7 @@ A decoder holds only its framing state. The parser owns the buffer and asks
 many bytes at the front of ``buf`` the parser may now drop. Errors are raised as ``errors`` types.
 """
 from . import errors
-from .grammar import B_CHUNK_LINE, B_CHUNK_SIZE
+from .grammar import B_CHUNK_LINE, B_CHUNK_SIZE, has_bare_lf
 
 
 class EndOfMessage:
@@ -167,7 +167,7 @@ class ChunkedDecoder:
         # RFC 9112 §2.2: trailer lines end with CRLF too; refuse a bare LF now rather than wait.
         # Only the bytes not yet looked at are counted (a CRLF may straddle the boundary).
         new = pos + self.checked
-        if buf.count(b"\n", new, n) != buf.count(b"\r\n", max(pos, new - 1), n):
+        if has_bare_lf(buf, new, n, pos):
             raise errors.InvalidHeader("bare LF in trailer section")
         self.checked = n - pos
         if eof:

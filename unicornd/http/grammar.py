@@ -103,6 +103,15 @@ OWS = " \t"
 # RFC 9110 §8.6 Content-Length = 1*DIGIT
 CONTENT_LENGTH = re.compile(r"[0-9]+")
 
+# --- RFC 9112 §2.2: every line of a head (and of a trailer section) ends with CRLF ----------------
+def has_bare_lf(buf, start, end, floor):
+    """True if an LF in ``buf[start:end]`` is not the end of a CRLF: a line that will not end
+    the way it must. ``floor`` is where the section began: its CRs count from there, or from
+    ``start - 1`` when ``start`` lies past it (the bytes before ``start`` were checked by an
+    earlier call, and a CRLF may straddle ``start``)."""
+    return buf.count(b"\n", start, end) != buf.count(b"\r\n", max(floor, start - 1), end)
+
+
 # --- RFC 9112 §7.1 chunked transfer coding (bytes) -----------------------------------------------
 #   chunk      = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
 #   chunk-size = 1*HEXDIG

@@ -30,7 +30,9 @@ not depend on the settings), so a line seen before costs a dict lookup. Anything
 error met on the fast way, goes to a careful line-by-line pass, which accepts what the leniency
 settings allow (obs-fold, spaces before ":") or names the exact error, so the error a head gets
 does not depend on the way it was read (tests/http/test_http_fast_path.py holds both ways to the
-same answers). That is the scan step (``_scan_head``); it hands the values of the fields that
+same answers). A connection's parser also keeps the field block of its last head and what it
+read there: a client on a kept-alive connection mostly repeats its fields, and an equal block
+reads the same under the same settings, so it costs one string comparison. That is the scan step (``_scan_head``); it hands the values of the fields that
 steer framing (Content-Length, Transfer-Encoding, Connection, Expect, Upgrade) to the interpret
 step, ``framing()``, where every framing decision is made. A head with none of them (a GET with
 ordinary fields) skips the call.
@@ -42,7 +44,7 @@ from . import errors
 from . import proxy as _proxy
 from .body import ChunkedDecoder, EndOfMessage, LengthDecoder
 from .grammar import (ABSOLUTE_FORM, ASTERISK_FORM, AUTHORITY_FORM, FIELD_VALUE_INVALID,
-                      HOST_FIELD, HTTP_VERSION, METHOD_CONVENTIONAL, ORIGIN_FORM, OWS,
+                      HOST_FIELD, HTTP_VERSION, has_bare_lf, METHOD_CONVENTIONAL, ORIGIN_FORM, OWS,
                       REQUEST_LINE_FAST, REQUEST_LINE_FAST_ANY_METHOD, TARGET_CHAR, TOKEN,
                       TRANSFER_CODING)
 from .grammar import CONTENT_LENGTH as _CONTENT_LENGTH, FIELD_LINE as _FIELD_LINE
@@ -155,24 +157,22 @@ class ParserOptions:
 
 
 class Request:
-    """The head of one request. Field names are upper-case; nothing is percent-decoded."""
+    """The head of one request. Field names are upper-case; nothing is percent-decoded.
+
+    Made from the two answers the head parser gives: the request line, (method, target, path,
+    query, fragment, version) as the scan step reads it, and the framing, (content_length,
+    chunked, keep_alive, expect_continue, upgrade) as ``framing()`` decides it; both are
+    tuples the parser keeps for heads that repeat, so they are passed whole, not field by
+    field (13 arguments cost a request more than the unpacking here)."""
     __slots__ = ("method", "target", "path", "query", "fragment", "version", "headers",
                  "content_length", "chunked", "keep_alive", "expect_continue", "upgrade", "proxy")
 
-    def __init__(self, method, target, path, query, fragment, version, headers, content_length,
-                 chunked, keep_alive, expect_continue, upgrade, proxy):
-        self.method = method
-        self.target = target
-        self.path = path
-        self.query = query
-        self.fragment = fragment
-        self.version = version
+    def __init__(self, request_line, framing, headers, proxy=None):
+        self.method, self.target, self.path, self.query, self.fragment, self.version = \
+            request_line
+        self.content_length, self.chunked, self.keep_alive, self.expect_continue, \
+            self.upgrade = framing
         self.headers = headers
-        self.content_length = content_length
-        self.chunked = chunked
-        self.keep_alive = keep_alive
-        self.expect_continue = expect_continue
-        self.upgrade = upgrade
         self.proxy = proxy
 
     def __repr__(self):
@@ -281,7 +281,8 @@ class RequestParser:
     __slots__ = ("_opts", "_buf", "_eof", "_state", "_decoder", "_error", "_proxy_allowed",
                  "_forwarder_trusted", "_proxy_info", "_crlf_done", "_scan", "_lf_checked",
                  "_line_end", "_rl", "_rl_fast", "_rl_strict", "_max_line", "_max_fields",
-                 "_max_field_size", "_max_head", "_casefold")
+                 "_max_field_size", "_max_head", "_casefold", "_block", "_block_headers",
+                 "_block_steering")
 
     def __init__(self, opts, proxy_allowed=True, *, forwarder_trusted=False):
         self._opts = opts
@@ -301,6 +302,8 @@ class RequestParser:
         self._max_field_size = opts.max_field_size
         self._max_head = opts.max_head
         self._casefold = opts.casefold_http_method
+        self._block = None  # the field block of the last head read (_scan_head), and its reading
+        self._block_headers = self._block_steering = None
         self._reset_head()
 
     def _reset_head(self):
@@ -327,11 +330,6 @@ class RequestParser:
             self._buf = buf
         else:
             buf += data
-
-    @property
-    def buffered(self):
-        """Bytes received and not consumed yet (the start of what comes next)."""
-        return self._buf
 
     @property
     def body_remaining(self):
@@ -501,42 +499,37 @@ class RequestParser:
             return self._head_incomplete(buf)
 
         rl, headers, fields = self._scan_head(buf, end)
-        method, target, path, query, fragment, version = rl
+        method = rl[0]
         if method == "CONNECT":
-            content_length, chunked, keep_alive, expect_continue, upgrade = framing(
-                method, version, fields or _NO_FIELDS)
+            decided = framing(method, rl[5], fields or _NO_FIELDS)
         elif fields is None:
             # the common head: no field that steers framing (a GET with ordinary fields)
-            content_length, chunked, keep_alive, expect_continue, upgrade = \
-                _PLAIN_FRAMING[version >= V11]
+            decided = _PLAIN_FRAMING[rl[5] >= V11]
         else:
             # framing() depends on nothing else than (version, fields) for any other method:
             # the answers it gave (never its errors) are kept for the heads that repeat, when
             # the values are short (the cache stays small whatever the peers send)
-            key = (version, fields)
+            key = (rl[5], fields)
             decided = _FRAMING_SEEN.get(key)
             if decided is None:
-                decided = framing(method, version, fields)
+                decided = framing(method, rl[5], fields)
                 if sum(len(v) for v in fields[:4] if v) <= 64:
                     if len(_FRAMING_SEEN) >= 256:
                         _FRAMING_SEEN.clear()
                     _FRAMING_SEEN[key] = decided
-            content_length, chunked, keep_alive, expect_continue, upgrade = decided
-
-        req = Request(method, target, path, query, fragment, version, headers, content_length,
-                      chunked, keep_alive, expect_continue, upgrade, self._proxy_info)
+        req = Request(rl, decided, headers, self._proxy_info)
 
         if end + 4 >= len(buf):
             self._buf = b""
         else:
             self._consume(end + 4)
-        if chunked:
+        if req.chunked:
             opts = self._opts
             self._decoder = ChunkedDecoder(opts.max_field_size, opts.max_head,
                                            self._parse_trailers)
             self._state = _S_BODY
-        elif content_length:
-            self._decoder = LengthDecoder(content_length)
+        elif req.content_length:
+            self._decoder = LengthDecoder(req.content_length)
             self._state = _S_BODY
         else:
             self._state = _S_NO_BODY
@@ -553,22 +546,30 @@ class RequestParser:
         order of the lines, a second Content-Length, Host or Content-Type, a "_" in a name) is
         refused here.
         """
-        # one decode, one split: lines[0] is the request line (up to the first CRLF, as
-        # _head_incomplete found it), the rest the field lines
-        lines = buf[:end].decode("latin-1").split("\r\n")
-        line_end = len(lines[0])
+        # one decode: the request line (up to the first CRLF, as _head_incomplete found it),
+        # then the block of field lines
+        head = buf[:end].decode("latin-1")
+        line_end = head.find("\r\n")
+        if line_end < 0:
+            line_end = end
 
         # request line
         rl = self._rl
         if rl is None:
             if line_end > self._max_line:
                 self._refuse_long_line(buf)
-            rl = _REQUEST_LINES.get(lines[0])
+            request_line = head[:line_end]
+            rl = _REQUEST_LINES.get(request_line)
             if rl is None:
-                rl = self._fast_request_line(lines[0]) or self._request_line(lines[0])
+                rl = self._fast_request_line(request_line) or self._request_line(request_line)
 
         if line_end == end:
             return rl, [], None
+        block = head[line_end + 2:]
+        if block == self._block:
+            # the field block of this connection's previous head, again (a client on a kept-alive
+            # connection repeats its fields): it reads as it read then, under the same settings
+            return rl, list(self._block_headers), self._block_steering
         if end + 4 - (line_end + 2) > self._max_head:
             self._refuse_large_section(buf, line_end + 2)
 
@@ -576,16 +577,24 @@ class RequestParser:
         # once by _strict_line and kept). A line it does not take, or any error, sends the block
         # to the careful pass, which accepts what a leniency setting allows (obs-fold, space
         # before ":") or names the error, the same whichever pass met it first.
-        del lines[0]
+        lines = block.split("\r\n")
+        fields = None
         if end - line_end <= self._max_field_size and len(lines) <= self._max_fields:
             try:
                 fields = self._read_fields(lines, _LINES.get)
-                if fields is not None:
-                    return rl, fields[0], fields[1]
             except errors.HTTPError:
                 pass
-        headers, steering = self._read_fields(*self._careful_fields("\r\n".join(lines)))
-        return rl, headers, steering
+        if fields is None:
+            fields = self._read_fields(*self._careful_fields(block))
+        self._remember_block(block, fields)
+        return rl, fields[0], fields[1]
+
+    def _remember_block(self, block, fields):
+        """Keep a field block that was read without error, and what it gave, for the next
+        head on this connection (see _scan_head)."""
+        self._block = block
+        self._block_headers = tuple(fields[0])
+        self._block_steering = fields[1]
 
     def _read_fields(self, items, get):
         """(headers, the fields that steer framing or None) from field lines: ``get(item)``
@@ -656,7 +665,7 @@ class RequestParser:
         """A header section over the limit: 431, unless a bare LF comes within the limit: that
         is refused first (400) when the head arrives in pieces (_head_incomplete), so whole too."""
         stop = start + self._max_head
-        if buf.count(b"\n", start, stop) != buf.count(b"\r\n", start, stop):
+        if has_bare_lf(buf, start, stop, start):
             raise errors.InvalidHeader("bare LF in the header section")
         raise errors.LimitRequestHeaders("header section too large")
 
@@ -705,7 +714,7 @@ class RequestParser:
         # RFC 9112 §2.2: every line of the head ends with CRLF. A bare LF means the head will not
         # end the way it must; refuse it now rather than wait. Only new bytes are counted.
         new = self._lf_checked
-        if buf.count(b"\n", new, n) != buf.count(b"\r\n", max(start, new - 1), n):
+        if has_bare_lf(buf, new, n, start):
             raise errors.InvalidHeader("bare LF in the header section")
         self._lf_checked = n
         if self._eof:
@@ -867,6 +876,12 @@ class RequestParser:
                 seen_ctype = True
             trailers.append((up, value))
         return trailers
+
+
+# ``p.buffered``, the bytes received and not consumed yet (the start of what comes next), is the
+# ``_buf`` slot itself under its public name: the request loop reads it on every request, and a
+# property would cost a call each time. Read it, never assign it.
+RequestParser.buffered = RequestParser._buf
 
 
 # --- the head, interpret step: framing ---------------------------------------------------------

@@ -123,7 +123,7 @@ class ResponseHead:
     """
 
     __slots__ = ("status", "status_code", "headers", "content_length", "framing",
-                 "close", "upgrade", "version", "_start", "_tail")
+                 "close", "upgrade", "version", "length_due", "_start", "_tail")
 
     def __init__(self, status, headers, *, method, version, keep_alive):
         try:
@@ -184,6 +184,8 @@ class ResponseHead:
             close = True
         self.framing = framing
         self.content_length = content_length
+        # a body of Content-Length bytes is owed (a writer is short of it until they are sent)
+        self.length_due = framing == LENGTH and content_length > 0
         self.upgrade = upgrade and code == 101
         self.close = close
         self._start = self._tail = None

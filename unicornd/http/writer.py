@@ -24,7 +24,7 @@ class ResponseWriter:
         self.cut = False         # the app sent more than its Content-Length: the excess was cut
         # fewer bytes than the Content-Length the app announced, so far (kept up to date by
         # body() and file_frame(): the connection cannot go on if it is still so at the end)
-        self.short = head.framing == LENGTH and head.content_length > 0
+        self.short = head.length_due
 
     def head_bytes(self, body: bytes = b"") -> bytes:
         """The head, with ``body`` (bytes this writer returned) after it in the same bytes."""
