@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import threading
+import time
 
 import pytest
 from support import Server, wait_for
@@ -161,6 +162,34 @@ def test_threads_run_requests_in_parallel():
     assert len({a["thread"] for a in answers}) == n  # ...n threads
     # All n were running at once: each started before any of them ended.
     assert max(a["start"] for a in answers) < min(a["end"] for a in answers), answers
+
+
+def test_a_long_cpu_bound_request_still_lets_another_thread_serve():
+    """A thread that never waits (it computes) is taken as blocked after
+    RUNNABLE_BLOCKED_AFTER (thread_gate): a request that comes meanwhile is answered by
+    another thread, before the long one ends."""
+    with gthread("-w", "1", "--threads", "2") as srv:
+        def get(path, out):
+            conn = http.client.HTTPConnection(*srv.address, timeout=20)
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            out.append((resp.status, json.loads(resp.read())))
+            conn.close()
+
+        deadline = time.monotonic() + 60
+        while True:
+            long_one, short_one = [], []
+            t = threading.Thread(target=get, args=("/spin?ms=1500", long_one))
+            t.start()
+            get("/sleep?ms=0", short_one)
+            t.join(30)
+            (s1, spin), (s2, quick) = long_one[0], short_one[0]
+            assert s1 == s2 == 200
+            if quick["start"] > spin["start"] or time.monotonic() > deadline:
+                break  # (else the quick one was served before the long one began: again)
+        assert quick["start"] > spin["start"], (spin, quick)
+        assert quick["end"] < spin["end"], (spin, quick)
+        assert quick["thread"] != spin["thread"]
 
 
 def test_keepalive_zero_closes_after_each_response():

@@ -429,6 +429,7 @@ class ThreadWorker(ConcurrentRequests, Worker):
         gate = self._gate
         busy = gate.busy
         clock = time.monotonic
+        gate.register(i)
         if i not in gate.running:
             gate.park(i)  # (thread_gate: one runs until it blocks)
         while not self._pool_stop:

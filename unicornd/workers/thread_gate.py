@@ -8,23 +8,36 @@ CPU-second, 18,000 with ``--threads 1``). Threads pay only when a request waits 
 (a database, a sleep, an upstream): then another thread should take the next event.
 
 So one pool thread runs at first and the others are parked. A running thread serving one
-event for BLOCKED_AFTER seconds is taken as blocked; when every running thread is blocked,
+event for BLOCKED_AFTER seconds and asleep in the kernel (a wait on a socket, a lock, a
+sleep) is taken as blocked; one found runnable (on a CPU, or waiting for one) only after
+RUNNABLE_BLOCKED_AFTER: a thread the scheduler has merely preempted is not waiting
+on anything, and another thread let in beside it only contends with it for the interpreter
+lock and takes the CPU from its sibling workers. When every running thread is blocked,
 the main thread admits a parked one (while threads are parked and events come, it looks when
 an event being served can first be blocked, and at least every BLOCKED_AFTER +
 CHECK_SECONDS). A thread that ends its event while another running thread is not blocked
 parks itself: that one takes the next event. A request that blocks delays the ones ready
-behind it by BLOCKED_AFTER + CHECK_SECONDS at most, then runs in parallel with them as before.
+behind it by BLOCKED_AFTER + CHECK_SECONDS at most (a CPU-bound one: RUNNABLE_BLOCKED_AFTER +
+CHECK_SECONDS), then runs in parallel with them as before.
 
-The decisions are plain methods on recorded times (``clock`` is injected), so they are tested
-in-process; the only blocking call is ``park()``.
+The decisions are plain methods on recorded times and thread states (``clock`` and
+``runnable`` are injected), so they are tested in-process; the only blocking call is ``park()``.
 """
 
+import os
 import threading
 import time
 
-# A request served for this long without returning its thread is waiting on something (or is
-# long and CPU-bound: then sharing the GIL with another thread is fair, as without the gate).
+# A request served for this long, its thread asleep, is waiting on something.
 BLOCKED_AFTER = 0.001
+# A thread still runnable after serving one event this long (CPU-bound work, or a machine too
+# busy to run it) is taken as blocked too, so a long computation still lets another thread
+# serve the requests ready behind it (sharing the GIL with it, as without the gate). Longer than the scheduler preempts a thread for (a few slices of
+# a few ms each on a busy machine): under CPU contention a pool thread is often off its CPU
+# for over BLOCKED_AFTER, and letting a second thread in then cost the worker a fair share
+# of the CPU against its siblings (hello at 1000 connections, 2 workers: p99 76-95 ms against
+# 47-63 ms with one thread).
+RUNNABLE_BLOCKED_AFTER = 0.02
 # How late, at most, the main thread sees that a running thread has become blocked: a
 # thread's event that began at B is looked at by B + BLOCKED_AFTER + CHECK_SECONDS. (A look
 # that finds a thread serving comes back the moment it can be blocked; one that finds every
@@ -41,9 +54,12 @@ class ThreadGate:
     """``busy[i]``: when pool thread i began its current event (0.0: it is polling or parked).
     ``running``: the threads admitted to take events."""
 
-    def __init__(self, nthreads: int, clock=time.monotonic):
+    def __init__(self, nthreads: int, clock=time.monotonic, runnable=None):
         self.nthreads = nthreads
         self.clock = clock
+        # runnable(i): is pool thread i on a CPU or waiting for one (not asleep)?
+        self.runnable = runnable if runnable is not None else self._runnable
+        self.native_ids = [0] * nthreads  # (register: each pool thread's own)
         self.busy = [0.0] * nthreads
         self.running = {0}
         self.closed = False
@@ -62,7 +78,37 @@ class ThreadGate:
     def _taking(self, i: int, now: float) -> bool:
         """Thread i (running) can take the next event: it is polling, or not blocked."""
         began = self.busy[i]
-        return began == 0.0 or now - began < BLOCKED_AFTER
+        if began == 0.0:
+            return True
+        served = now - began
+        if served < BLOCKED_AFTER:
+            return True
+        return served < RUNNABLE_BLOCKED_AFTER and self.runnable(i)
+
+    def register(self, i: int) -> None:
+        """Called by pool thread i as it starts: where its scheduling state can be read."""
+        self.native_ids[i] = threading.get_native_id()
+
+    def _runnable(self, i: int) -> bool:
+        """Thread i's state in /proc is R (running or runnable). Only read for a thread that
+        has served one event for over BLOCKED_AFTER. Where it cannot be read (not Linux, or
+        not registered), False: such a thread is blocked after BLOCKED_AFTER, as before."""
+        tid = self.native_ids[i]
+        if not tid:
+            return False
+        try:
+            fd = os.open(f"/proc/self/task/{tid}/stat", os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            stat = os.read(fd, 512)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        # "tid (comm) S ...": comm may hold spaces and parentheses; the state follows the last.
+        end = stat.rfind(b")")
+        return end >= 0 and stat[end + 2:end + 3] == b"R"
 
     # -- pool threads ----------------------------------------------------------------------
 

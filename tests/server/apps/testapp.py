@@ -231,6 +231,19 @@ def sleep_ms(environ, start_response):
                                   "thread": threading.get_ident()})
 
 
+def spin_ms(environ, start_response):
+    """/spin?ms=N: compute (no waiting) for N ms; the same answer as /sleep."""
+    import time
+    from urllib.parse import parse_qs
+    ms = int(parse_qs(environ["QUERY_STRING"]).get("ms", ["0"])[0])
+    start = time.monotonic()
+    n = 0
+    while time.monotonic() - start < ms / 1000:
+        n += 1
+    return _json(start_response, {"start": start, "end": time.monotonic(), "pid": os.getpid(),
+                                  "thread": threading.get_ident(), "loops": n})
+
+
 ROUTES = {
     "/hello": hello,
     "/no-length": no_length,
@@ -255,6 +268,7 @@ ROUTES = {
     "/stderr": stderr_app,
     "/pid": pid,
     "/sleep": sleep_ms,
+    "/spin": spin_ms,
 }
 
 
