@@ -32,11 +32,12 @@ import time
 BLOCKED_AFTER = 0.001
 # A thread still runnable after serving one event this long (CPU-bound work, or a machine too
 # busy to run it) is taken as blocked too, so a long computation still lets another thread
-# serve the requests ready behind it (sharing the GIL with it, as without the gate). Longer than the scheduler preempts a thread for (a few slices of
-# a few ms each on a busy machine): under CPU contention a pool thread is often off its CPU
-# for over BLOCKED_AFTER, and letting a second thread in then cost the worker a fair share
-# of the CPU against its siblings (hello at 1000 connections, 2 workers: p99 76-95 ms against
-# 47-63 ms with one thread).
+# serve the requests ready behind it (sharing the GIL with it, as without the gate). Longer
+# than the scheduler keeps a thread off its CPU (a few slices of a few ms each on a busy
+# machine): under CPU contention a pool thread is often off its CPU for over BLOCKED_AFTER,
+# and a second thread let in then cost the worker its fair share of the CPU against its
+# siblings (hello at 1000 connections, 2 workers: 325 admissions in 5 s, p99 76-95 ms
+# against 47-63 ms with one thread; none since).
 RUNNABLE_BLOCKED_AFTER = 0.02
 # How late, at most, the main thread sees that a running thread has become blocked: a
 # thread's event that began at B is looked at by B + BLOCKED_AFTER + CHECK_SECONDS. (A look
@@ -107,6 +108,8 @@ class ThreadGate:
         finally:
             os.close(fd)
         # "tid (comm) S ...": comm may hold spaces and parentheses; the state follows the last.
+        # (A thread waiting for the GIL is asleep too; but os.open and os.read release it, so
+        # such a thread is mostly running again when its state is read: 0 admissions measured.)
         end = stat.rfind(b")")
         return end >= 0 and stat[end + 2:end + 3] == b"R"
 
