@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from unicornd.workers.thread_gate import (BLOCKED_AFTER, CHECK_SECONDS, QUIET_SECONDS,
                                           RUNNABLE_BLOCKED_AFTER, ThreadGate)
 
-LOOK = BLOCKED_AFTER + CHECK_SECONDS  # the main thread's longest wait while it looks
+LOOK = CHECK_SECONDS  # the main thread's wait between looks
 
 
 class Clock:
@@ -78,7 +78,7 @@ def test_a_preempted_thread_is_not_blocked_until_it_has_been_runnable_for_long()
     g.busy[0] = clock.now
     clock.now += BLOCKED_AFTER * 3
     assert g.rebalance() is None
-    assert g.check_in() <= BLOCKED_AFTER + CHECK_SECONDS  # it looks again
+    assert g.check_in() == LOOK  # it looks again
     clock.now = g.busy[0] + RUNNABLE_BLOCKED_AFTER * 1.01
     assert g.rebalance() == 1
     assert admitted_without_waiting(g, 1)
@@ -208,20 +208,17 @@ def test_an_event_served_meanwhile_keeps_the_main_thread_looking():
     assert g.check_in() == LOOK  # one is being served: it may block
 
 
-def test_a_look_that_finds_an_event_being_served_comes_back_when_it_can_be_blocked():
+def test_the_main_thread_looks_every_check_seconds_whatever_is_being_served():
+    """Not at the moment each event could first be blocked: under load some event always
+    just began, and looking about every millisecond took the GIL from the running thread
+    that often (a tail at 1000 connections)."""
     g, clock = gate(2)
     g.busy[0] = clock.now
     clock.now += BLOCKED_AFTER / 4
-    assert abs(g.check_in() - BLOCKED_AFTER * 3 / 4) < 1e-9
-
-
-def test_a_look_that_finds_every_running_thread_polling_comes_back_later():
-    """An event begun after this look is blocked BLOCKED_AFTER after it began, and seen by
-    CHECK_SECONDS after that: so a sequential client's requests, each served in far less than
-    BLOCKED_AFTER, wake the main thread every 2 ms instead of every 1 ms."""
-    g, clock = gate(2)
+    assert g.check_in() == CHECK_SECONDS
+    g.busy[0] = 0.0
     g.events += 1
-    assert g.check_in() == BLOCKED_AFTER + CHECK_SECONDS
+    assert g.check_in() == CHECK_SECONDS
 
 
 def test_with_every_thread_running_the_main_thread_waits_until_one_parks():
@@ -379,11 +376,11 @@ class GateMachine(RuleBasedStateMachine):
         blocked = all(self.blocked(i, now) for i in g.running)
         if blocked and self.parked:
             assert not g.dozing and not g.all_run
-            # ...and looks by BLOCKED_AFTER + CHECK_SECONDS after the last of them became
-            # blocked (asleep past BLOCKED_AFTER, or runnable past RUNNABLE_BLOCKED_AFTER).
+            # ...and looks by CHECK_SECONDS after the last of them became blocked (asleep
+            # past BLOCKED_AFTER, or runnable past RUNNABLE_BLOCKED_AFTER).
             last = max(self.blocked_since(i) for i in g.running)
             assert self.next_look is not None
-            assert self.next_look <= last + BLOCKED_AFTER + CHECK_SECONDS + 1e-9
+            assert self.next_look <= last + CHECK_SECONDS + 1e-9
 
 
 TestGateMachine = GateMachine.TestCase

@@ -13,8 +13,7 @@ sleep) is taken as blocked; one found runnable (on a CPU, or waiting for one) on
 RUNNABLE_BLOCKED_AFTER: a thread the scheduler has merely preempted is not waiting
 on anything, and another thread let in beside it only contends with it for the interpreter
 lock and takes the CPU from its sibling workers. When every running thread is blocked,
-the main thread admits a parked one (while threads are parked and events come, it looks when
-an event being served can first be blocked, and at least every BLOCKED_AFTER +
+the main thread admits a parked one (while threads are parked and events come, it looks every
 CHECK_SECONDS). A thread that ends its event while another running thread is not blocked
 parks itself: that one takes the next event. A request that blocks delays the ones ready
 behind it by BLOCKED_AFTER + CHECK_SECONDS at most (a CPU-bound one: RUNNABLE_BLOCKED_AFTER +
@@ -39,15 +38,15 @@ BLOCKED_AFTER = 0.001
 # siblings (hello at 1000 connections, 2 workers: 325 admissions in 5 s, p99 76-95 ms
 # against 47-63 ms with one thread; none since).
 RUNNABLE_BLOCKED_AFTER = 0.02
-# How late, at most, the main thread sees that a running thread has become blocked: a
-# thread's event that began at B is looked at by B + BLOCKED_AFTER + CHECK_SECONDS. (A look
-# that finds a thread serving comes back the moment it can be blocked; one that finds every
-# running thread polling comes back BLOCKED_AFTER + CHECK_SECONDS later, as no event begun
-# since can be blocked sooner: a sequential client's requests cost half the looks.)
-CHECK_SECONDS = 0.001
+# How often the main thread looks while threads are parked and events come: a thread blocked
+# at B (BLOCKED_AFTER into its event) is seen by B + CHECK_SECONDS. Each look takes the GIL
+# from the running pool thread, which must then wait to be scheduled again: on a busy machine
+# that is a tail. (hello at 1000 connections, 2 workers, 6 rounds: p99 75 ms against gevent's
+# 54 looking when each event could first be blocked, about every millisecond; 60 against 56
+# every 5 ms; 51 against 61 with --threads 1, which never looks.)
+CHECK_SECONDS = 0.005
 # With no event for this long, the main thread stops looking; the next event wakes it (a pipe
-# write). Looking costs a wake-up a millisecond, waking costs about three system calls: with
-# events more than ~3 ms apart, waking is the cheaper.
+# write). Looking costs a wake-up every CHECK_SECONDS, waking costs about three system calls.
 QUIET_SECONDS = 0.005
 
 
@@ -167,28 +166,16 @@ class ThreadGate:
         now = self.clock()
         if self._active():
             self._quiet_since = now
-            return self._next_look(now)
+            return CHECK_SECONDS
         if now - self._quiet_since < QUIET_SECONDS:
-            return self._next_look(now)
+            return CHECK_SECONDS
         self.dozing = True
         # A pool thread sets busy, then reads dozing; this sets dozing, then reads busy: one of
         # the two sees the other's write, so an event that began just now is not missed.
         if self._active():
             self.dozing = False
-            return self._next_look(now)
+            return CHECK_SECONDS
         return None
-
-    def _next_look(self, now: float) -> float:
-        """Seconds until the next look: when the soonest event being served can be blocked,
-        and BLOCKED_AFTER + CHECK_SECONDS at most (an event that begins from now on, on a
-        polling thread or one already blocked, is blocked BLOCKED_AFTER after it begins)."""
-        wait = BLOCKED_AFTER + CHECK_SECONDS
-        for began in self.busy:  # (0.0 for a polling or parked thread)
-            if began and now - began < BLOCKED_AFTER:  # (the test _taking makes)
-                left = began + BLOCKED_AFTER - now
-                if left < wait:
-                    wait = max(0.0, left)
-        return wait
 
     def _active(self) -> bool:
         """Did an event begin since the last look, or is one being served?"""
