@@ -8,7 +8,7 @@ app runs. Nothing in it is reset by hand between requests: the next request gets
 
 
 class Exchange:
-    __slots__ = ("req", "started", "writer", "error_status", "has_body", "body",
+    __slots__ = ("req", "started", "writer", "error_status", "has_body", "body", "reader",
                  "message_done", "continue_pending", "keep_alive", "body_received",
                  "body_started", "overflow_logged")
 
@@ -19,7 +19,8 @@ class Exchange:
         self.writer = None            # a ResponseWriter once the app called start_response
         self.error_status = None      # the status we answered instead (500, 413...)
         self.has_body = req.chunked or bool(req.content_length)
-        self.body = None
+        self.body = None              # wsgi.input
+        self.reader = None            # its BodyReader, when the request has a body
         self.message_done = False     # the request body has been read to its end
         self.continue_pending = req.expect_continue
         self.body_received = 0

@@ -210,7 +210,7 @@ def test_each_write_of_a_stream_is_progress_in_the_slot():
             view = board.read(i)
             seen.append((view.progress, view.candidates))
     data, conn = _serve_one(app, GET, slot_)
-    assert data.startswith(b"HTTP/1.1 200") and not conn.app_owned
+    assert data.startswith(b"HTTP/1.1 200") and not conn.io.app_owned
     assert [c for _, c in seen] == [1, 1, 1]
     assert seen[0][0] < seen[1][0] < seen[2][0]  # it moves with every write
 
@@ -240,5 +240,5 @@ def test_an_upgrade_request_answered_normally_is_judged_again_and_closes():
         return [b"no"]
     data, conn = _serve_one(app, UPGRADE, slot_)
     assert data.startswith(b"HTTP/1.1 400") and b"Connection: close" in data
-    assert not conn.app_owned and not conn.taken_over
+    assert not conn.io.app_owned and not conn.taken_over
     assert board.read(i).candidates == 1

@@ -1,5 +1,5 @@
 """wsgi.input end to end, in every worker class (issue 16): a Content-Length body is received
-from the socket straight into what the app reads (Connection._pull_body, _pull_body_into), the
+from the socket straight into what the app reads (BodyReader.pull, pull_into), the
 bytes that came with the head first; these check what must hold whichever way a body arrives.
 
 - a body sent in many small TCP segments is read whole and in order by read(n), readline(n)

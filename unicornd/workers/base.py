@@ -504,9 +504,9 @@ class ConcurrentRequests:
         oldest = newest = 0.0
         for entry in entries:
             conn = entry.conn
-            if conn is None or conn.waiting or conn.app_owned:
+            if conn is None or conn.io.waiting or conn.io.app_owned:
                 continue
-            progress = conn.progress
+            progress = conn.io.progress
             if not count or progress < oldest:
                 oldest, stalest = progress, entry
             if progress > newest:

@@ -135,7 +135,7 @@ class GreenletWorker(ConcurrentRequests, Worker):
         # after this; waiting for the app (long-poll, streaming) does not count. header_timeout,
         # as the kernel timeouts of the sync and gthread workers: a stalled body gets its 408
         # then. With neither header_timeout nor timeout, none. A socket the app takes over (a
-        # websocket) carries none either (Connection._hand_over): its library owns its timeouts.
+        # websocket) carries none either (ClientSocket.hand_over): its library owns its timeouts.
         if cfg.header_timeout:
             self.io_timeout = float(cfg.header_timeout)
         else:
@@ -176,7 +176,7 @@ class GreenletWorker(ConcurrentRequests, Worker):
             self.log.critical(
                 "WORKER TIMEOUT (pid %s) %s %s after %.1f s, no progress for %.1f s: its %s is "
                 "stopped, the worker serves on. Its stack:\n%s", self.pid, req.method, req.path,
-                now - entry.started, now - entry.conn.progress, "greenlet", where)
+                now - entry.started, now - entry.conn.io.progress, "greenlet", where)
         self.kill(green)
 
     def stacks(self) -> str:

@@ -133,7 +133,7 @@ class ThreadWorker(ConcurrentRequests, Worker):
             "REQUEST STALLED (pid %s) %s %s after %.1f s, no progress for %.1f s in thread %s: "
             "a thread cannot be stopped alone; the worker is replaced once all its %d threads "
             "are stalled. Its stack:\n%s", self.pid, req.method, req.path, now - entry.started,
-            now - entry.conn.progress, name, self.nthreads, where)
+            now - entry.conn.io.progress, name, self.nthreads, where)
 
     # -- the main thread: signals, heartbeat, deadlines ------------------------------------
 
