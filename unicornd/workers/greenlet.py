@@ -312,7 +312,7 @@ class GreenletWorker(ConcurrentRequests, Worker):
         # every request on a kept-alive connection). A wait never ends before its time, so
         # one that ran out began at least ``first`` seconds ago: counting the idle time from
         # now - first closes the connection a little late at worst, never early.
-        first = min(seconds, TICK_SECONDS)
+        first = seconds if seconds < TICK_SECONDS else TICK_SECONDS  # (min(): a call per request)
         if not self.alive:
             first = min(first, STOP_GRACE_SECONDS)
         if readable.wait(first):
