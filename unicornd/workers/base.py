@@ -395,6 +395,9 @@ class Worker:
         raise NotImplementedError
 
 
+_NO_LOCK = contextlib.nullcontext()  # (for the per-tick readers of a class without a lock)
+
+
 class InFlight:
     """A request in progress in a worker that runs several at once."""
 
@@ -411,7 +414,8 @@ class InFlight:
 class ConcurrentRequests:
     """For worker classes with several requests in flight at once (threads, greenlets): the
     scoreboard slot shows the oldest one. Put it before Worker in the bases; a thread pool sets
-    ``_inflight_lock`` to a real lock.
+    ``_inflight_lock`` to a real lock (None: one thread, no lock; not even a nullcontext in
+    the per-request path, whose ``with`` costs two Python calls per use).
 
     Every heartbeat also looks at the requests in progress (``watch_requests``): how many
     could be hung (not waiting on their client, not on a socket the app took over) and when
@@ -420,7 +424,7 @@ class ConcurrentRequests:
     logs it, gevent/eventlet stop its greenlet).
     """
 
-    _inflight_lock = contextlib.nullcontext()
+    _inflight_lock = None
     state_per_request = False
 
     def __init__(self, *args, **kwargs):
@@ -446,7 +450,10 @@ class ConcurrentRequests:
     def request_started(self, req, conn=None) -> None:
         now = time.monotonic()
         entry = InFlight(now, req, conn, self.current_owner())
-        with self._inflight_lock:
+        lock = self._inflight_lock
+        if lock is not None:
+            lock.acquire()
+        try:
             inflight = self._inflight
             inflight[id(req)] = entry
             slot = self.slot
@@ -456,6 +463,9 @@ class ConcurrentRequests:
                 slot.busy(now, req.method, req.path)
             if self.load_slot is not None:
                 self.load_slot.in_flight(now, self.load_count(len(inflight)))
+        finally:
+            if lock is not None:
+                lock.release()
 
     def requests_in_flight(self) -> int:
         return self.load_count(len(self._inflight))  # (called with _inflight_lock held)
@@ -465,13 +475,19 @@ class ConcurrentRequests:
         return in_flight
 
     def request_refused(self, status: int) -> None:
-        with self._inflight_lock:
+        with self._inflight_lock or _NO_LOCK:
             Worker.request_refused(self, status)
 
     def request_finished(self, req, conn=None, ex=None) -> None:
-        with self._inflight_lock:
+        lock = self._inflight_lock
+        if lock is not None:
+            lock.acquire()
+        try:
             self._inflight.pop(id(req), None)
             Worker.request_finished(self, req, conn, ex)  # counting and recycling
+        finally:
+            if lock is not None:
+                lock.release()
 
     def notify(self) -> None:
         super().notify()
@@ -488,7 +504,7 @@ class ConcurrentRequests:
         slot = self.slot
         if slot is None:
             return
-        with self._inflight_lock:
+        with self._inflight_lock or _NO_LOCK:
             oldest = next(iter(self._inflight.values()), None)
         if oldest is None:
             slot.idle(now)
@@ -497,7 +513,7 @@ class ConcurrentRequests:
 
     def watch_requests(self, now: float) -> None:
         timeout = self.cfg.timeout
-        with self._inflight_lock:
+        with self._inflight_lock or _NO_LOCK:
             entries = list(self._inflight.values())
         count = 0
         stalest = None

@@ -51,7 +51,7 @@ class Watch:
     """One connection's fd: ``wait(timeout)`` (True once readable, False after timeout
     seconds), ``close()`` before the socket is closed (the greenlet worker's ``readable``)."""
 
-    __slots__ = ("hub", "fd", "waiter", "armed", "mask", "closed")
+    __slots__ = ("hub", "fd", "waiter", "armed", "mask", "closed", "plain")
 
     def __init__(self, hub, fd):
         self.hub = hub
@@ -60,6 +60,7 @@ class Watch:
         self.armed = False  # read interest wanted (False after an event nobody took)
         self.mask = 0  # what the epoll set holds for fd now (0: not registered)
         self.closed = False
+        self.plain = None  # a greenlet seen waiting here without a switch_out (eventlet's hook)
 
     def wait(self, timeout) -> bool:
         if self.closed:
@@ -75,10 +76,20 @@ class Watch:
         current = getcurrent()
         self.waiter = current
         if timeout is not None:
-            hub.add_deadline(self, hub.clock() + timeout)
+            deadline = hub.clock() + timeout
+            hub.sleepers[self] = deadline
+            if deadline < hub.sweep_at:
+                hub._schedule_sweep(deadline)
         try:
             # True from the poll loop, False from the sweep; anything else (a stray switch)
             # counts as readable: every caller reads without blocking next.
+            loop = hub.greenlet
+            if current.parent is loop and current is self.plain and not loop.dead:
+                # What eventlet's hub.switch() would do for this greenlet: nothing but the
+                # switch (its parent is the hub's greenlet already, it has no switch_out).
+                return loop.switch() is not False
+            if getattr(current, "switch_out", None) is None:
+                self.plain = current
             return hub.switch() is not False
         finally:
             self.waiter = None
@@ -276,13 +287,14 @@ class Hub(epolls.Hub):
         read_mask = self.READ_MASK
         write_mask = self.WRITE_MASK
         exc_mask = self.EXC_MASK
+        read_exc = self._read_exc
+        write_exc = self._write_exc
         callbacks = set()
         woken = []
         for fileno, event in presult:
             w = watched.get(fileno)
             if w is not None:
-                reader = writer = None
-                if event & (read_mask | exc_mask):
+                if event & read_exc:
                     reader = readers.get(fileno)
                     if reader is not None:
                         callbacks.add((reader, fileno))
@@ -293,7 +305,7 @@ class Hub(epolls.Hub):
                         # reported on every poll) until the next wait.
                         w.armed = False
                         self.update(w)
-                if event & (write_mask | exc_mask):
+                if event & write_exc:
                     writer = writers.get(fileno)
                     if writer is not None:
                         callbacks.add((writer, fileno))

@@ -161,8 +161,7 @@ class GreenletWorker(ConcurrentRequests, Worker):
             # client that keeps the pipe full would hold the worker. Everyone else first.
             self.sleep(0)
 
-    def current_owner(self):
-        return getcurrent()
+    current_owner = staticmethod(getcurrent)  # (the C function itself: one call a request)
 
     def stalled(self, entry, now: float) -> None:
         """A request made no progress for ``timeout``: its greenlet alone is stopped, with
@@ -250,18 +249,20 @@ class GreenletWorker(ConcurrentRequests, Worker):
             sock = conn.sock  # (with TLS, the wrapped socket)
             readable = self.readable(sock.fileno())
             wait = self.first_request_seconds
-            turn = self.hub_turns()
+            hub_turns = self.hub_turns
+            turn = hub_turns()
             while True:
                 # A request that waited on something (the hub polled meanwhile) has had its
                 # turn delayed already: if the next request is here, serve it now rather than
                 # after the hub's next poll, behind every other connection ready. One that
                 # did not wait goes to the back of the line, so a fast client cannot hog the
                 # worker (a yield instead of a poll doubled the tail at c=1000).
-                if not (self.hub_turns() != turn and self._arrived(conn)) and \
+                if not (hub_turns() != turn and self._arrived(conn)) and \
                         not self._wait_request(readable, wait):
                     break
-                turn = self.hub_turns()
-                if not self._read_head(conn, readable):
+                turn = hub_turns()
+                # (the head is usually all there: _read_head only when it is not)
+                if not conn.read_head_nonblocking() and not self._read_head(conn, readable):
                     result = conn.time_out_head()  # 408 at header_timeout
                     break
                 result = conn.serve(True)
@@ -293,10 +294,9 @@ class GreenletWorker(ConcurrentRequests, Worker):
         return conn.read_head_nonblocking() or conn.pipelined
 
     def _read_head(self, conn, readable) -> bool:
-        """Take in the request head as it arrives; False if header_timeout ran out first.
-        (A greenlet waiting is cheap, but a slowloris client still gets its 408 on time.)"""
-        if conn.read_head_nonblocking():
-            return True
+        """Take in the rest of the request head as it arrives (``conn.read_head_nonblocking()``
+        found it incomplete); False if header_timeout ran out first. (A greenlet waiting is
+        cheap, but a slowloris client still gets its 408 on time.)"""
         deadline = self.head_deadline(time.monotonic())
         while True:
             remaining = deadline - time.monotonic()
@@ -312,7 +312,7 @@ class GreenletWorker(ConcurrentRequests, Worker):
         # every request on a kept-alive connection). A wait never ends before its time, so
         # one that ran out began at least ``first`` seconds ago: counting the idle time from
         # now - first closes the connection a little late at worst, never early.
-        first = min(seconds, TICK_SECONDS)
+        first = seconds if seconds < TICK_SECONDS else TICK_SECONDS  # (min(): a call per request)
         if not self.alive:
             first = min(first, STOP_GRACE_SECONDS)
         if readable.wait(first):
