@@ -113,6 +113,10 @@ class ParserOptions:
     max_fields: int = field(init=False, repr=False, compare=False)
     max_field_size: int = field(init=False, repr=False, compare=False)
     max_head: int = field(init=False, repr=False, compare=False)
+    # Field blocks read without error under these settings, by their text (bounded), for a
+    # peer the forwarder settings do not trust ([0]) and one they do ([1]): a block seen
+    # before, on any connection, reads as it read then. See RequestParser._scan_head.
+    seen_blocks: tuple = field(init=False, repr=False, compare=False)
 
     _NAMES = ("limit_request_line", "limit_request_fields", "limit_request_field_size",
               "permit_obsolete_folding", "permit_unconventional_http_method",
@@ -144,6 +148,7 @@ class ParserOptions:
         setattr_(self, "max_field_size", size)
         # gunicorn's bound on a whole header section: every field at its largest, with CRLFs
         setattr_(self, "max_head", fields * (size + 2) + 4)
+        setattr_(self, "seen_blocks", ({}, {}))
 
     @classmethod
     def from_config(cls, cfg):
@@ -242,6 +247,10 @@ _LINES_MAX = 1024
 _LINE_MAX = 256
 # the same for request lines the strict fast pattern takes (see _fast_request_line)
 _REQUEST_LINES = {}
+# Whole field blocks read without error are kept too (ParserOptions.seen_blocks): so many, so
+# long at most (a few MB in all, whatever the peers send).
+_SEEN_BLOCKS_MAX = 256
+_SEEN_BLOCK_MAX = 4096
 
 
 def _strict_line(line):
@@ -282,7 +291,7 @@ class RequestParser:
                  "_forwarder_trusted", "_proxy_info", "_crlf_done", "_scan", "_lf_checked",
                  "_line_end", "_rl", "_rl_fast", "_rl_strict", "_max_line", "_max_fields",
                  "_max_field_size", "_max_head", "_casefold", "_block", "_block_headers",
-                 "_block_steering")
+                 "_block_steering", "_seen_blocks")
 
     def __init__(self, opts, proxy_allowed=True, *, forwarder_trusted=False):
         self._opts = opts
@@ -304,7 +313,12 @@ class RequestParser:
         self._casefold = opts.casefold_http_method
         self._block = None  # the field block of the last head read (_scan_head), and its reading
         self._block_headers = self._block_steering = None
-        self._reset_head()
+        self._seen_blocks = opts.seen_blocks[self._forwarder_trusted]
+        self._crlf_done = False  # (_reset_head, inline: a parser is made per connection)
+        self._scan = 0
+        self._lf_checked = 0
+        self._line_end = -1
+        self._rl = None
 
     def _reset_head(self):
         self._crlf_done = False
@@ -570,6 +584,12 @@ class RequestParser:
             # the field block of this connection's previous head, again (a client on a kept-alive
             # connection repeats its fields): it reads as it read then, under the same settings
             return rl, list(self._block_headers), self._block_steering
+        seen = self._seen_blocks.get(block)
+        if seen is not None:
+            # a block another connection sent (a client that opens a connection per request
+            # sends the same one each time), read under the same settings and trust
+            self._block, self._block_headers, self._block_steering = block, seen[0], seen[1]
+            return rl, list(seen[0]), seen[1]
         if end + 4 - (line_end + 2) > self._max_head:
             self._refuse_large_section(buf, line_end + 2)
 
@@ -593,8 +613,13 @@ class RequestParser:
         """Keep a field block that was read without error, and what it gave, for the next
         head on this connection (see _scan_head)."""
         self._block = block
-        self._block_headers = tuple(fields[0])
+        headers = self._block_headers = tuple(fields[0])
         self._block_steering = fields[1]
+        if len(block) <= _SEEN_BLOCK_MAX:
+            seen = self._seen_blocks
+            if len(seen) >= _SEEN_BLOCKS_MAX:
+                seen.clear()
+            seen[block] = (headers, fields[1])
 
     def _read_fields(self, items, get):
         """(headers, the fields that steer framing or None) from field lines: ``get(item)``
