@@ -58,6 +58,7 @@ def careful_only(calls):
     def forgetful_init(self, *args, **kwargs):
         init(self, *args, **kwargs)
         self._seen_blocks = _Forgetful()
+        self._seen_heads = _Forgetful()
 
     def counted(self, block):
         calls.append(block)
@@ -229,26 +230,56 @@ def test_a_field_block_is_taken_from_another_connection():
     # (else the agreement above would not test the shortcut)
     opts = ParserOptions(forwarder_headers="SCRIPT_NAME", header_map="drop")
     wire = b"GET /a HTTP/1.1\r\nHost: a\r\nSCRIPT_NAME: /s\r\n\r\n"
+    other_line = wire.replace(b"/a", b"/b")  # (the same block after another request line)
     calls = []
     read = RequestParser._read_fields
     RequestParser._read_fields = lambda self, *a: calls.append(a) or read(self, *a)
     try:
         first = events(wire, opts)
         assert len(calls) == 1
-        second = events(wire, opts)
+        second = events(other_line, opts)
         assert len(calls) == 1  # another parser, the same settings: read once
         trusted = events(wire, opts, forwarder_trusted=True)
         assert len(calls) == 2  # a trusted peer's block reads differently: read again
-        assert events(wire, opts, forwarder_trusted=True) == trusted and len(calls) == 2
+        assert events(other_line, opts, forwarder_trusted=True)[0][2] == "/b" and len(calls) == 2
         assert events(wire, ParserOptions(), forwarder_trusted=True) and len(calls) == 3
     finally:
         RequestParser._read_fields = read
     headers = Request.__slots__.index("headers")
-    assert first == second and first[0][headers] == [("HOST", "a")]
+    assert first[0][headers] == second[0][headers] == [("HOST", "a")]
+    assert second[0][2] == "/b"
     assert trusted[0][headers] == [("HOST", "a"), ("SCRIPT_NAME", "/s")]
 
 
-def test_seen_blocks_stay_bounded():
+def test_a_head_is_taken_from_another_connection():
+    # (else the agreement above would not test this shortcut)
+    opts = ParserOptions(forwarder_headers="SCRIPT_NAME", header_map="drop")
+    wire = b"GET /a HTTP/1.1\r\nHost: a\r\nSCRIPT_NAME: /s\r\n\r\n"
+    calls = []
+    scan = RequestParser._scan_head
+    RequestParser._scan_head = lambda self, *a: calls.append(a) or scan(self, *a)
+    try:
+        first = events(wire, opts)
+        assert events(wire, opts) == first and len(calls) == 1
+        trusted = events(wire, opts, forwarder_trusted=True)
+        assert len(calls) == 2 and trusted != first  # trusted: SCRIPT_NAME kept
+        assert events(wire, opts, forwarder_trusted=True) == trusted and len(calls) == 2
+        # a head that came in pieces (a bytearray buffer) is scanned
+        parser = RequestParser(opts)
+        parser.receive_data(wire[:10])
+        parser.receive_data(wire[10:])
+        assert parser.next_event().headers == [("HOST", "a")] and len(calls) == 3
+    finally:
+        RequestParser._scan_head = scan
+    # each request gets its own list of headers
+    one, two = RequestParser(opts), RequestParser(opts)
+    one.receive_data(wire)
+    two.receive_data(wire)
+    a, b = one.next_event(), two.next_event()
+    assert a.headers == b.headers and a.headers is not b.headers
+
+
+def test_seen_blocks_and_heads_stay_bounded():
     opts = ParserOptions()
     for i in range(P._SEEN_BLOCKS_MAX + 10):
         events(b"GET / HTTP/1.1\r\nHost: a\r\nX-N: %d\r\n\r\n" % i, opts)
@@ -256,6 +287,9 @@ def test_seen_blocks_stay_bounded():
     untrusted, trusted = opts.seen_blocks
     assert 0 < len(untrusted) <= P._SEEN_BLOCKS_MAX and not trusted
     assert all(len(block) <= P._SEEN_BLOCK_MAX for block in untrusted)
+    untrusted, trusted = opts.seen_heads
+    assert 0 < len(untrusted) <= P._SEEN_BLOCKS_MAX and not trusted
+    assert all(len(head) <= P._SEEN_HEAD_MAX + 4 for head in untrusted)
 
 
 @pytest.mark.parametrize("wire", [
