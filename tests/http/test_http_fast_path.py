@@ -271,6 +271,12 @@ def test_a_head_is_taken_from_another_connection():
         assert parser.next_event().headers == [("HOST", "a")] and len(calls) == 3
     finally:
         RequestParser._scan_head = scan
+    # a kept-alive connection with a field block of its own looks in no shared cache
+    kept = ParserOptions()
+    heads = b"".join(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(3))
+    assert [ev[2] for ev in events(heads, kept) if type(ev) is tuple and len(ev) > 2] == [
+        "/0", "/1", "/2"]
+    assert [len(d) for d in kept.seen_heads + kept.seen_blocks] == [1, 0, 1, 0]
     # each request gets its own list of headers
     one, two = RequestParser(opts), RequestParser(opts)
     one.receive_data(wire)

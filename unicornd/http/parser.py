@@ -513,9 +513,11 @@ class RequestParser:
         # A whole head read before under these settings and trust (ParserOptions.seen_heads)
         # reads as it read then, without a scan. (Its bytes are the key: the buffer itself when
         # it holds just the head, as it mostly does; a bytearray, a head that came in pieces,
-        # is none.)
+        # is none.) Only until the connection has a field block of its own to compare with
+        # (_block, see _scan_head): the shared caches are for clients that open a connection
+        # per request; a kept-alive client's heads cost no look-up in them.
         seen = head_key = None
-        if type(buf) is bytes and end < _SEEN_HEAD_MAX:
+        if self._block is None and type(buf) is bytes and end < _SEEN_HEAD_MAX:
             head_key = buf[:end + 4]
             seen = self._seen_heads.get(head_key)
         if seen is not None:
@@ -603,7 +605,7 @@ class RequestParser:
             # the field block of this connection's previous head, again (a client on a kept-alive
             # connection repeats its fields): it reads as it read then, under the same settings
             return rl, list(self._block_headers), self._block_steering
-        seen = self._seen_blocks.get(block)
+        seen = self._seen_blocks.get(block) if self._block is None else None
         if seen is not None:
             # a block another connection sent (a client that opens a connection per request
             # sends the same one each time), read under the same settings and trust
@@ -631,11 +633,13 @@ class RequestParser:
 
     def _remember_block(self, block, fields):
         """Keep a field block that was read without error, and what it gave, for the next
-        head on this connection (see _scan_head)."""
+        head on this connection (see _scan_head), and for other connections if it is this
+        one's first."""
+        first = self._block is None
         self._block = block
         headers = self._block_headers = tuple(fields[0])
         self._block_steering = fields[1]
-        if len(block) <= _SEEN_BLOCK_MAX:
+        if first and len(block) <= _SEEN_BLOCK_MAX:
             seen = self._seen_blocks
             if len(seen) >= _SEEN_BLOCKS_MAX:
                 seen.clear()
