@@ -443,7 +443,13 @@ class EnvironBuilder:
             script_name = base.script_name
         elif self.one_request:
             environ, host, script_name = self._fields(headers, self.base, trusted_forwarder)
-            _add_peer(environ, base.peer, base.sock)
+            peer = base.peer
+            if peer and type(peer) is tuple:  # (_add_peer, inline)
+                environ["REMOTE_ADDR"] = peer[0]
+                environ["REMOTE_PORT"] = str(peer[1])
+                environ["unicornd.socket"] = environ["gunicorn.socket"] = base.sock
+            else:
+                _add_peer(environ, peer, base.sock)
         else:
             environ, host, script_name = self._fields(headers, base.environ, trusted_forwarder)
             base.headers = headers[:]  # (a copy: a hook may change the request's list)

@@ -13,6 +13,7 @@ that what dead workers served is not lost.
 """
 
 import bisect
+import functools
 import mmap
 import struct
 import time
@@ -29,6 +30,7 @@ _COUNT = struct.Struct("=Q")
 
 # Request duration histogram: upper bounds in seconds (Prometheus ``le``); one more bucket, +Inf.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_FIRST_BOUND = DURATION_BUCKETS[0]  # (most requests: no search)
 # Requests by status class: 1xx..5xx, then "none" (ended without a response head: the client
 # went away, or an error answer the connection wrote itself).
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "none")
@@ -203,7 +205,7 @@ class SlotWriter:
     every request."""
 
     __slots__ = ("mm", "base", "requests", "duration_sum", "words", "floats", "halves", "w",
-                 "h", "named")
+                 "h", "named", "progress")
 
     def __init__(self, mm, base, words=None, floats=None, halves=None):
         self.mm = mm
@@ -220,6 +222,13 @@ class SlotWriter:
         # The (method, path) the slot shows: a request named as the one before it (a client
         # asking for the same URL again) needs no new write of the name.
         self.named = None
+        # progress(oldest, newest, candidates): the requests in progress that could be hung
+        # (not waiting on their client, not on a socket the app took over): how many, and the
+        # oldest and newest time one of them progressed (started, or read from or wrote to its
+        # client); for the timeout decision (master/timeouts.py). The struct's own pack_into
+        # bound to this slot: no Python frame, and the sync worker writes it three times per
+        # request.
+        self.progress = functools.partial(_PROGRESS.pack_into, mm, base + _OFF_PROGRESS)
 
     def heartbeat(self, now: float) -> None:
         self.floats[self.w + _W_HEARTBEAT] = now
@@ -260,7 +269,8 @@ class SlotWriter:
         if duration is not None:
             c = status // 100
             words[w + _W_STATUS + (c - 1 if 0 < c < 6 else 5)] += 1
-            words[w + _W_BUCKETS + bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
+            words[w + _W_BUCKETS + (0 if duration <= _FIRST_BOUND
+                                    else bisect.bisect_left(DURATION_BUCKETS, duration))] += 1
             self.duration_sum += duration
             self.floats[w + _W_SUM] = self.duration_sum
         self.mm[self.base + _OFF_STATE] = IDLE
@@ -275,7 +285,8 @@ class SlotWriter:
         if duration is not None:
             c = status // 100
             words[w + _W_STATUS + (c - 1 if 0 < c < 6 else 5)] += 1
-            words[w + _W_BUCKETS + bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
+            words[w + _W_BUCKETS + (0 if duration <= _FIRST_BOUND
+                                    else bisect.bisect_left(DURATION_BUCKETS, duration))] += 1
             self.duration_sum += duration
             self.floats[w + _W_SUM] = self.duration_sum
 
@@ -303,12 +314,6 @@ class SlotWriter:
         """Once at boot: how requests run (SERIAL or 0) and how many at once."""
         self.mm[self.base + _OFF_MODE] = mode
         _CAPACITY.pack_into(self.mm, self.base + _OFF_CAPACITY, capacity)
-
-    def progress(self, oldest: float, newest: float, candidates: int) -> None:
-        """The requests in progress that could be hung (not waiting on their client, not on a
-        socket the app took over): how many, and the oldest and newest time one of them
-        progressed (started, or read from or wrote to its client)."""
-        _PROGRESS.pack_into(self.mm, self.base + _OFF_PROGRESS, oldest, newest, candidates)
 
     def name_request(self, started: float, method: str, path: str) -> None:
         """Which request the slot shows (the one a timeout line names), state untouched."""
