@@ -32,7 +32,12 @@ settings allow (obs-fold, spaces before ":") or names the exact error, so the er
 does not depend on the way it was read (tests/http/test_http_fast_path.py holds both ways to the
 same answers). A connection's parser also keeps the field block of its last head and what it
 read there: a client on a kept-alive connection mostly repeats its fields, and an equal block
-reads the same under the same settings, so it costs one string comparison. That is the scan step (``_scan_head``); it hands the values of the fields that
+reads the same under the same settings, so it costs one string comparison. Until a connection has
+such a block of its own, its heads are also looked up in what the worker's other connections read
+under the same settings and trust (``ParserOptions.seen_heads``: whole heads by their bytes;
+``seen_blocks``: field blocks by their text; bounded): a client that opens a connection per
+request (every client of the sync worker) sends the same head each time, and it is read once.
+Errors are never kept. That is the scan step (``_scan_head``); it hands the values of the fields that
 steer framing (Content-Length, Transfer-Encoding, Connection, Expect, Upgrade) to the interpret
 step, ``framing()``, where every framing decision is made. A head with none of them (a GET with
 ordinary fields) skips the call.
