@@ -219,9 +219,11 @@ class SlotWriter:
         self.halves = halves if halves is not None else memoryview(mm).cast("I")
         self.w = base // 8
         self.h = base // 4
-        # The (method, path) the slot shows: a request named as the one before it (a client
-        # asking for the same URL again) needs no new write of the name.
-        self.named = None
+        # The (method, path) the slot shows, in a SERIAL worker (set_mode): a request named as
+        # the one before it (a client asking for the same URL again) needs no new write of the
+        # name. (Not where several threads may name requests at once: the cache could then
+        # disagree with the slot; those write the name each time, as few times as they do.)
+        self.named = False
         # progress(oldest, newest, candidates): the requests in progress that could be hung
         # (not waiting on their client, not on a socket the app took over): how many, and the
         # oldest and newest time one of them progressed (started, or read from or wrote to its
@@ -245,7 +247,7 @@ class SlotWriter:
         floats[w + _W_NEWEST] = now
         self.halves[self.h + _H_CANDIDATES] = 0
         named = self.named
-        if named is None or named[1] != path or named[0] != method:
+        if not named or named[1] != path or named[0] != method:
             self._name(method, path)
         # Write the state last: the master reads a busy slot only once its request is set.
         floats[w + _W_HEARTBEAT] = now
@@ -312,17 +314,17 @@ class SlotWriter:
 
     def set_mode(self, mode: int, capacity: int) -> None:
         """Once at boot: how requests run (SERIAL or 0) and how many at once."""
+        self.named = None if mode & SERIAL else False
         self.mm[self.base + _OFF_MODE] = mode
         _CAPACITY.pack_into(self.mm, self.base + _OFF_CAPACITY, capacity)
 
     def name_request(self, started: float, method: str, path: str) -> None:
         """Which request the slot shows (the one a timeout line names), state untouched."""
         self.floats[self.w + _W_REQ_START] = started
-        named = self.named
-        if named is None or named[1] != path or named[0] != method:
-            self._name(method, path)
+        self._name(method, path)
 
     def _name(self, method: str, path: str) -> None:
         _REQUEST.pack_into(self.mm, self.base + _OFF_REQUEST, method.encode("latin-1", "replace"),
                            path.encode("latin-1", "replace"))
-        self.named = (method, path)
+        if self.named is not False:
+            self.named = (method, path)
