@@ -25,6 +25,7 @@ STOP_GRACE_SECONDS = 1.0
 TAKEN_OVER_LINGER_SECONDS = 1.0
 
 _PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
+_plain_socket = socket.socket
 _monotonic = time.monotonic
 
 
@@ -55,8 +56,14 @@ def input_waiting(sock) -> bool:
 
 
 def data_waiting(sock) -> bool:
-    """Bytes (not EOF, not an error) wait to be read: what a lingering close is for."""
-    return bool(_peek(sock))
+    """Bytes (not EOF, not an error) wait to be read: what a lingering close is for.
+    (_peek inline: asked after every response that closes its connection, by the sync
+    worker once per request.)"""
+    try:
+        return bool(_socket.socket.recv(sock if type(sock) is _plain_socket else kernel_socket(sock),
+                                        1, _PEEK_FLAGS))
+    except (OSError, ValueError, TypeError):  # (BlockingIOError: nothing has arrived)
+        return False
 
 
 def peer_closed(sock) -> bool:

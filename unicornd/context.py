@@ -68,16 +68,24 @@ class ServerContext:
         self.refused_log = RateLimiter(REFUSED_LOG_LINES, REFUSED_LOG_WINDOW)
         self.scheme = "https" if ssl_context is not None else "http"
         self._builders = {}
+        # the last address asked for and its builder: a worker's listeners hand the same
+        # address object to each of their connections
+        self._last_builder = (None, None)
         self.requests_served = 0
 
     def environ_builder(self, listener_addr):
         """One EnvironBuilder per listening address, made on first use."""
+        last_addr, builder = self._last_builder
+        if listener_addr is last_addr:
+            return builder
         key = listener_addr if isinstance(listener_addr, (str, bytes)) else tuple(listener_addr[:2])
         builder = self._builders.get(key)
         if builder is None:
             builder = EnvironBuilder(self.cfg, self.error_stream, listener_addr,
-                                     multithread=self.multithread, scheme=self.scheme)
+                                     multithread=self.multithread, scheme=self.scheme,
+                                     one_request=not self.keep_alive)
             self._builders[key] = builder
+        self._last_builder = (listener_addr, builder)
         return builder
 
     # -- policies the loop applies -----------------------------------------------------

@@ -384,12 +384,19 @@ del _name
 class EnvironBuilder:
     """Builds request environs for one worker and one listener, from a base made once
     (``base``) and, per connection, from that base with the peer and the socket in it
-    (``connection_base``): a request copies the connection's dict and adds what is its own."""
+    (``connection_base``): a request copies the connection's dict and adds what is its own.
+
+    ``one_request``: each connection carries one request (no keep-alive: the sync worker, or
+    keepalive = 0). Nothing is then kept on the connection for a next request: the request's
+    environ is the listener's base copied once, with the fields and the peer added (instead of
+    three copies: the connection's dict, the request's, and the fields kept for the next)."""
 
     __slots__ = ("base", "script_name", "trust_forwarded", "secure_scheme_headers",
-                 "secure_keys", "server_name", "server_port", "unix")
+                 "secure_keys", "server_name", "server_port", "unix", "one_request")
 
-    def __init__(self, cfg, error_stream, listener_addr, *, multithread=False, scheme="http"):
+    def __init__(self, cfg, error_stream, listener_addr, *, multithread=False, scheme="http",
+                 one_request=False):
+        self.one_request = one_request
         self.script_name = os.environ.get("SCRIPT_NAME", "")
         # Upper-cased once, as the parser gives header names.
         self.secure_scheme_headers = {k.upper(): v for k, v in (cfg.secure_scheme_headers or {}).items()}
@@ -416,16 +423,15 @@ class EnvironBuilder:
         }
 
     def connection_base(self, peer, sock) -> "ConnectionBase":
-        """The part of every environ on one connection: the base, the peer and the socket."""
+        """The part of every environ on one connection: the base, the peer and the socket
+        (its dict made when first asked for: a one-request connection never needs it)."""
+        return ConnectionBase(self, peer, sock)
+
+    def connection_environ(self, peer, sock) -> dict:
+        """The base with the peer and the socket in it."""
         environ = self.base.copy()
-        if peer and not isinstance(peer, (str, bytes)):
-            environ["REMOTE_ADDR"] = peer[0]
-            environ["REMOTE_PORT"] = str(peer[1])
-        else:
-            environ["REMOTE_ADDR"] = peer.decode() if isinstance(peer, bytes) else (peer or "")
-        environ["unicornd.socket"] = sock
-        environ["gunicorn.socket"] = sock
-        return ConnectionBase(environ)
+        _add_peer(environ, peer, sock)
+        return environ
 
     def build(self, req, body, base, trusted_forwarder: bool) -> dict:
         """The environ of ``req`` on the connection whose ``connection_base()`` is ``base``."""
@@ -435,6 +441,15 @@ class EnvironBuilder:
             environ = base.fields.copy()
             host = base.host
             script_name = base.script_name
+        elif self.one_request:
+            environ, host, script_name = self._fields(headers, self.base, trusted_forwarder)
+            peer = base.peer
+            if peer and type(peer) is tuple:  # (_add_peer, inline)
+                environ["REMOTE_ADDR"] = peer[0]
+                environ["REMOTE_PORT"] = str(peer[1])
+                environ["unicornd.socket"] = environ["gunicorn.socket"] = base.sock
+            else:
+                _add_peer(environ, peer, base.sock)
         else:
             environ, host, script_name = self._fields(headers, base.environ, trusted_forwarder)
             base.headers = headers[:]  # (a copy: a hook may change the request's list)
@@ -526,6 +541,16 @@ class EnvironBuilder:
         return host, script_name
 
 
+def _add_peer(environ, peer, sock) -> None:
+    if peer and not isinstance(peer, (str, bytes)):
+        environ["REMOTE_ADDR"] = peer[0]
+        environ["REMOTE_PORT"] = str(peer[1])
+    else:
+        environ["REMOTE_ADDR"] = peer.decode() if isinstance(peer, bytes) else (peer or "")
+    environ["unicornd.socket"] = sock
+    environ["gunicorn.socket"] = sock
+
+
 class ConnectionBase:
     """What every environ on one connection holds (``environ``: the listener's base, the peer,
     the socket), and the part its last request's fields made (``fields``, with the Host and
@@ -533,12 +558,23 @@ class ConnectionBase:
     sends the same fields again, and equal fields from an equally trusted peer make an equal
     part, so a request that repeats them copies it instead of adding them one by one."""
 
-    __slots__ = ("environ", "headers", "trusted", "fields", "host", "script_name")
+    __slots__ = ("builder", "peer", "sock", "_environ", "headers", "trusted", "fields", "host",
+                 "script_name")
 
-    def __init__(self, environ):
-        self.environ = environ
+    def __init__(self, builder, peer, sock):
+        self.builder = builder
+        self.peer = peer
+        self.sock = sock
+        self._environ = None
         self.headers = None
         self.trusted = self.fields = self.host = self.script_name = None
+
+    @property
+    def environ(self) -> dict:
+        environ = self._environ
+        if environ is None:
+            environ = self._environ = self.builder.connection_environ(self.peer, self.sock)
+        return environ
 
 
 def reraise(exc_info):

@@ -4,8 +4,9 @@ The parser reads most heads the fast way: a request line the fast pattern takes,
 strict grammar takes whole, both found by their text in a cache (parser._REQUEST_LINES,
 parser._LINES) after the first time;
 Host values and framing decisions are remembered too, and a connection's parser reads a field
-block that repeats its previous head's the way it read it then. Anything else goes to the careful, line by
-line pass. Both must give the same requests, or the same error, for any head and any settings:
+block that repeats its previous head's, or one read before on another connection under the same
+settings (ParserOptions.seen_blocks), the way it read it then. Anything else goes to the careful,
+line by line pass. Both must give the same requests, or the same error, for any head and any settings:
 here every head is parsed twice, once as it comes and once with every shortcut switched off.
 """
 import contextlib
@@ -52,6 +53,12 @@ def careful_only(calls):
         "REQUEST_LINE_FAST_ANY_METHOD")}
     split = RequestParser._split_fields
     remember = RequestParser._remember_block
+    init = RequestParser.__init__
+
+    def forgetful_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self._seen_blocks = _Forgetful()
+        self._seen_heads = _Forgetful()
 
     def counted(self, block):
         calls.append(block)
@@ -64,6 +71,7 @@ def careful_only(calls):
     P.REQUEST_LINE_FAST = P.REQUEST_LINE_FAST_ANY_METHOD = _NoMatch()
     RequestParser._split_fields = counted
     RequestParser._remember_block = lambda self, block, fields: None
+    RequestParser.__init__ = forgetful_init
     try:
         yield
     finally:
@@ -71,11 +79,12 @@ def careful_only(calls):
             setattr(P, name, value)
         RequestParser._split_fields = split
         RequestParser._remember_block = remember
+        RequestParser.__init__ = init
 
 
-def events(wire, opts):
+def events(wire, opts, forwarder_trusted=False):
     """Everything the parser says about ``wire`` then EOF, requests with all their fields."""
-    parser = RequestParser(opts)
+    parser = RequestParser(opts, forwarder_trusted=forwarder_trusted)
     out = []
     try:
         for piece in (wire, b""):
@@ -200,6 +209,93 @@ def test_a_repeated_field_block_is_taken_from_the_previous_head():
     assert second.headers == first.headers == [("HOST", "a"), ("X-A", "b")]
     assert second.headers is not first.headers
     assert (second.keep_alive, first.keep_alive) == (False, True)
+
+
+@SETTINGS
+@given(st.lists(repeated_blocks(), min_size=2, max_size=4), st.sampled_from(OPTION_SETS),
+       st.lists(st.booleans(), min_size=4, max_size=4))
+def test_a_field_block_seen_on_another_connection_reads_as_it_did(wires, option_set, trust):
+    # one ParserOptions (one worker's settings) for every connection: what one parser kept in
+    # seen_blocks, the next finds; trusted and untrusted peers (forwarder_headers) read apart
+    opts = ParserOptions(**option_set)
+    fresh = ParserOptions(**option_set)
+    calls = []
+    for wire, trusted in zip(wires, trust):
+        got = events(wire, opts, forwarder_trusted=trusted)
+        with careful_only(calls):
+            assert got == events(wire, fresh, forwarder_trusted=trusted)
+
+
+def test_a_field_block_is_taken_from_another_connection():
+    # (else the agreement above would not test the shortcut)
+    opts = ParserOptions(forwarder_headers="SCRIPT_NAME", header_map="drop")
+    wire = b"GET /a HTTP/1.1\r\nHost: a\r\nSCRIPT_NAME: /s\r\n\r\n"
+    other_line = wire.replace(b"/a", b"/b")  # (the same block after another request line)
+    calls = []
+    read = RequestParser._read_fields
+    RequestParser._read_fields = lambda self, *a: calls.append(a) or read(self, *a)
+    try:
+        first = events(wire, opts)
+        assert len(calls) == 1
+        second = events(other_line, opts)
+        assert len(calls) == 1  # another parser, the same settings: read once
+        trusted = events(wire, opts, forwarder_trusted=True)
+        assert len(calls) == 2  # a trusted peer's block reads differently: read again
+        assert events(other_line, opts, forwarder_trusted=True)[0][2] == "/b" and len(calls) == 2
+        assert events(wire, ParserOptions(), forwarder_trusted=True) and len(calls) == 3
+    finally:
+        RequestParser._read_fields = read
+    headers = Request.__slots__.index("headers")
+    assert first[0][headers] == second[0][headers] == [("HOST", "a")]
+    assert second[0][2] == "/b"
+    assert trusted[0][headers] == [("HOST", "a"), ("SCRIPT_NAME", "/s")]
+
+
+def test_a_head_is_taken_from_another_connection():
+    # (else the agreement above would not test this shortcut)
+    opts = ParserOptions(forwarder_headers="SCRIPT_NAME", header_map="drop")
+    wire = b"GET /a HTTP/1.1\r\nHost: a\r\nSCRIPT_NAME: /s\r\n\r\n"
+    calls = []
+    scan = RequestParser._scan_head
+    RequestParser._scan_head = lambda self, *a: calls.append(a) or scan(self, *a)
+    try:
+        first = events(wire, opts)
+        assert events(wire, opts) == first and len(calls) == 1
+        trusted = events(wire, opts, forwarder_trusted=True)
+        assert len(calls) == 2 and trusted != first  # trusted: SCRIPT_NAME kept
+        assert events(wire, opts, forwarder_trusted=True) == trusted and len(calls) == 2
+        # a head that came in pieces (a bytearray buffer) is scanned
+        parser = RequestParser(opts)
+        parser.receive_data(wire[:10])
+        parser.receive_data(wire[10:])
+        assert parser.next_event().headers == [("HOST", "a")] and len(calls) == 3
+    finally:
+        RequestParser._scan_head = scan
+    # a kept-alive connection with a field block of its own looks in no shared cache
+    kept = ParserOptions()
+    heads = b"".join(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(3))
+    assert [ev[2] for ev in events(heads, kept) if type(ev) is tuple and len(ev) > 2] == [
+        "/0", "/1", "/2"]
+    assert [len(d) for d in kept.seen_heads + kept.seen_blocks] == [1, 0, 1, 0]
+    # each request gets its own list of headers
+    one, two = RequestParser(opts), RequestParser(opts)
+    one.receive_data(wire)
+    two.receive_data(wire)
+    a, b = one.next_event(), two.next_event()
+    assert a.headers == b.headers and a.headers is not b.headers
+
+
+def test_seen_blocks_and_heads_stay_bounded():
+    opts = ParserOptions()
+    for i in range(P._SEEN_BLOCKS_MAX + 10):
+        events(b"GET / HTTP/1.1\r\nHost: a\r\nX-N: %d\r\n\r\n" % i, opts)
+    events(b"GET / HTTP/1.1\r\nX-Long: " + b"a" * P._SEEN_BLOCK_MAX + b"\r\n\r\n", opts)
+    untrusted, trusted = opts.seen_blocks
+    assert 0 < len(untrusted) <= P._SEEN_BLOCKS_MAX and not trusted
+    assert all(len(block) <= P._SEEN_BLOCK_MAX for block in untrusted)
+    untrusted, trusted = opts.seen_heads
+    assert 0 < len(untrusted) <= P._SEEN_BLOCKS_MAX and not trusted
+    assert all(len(head) <= P._SEEN_HEAD_MAX + 4 for head in untrusted)
 
 
 @pytest.mark.parametrize("wire", [

@@ -21,9 +21,9 @@ SETTINGS = settings(max_examples=int(os.environ.get("UNICORND_HYPOTHESIS_EXAMPLE
 SECURE = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https", "X-FORWARDED-SSL": "on"}
 
 
-def builder(listener=("127.0.0.1", 8000), secure=SECURE):
+def builder(listener=("127.0.0.1", 8000), secure=SECURE, one_request=False):
     cfg = SimpleNamespace(secure_scheme_headers=secure, workers=2)
-    return wsgi.EnvironBuilder(cfg, None, listener)
+    return wsgi.EnvironBuilder(cfg, None, listener, one_request=one_request)
 
 
 def request(headers, path="/a%20b", query="x=1", version=(1, 1), proxy=None):
@@ -105,6 +105,27 @@ def test_environ_is_the_one_pep_3333_spells(headers, trusted, unix, version, pro
         assert got == outcome(lambda: expected(b, req, peer, sock, trusted))
     # a request never changes its connection's dict
     assert base.environ == b.connection_base(peer, sock).environ
+
+
+@SETTINGS
+@given(headers=FIELDS, trusted=st.booleans(), unix=st.booleans(),
+       proxy=st.sampled_from([None, SimpleNamespace(src_addr="10.0.0.9", src_port=4444)]),
+       peer_kind=st.sampled_from(["tcp", "unix", "bytes"]))
+def test_a_one_request_connection_gets_the_environ_pep_3333_spells(headers, trusted, unix, proxy,
+                                                                   peer_kind):
+    # (no keep-alive: the environ is made from the listener's base in one copy, the
+    # connection's dict never made; a second request on it, if one came, is served alike)
+    listener = "/tmp/x.sock" if unix else ("127.0.0.1", 8000)
+    b = builder(listener, one_request=True)
+    peer = {"tcp": ("10.1.2.3", 5555), "unix": "", "bytes": b"/tmp/peer"}[peer_kind]
+    sock = object()
+    req = request(headers, proxy=proxy)
+    base = b.connection_base(peer, sock)
+    want_peer = peer.decode() if isinstance(peer, bytes) else peer
+    for _ in range(2):
+        got = outcome(lambda: b.build(req, None, base, trusted))
+        assert got == outcome(lambda: expected(b, req, want_peer, sock, trusted))
+    assert base.environ == builder(listener).connection_base(peer, sock).environ
 
 
 @SETTINGS

@@ -32,7 +32,12 @@ settings allow (obs-fold, spaces before ":") or names the exact error, so the er
 does not depend on the way it was read (tests/http/test_http_fast_path.py holds both ways to the
 same answers). A connection's parser also keeps the field block of its last head and what it
 read there: a client on a kept-alive connection mostly repeats its fields, and an equal block
-reads the same under the same settings, so it costs one string comparison. That is the scan step (``_scan_head``); it hands the values of the fields that
+reads the same under the same settings, so it costs one string comparison. Until a connection has
+such a block of its own, its heads are also looked up in what the worker's other connections read
+under the same settings and trust (``ParserOptions.seen_heads``: whole heads by their bytes;
+``seen_blocks``: field blocks by their text; bounded): a client that opens a connection per
+request (every client of the sync worker) sends the same head each time, and it is read once.
+Errors are never kept. That is the scan step (``_scan_head``); it hands the values of the fields that
 steer framing (Content-Length, Transfer-Encoding, Connection, Expect, Upgrade) to the interpret
 step, ``framing()``, where every framing decision is made. A head with none of them (a GET with
 ordinary fields) skips the call.
@@ -113,6 +118,12 @@ class ParserOptions:
     max_fields: int = field(init=False, repr=False, compare=False)
     max_field_size: int = field(init=False, repr=False, compare=False)
     max_head: int = field(init=False, repr=False, compare=False)
+    # Field blocks read without error under these settings, by their text (bounded), for a
+    # peer the forwarder settings do not trust ([0]) and one they do ([1]): a block seen
+    # before, on any connection, reads as it read then. See RequestParser._scan_head.
+    seen_blocks: tuple = field(init=False, repr=False, compare=False)
+    # ... and whole heads (request line and fields), by their bytes, likewise.
+    seen_heads: tuple = field(init=False, repr=False, compare=False)
 
     _NAMES = ("limit_request_line", "limit_request_fields", "limit_request_field_size",
               "permit_obsolete_folding", "permit_unconventional_http_method",
@@ -144,6 +155,8 @@ class ParserOptions:
         setattr_(self, "max_field_size", size)
         # gunicorn's bound on a whole header section: every field at its largest, with CRLFs
         setattr_(self, "max_head", fields * (size + 2) + 4)
+        setattr_(self, "seen_blocks", ({}, {}))
+        setattr_(self, "seen_heads", ({}, {}))
 
     @classmethod
     def from_config(cls, cfg):
@@ -242,6 +255,11 @@ _LINES_MAX = 1024
 _LINE_MAX = 256
 # the same for request lines the strict fast pattern takes (see _fast_request_line)
 _REQUEST_LINES = {}
+# Whole field blocks and whole heads read without error are kept too (ParserOptions.seen_blocks,
+# seen_heads): so many, so long at most (a few MB in all, whatever the peers send).
+_SEEN_BLOCKS_MAX = 256
+_SEEN_BLOCK_MAX = 4096
+_SEEN_HEAD_MAX = 4096
 
 
 def _strict_line(line):
@@ -280,9 +298,8 @@ _S_PROXY, _S_HEAD, _S_BODY, _S_NO_BODY, _S_DONE, _S_CLOSED, _S_ERROR = range(7)
 class RequestParser:
     __slots__ = ("_opts", "_buf", "_eof", "_state", "_decoder", "_error", "_proxy_allowed",
                  "_forwarder_trusted", "_proxy_info", "_crlf_done", "_scan", "_lf_checked",
-                 "_line_end", "_rl", "_rl_fast", "_rl_strict", "_max_line", "_max_fields",
-                 "_max_field_size", "_max_head", "_casefold", "_block", "_block_headers",
-                 "_block_steering")
+                 "_line_end", "_rl", "_block", "_block_headers", "_block_steering",
+                 "_seen_blocks", "_seen_heads")
 
     def __init__(self, opts, proxy_allowed=True, *, forwarder_trusted=False):
         self._opts = opts
@@ -294,17 +311,17 @@ class RequestParser:
         self._proxy_allowed = proxy_allowed
         self._forwarder_trusted = bool(forwarder_trusted and opts.forwarder_headers)
         self._proxy_info = None
-        self._rl_strict = not opts.permit_unconventional_http_method
-        self._rl_fast = (REQUEST_LINE_FAST if self._rl_strict
-                         else REQUEST_LINE_FAST_ANY_METHOD).fullmatch
-        self._max_line = opts.max_request_line
-        self._max_fields = opts.max_fields
-        self._max_field_size = opts.max_field_size
-        self._max_head = opts.max_head
-        self._casefold = opts.casefold_http_method
+        # (the limits and the request-line settings are read from opts where they are used:
+        # a parser is made per connection, and a head seen before uses none of them)
         self._block = None  # the field block of the last head read (_scan_head), and its reading
         self._block_headers = self._block_steering = None
-        self._reset_head()
+        self._seen_blocks = opts.seen_blocks[self._forwarder_trusted]
+        self._seen_heads = opts.seen_heads[self._forwarder_trusted]
+        self._crlf_done = False  # (_reset_head, inline: a parser is made per connection)
+        self._scan = 0
+        self._lf_checked = 0
+        self._line_end = -1
+        self._rl = None
 
     def _reset_head(self):
         self._crlf_done = False
@@ -498,6 +515,40 @@ class RequestParser:
         if end < 0:
             return self._head_incomplete(buf)
 
+        # A whole head read before under these settings and trust (ParserOptions.seen_heads)
+        # reads as it read then, without a scan. (Its bytes are the key: the buffer itself when
+        # it holds just the head, as it mostly does; a bytearray, a head that came in pieces,
+        # is none.) Only until the connection has a field block of its own to compare with
+        # (_block, see _scan_head): the shared caches are for clients that open a connection
+        # per request; a kept-alive client's heads cost no look-up in them.
+        seen = head_key = None
+        if self._block is None and type(buf) is bytes and end < _SEEN_HEAD_MAX:
+            head_key = buf[:end + 4]
+            seen = self._seen_heads.get(head_key)
+        if seen is not None:
+            req = Request(seen[0], seen[2], list(seen[1]), self._proxy_info)
+        else:
+            req = self._read_head(buf, end, head_key)
+
+        if end + 4 >= len(buf):
+            self._buf = b""
+        else:
+            self._consume(end + 4)
+        if req.chunked:
+            opts = self._opts
+            self._decoder = ChunkedDecoder(opts.max_field_size, opts.max_head,
+                                           self._parse_trailers)
+            self._state = _S_BODY
+        elif req.content_length:
+            self._decoder = LengthDecoder(req.content_length)
+            self._state = _S_BODY
+        else:
+            self._state = _S_NO_BODY
+        return req
+
+    def _read_head(self, buf, end, head_key):
+        """The Request of the head in buf[:end + 4]: scanned, its framing decided; kept by
+        ``head_key`` (its bytes) unless that is None."""
         rl, headers, fields = self._scan_head(buf, end)
         method = rl[0]
         if method == "CONNECT":
@@ -517,23 +568,12 @@ class RequestParser:
                     if len(_FRAMING_SEEN) >= 256:
                         _FRAMING_SEEN.clear()
                     _FRAMING_SEEN[key] = decided
-        req = Request(rl, decided, headers, self._proxy_info)
-
-        if end + 4 >= len(buf):
-            self._buf = b""
-        else:
-            self._consume(end + 4)
-        if req.chunked:
-            opts = self._opts
-            self._decoder = ChunkedDecoder(opts.max_field_size, opts.max_head,
-                                           self._parse_trailers)
-            self._state = _S_BODY
-        elif req.content_length:
-            self._decoder = LengthDecoder(req.content_length)
-            self._state = _S_BODY
-        else:
-            self._state = _S_NO_BODY
-        return req
+        if head_key is not None:
+            seen = self._seen_heads
+            if len(seen) >= _SEEN_BLOCKS_MAX:
+                seen.clear()
+            seen[head_key] = (rl, tuple(headers), decided)
+        return Request(rl, decided, headers, self._proxy_info)
 
     # --- the head, scan step: lines, limits, field syntax -----------------------------------------
     def _scan_head(self, buf, end):
@@ -556,7 +596,7 @@ class RequestParser:
         # request line
         rl = self._rl
         if rl is None:
-            if line_end > self._max_line:
+            if line_end > self._opts.max_request_line:
                 self._refuse_long_line(buf)
             request_line = head[:line_end]
             rl = _REQUEST_LINES.get(request_line)
@@ -570,7 +610,13 @@ class RequestParser:
             # the field block of this connection's previous head, again (a client on a kept-alive
             # connection repeats its fields): it reads as it read then, under the same settings
             return rl, list(self._block_headers), self._block_steering
-        if end + 4 - (line_end + 2) > self._max_head:
+        seen = self._seen_blocks.get(block) if self._block is None else None
+        if seen is not None:
+            # a block another connection sent (a client that opens a connection per request
+            # sends the same one each time), read under the same settings and trust
+            self._block, self._block_headers, self._block_steering = block, seen[0], seen[1]
+            return rl, list(seen[0]), seen[1]
+        if end + 4 - (line_end + 2) > self._opts.max_head:
             self._refuse_large_section(buf, line_end + 2)
 
         # field lines: each line the strict grammar takes whole is found in _LINES (or scanned
@@ -579,7 +625,8 @@ class RequestParser:
         # before ":") or names the error, the same whichever pass met it first.
         lines = block.split("\r\n")
         fields = None
-        if end - line_end <= self._max_field_size and len(lines) <= self._max_fields:
+        opts = self._opts
+        if end - line_end <= opts.max_field_size and len(lines) <= opts.max_fields:
             try:
                 fields = self._read_fields(lines, _LINES.get)
             except errors.HTTPError:
@@ -591,10 +638,17 @@ class RequestParser:
 
     def _remember_block(self, block, fields):
         """Keep a field block that was read without error, and what it gave, for the next
-        head on this connection (see _scan_head)."""
+        head on this connection (see _scan_head), and for other connections if it is this
+        one's first."""
+        first = self._block is None
         self._block = block
-        self._block_headers = tuple(fields[0])
+        headers = self._block_headers = tuple(fields[0])
         self._block_steering = fields[1]
+        if first and len(block) <= _SEEN_BLOCK_MAX:
+            seen = self._seen_blocks
+            if len(seen) >= _SEEN_BLOCKS_MAX:
+                seen.clear()
+            seen[block] = (headers, fields[1])
 
     def _read_fields(self, items, get):
         """(headers, the fields that steer framing or None) from field lines: ``get(item)``
@@ -664,7 +718,7 @@ class RequestParser:
     def _refuse_large_section(self, buf, start):
         """A header section over the limit: 431, unless a bare LF comes within the limit: that
         is refused first (400) when the head arrives in pieces (_head_incomplete), so whole too."""
-        stop = start + self._max_head
+        stop = start + self._opts.max_head
         if has_bare_lf(buf, start, stop, start):
             raise errors.InvalidHeader("bare LF in the header section")
         raise errors.LimitRequestHeaders("header section too large")
@@ -681,7 +735,7 @@ class RequestParser:
         raise errors.InvalidHeaderName(f"{up!r}: '_' in a field name (header_map = refuse)")
 
     def _refuse_long_line(self, buf):
-        limit = self._max_line
+        limit = self._opts.max_request_line
         if buf.find(b"\n", 0, limit + 1) >= 0:
             raise errors.InvalidRequestLine("bare LF in the request line")
         raise errors.LimitRequestLine(f"request line longer than {limit} bytes")
@@ -694,7 +748,7 @@ class RequestParser:
             # (what lies before self._scan was searched by the previous calls)
             line_end = buf.find(b"\r\n", self._scan)
             if line_end < 0:
-                limit = self._max_line
+                limit = self._opts.max_request_line
                 if buf.find(b"\n", self._scan, limit + 1) >= 0:
                     raise errors.InvalidRequestLine("bare LF in the request line")
                 if n - 1 > limit:
@@ -703,13 +757,13 @@ class RequestParser:
                     raise errors.NoMoreData("EOF in the request line")
                 self._scan = max(0, n - 3)
                 return NEED_DATA
-            if line_end > self._max_line:
+            if line_end > self._opts.max_request_line:
                 self._refuse_long_line(buf)
             self._rl = self._request_line(bytes(buf[:line_end]).decode("latin-1"))
             self._line_end = line_end
             self._lf_checked = line_end + 2
         start = line_end + 2
-        if n - start > self._max_head:
+        if n - start > self._opts.max_head:
             raise errors.LimitRequestHeaders("header section too large")
         # RFC 9112 §2.2: every line of the head ends with CRLF. A bare LF means the head will not
         # end the way it must; refuse it now rather than wait. Only new bytes are counted.
@@ -726,7 +780,8 @@ class RequestParser:
         """The request line if the fast pattern takes it (a conventional method, an origin-form
         target, HTTP/1.0 or 1.1), else None. What the strict pattern takes reads the same under
         any settings, so it is kept by its text (_REQUEST_LINES)."""
-        m = self._rl_fast(line)
+        strict = not self._opts.permit_unconventional_http_method
+        m = (REQUEST_LINE_FAST if strict else REQUEST_LINE_FAST_ANY_METHOD).fullmatch(line)
         if m is None:
             return None
         method, target, minor = m.groups()
@@ -736,12 +791,12 @@ class RequestParser:
         else:
             path, _, query = target.partition("?")
             fragment = ""
-        if self._casefold:
+        if self._opts.casefold_http_method:
             method = method.upper()
             if method == "CONNECT":
                 return None
         rl = (method, target, path, query, fragment, version)
-        if self._rl_strict and len(line) <= _LINE_MAX:
+        if strict and len(line) <= _LINE_MAX:
             if len(_REQUEST_LINES) >= _LINES_MAX:
                 _REQUEST_LINES.clear()
             _REQUEST_LINES[line] = rl
@@ -811,8 +866,8 @@ class RequestParser:
         n = len(lines)
         if block.count("\n") != n - 1:
             raise errors.InvalidHeader("bare LF in the header section")
-        max_fields = self._max_fields
-        max_size = self._max_field_size
+        max_fields = opts.max_fields
+        max_size = opts.max_field_size
         strip_names = opts.strip_header_spaces
         fold = opts.permit_obsolete_folding
         out = []

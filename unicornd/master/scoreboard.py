@@ -13,6 +13,7 @@ that what dead workers served is not lost.
 """
 
 import bisect
+import functools
 import mmap
 import struct
 import time
@@ -29,6 +30,7 @@ _COUNT = struct.Struct("=Q")
 
 # Request duration histogram: upper bounds in seconds (Prometheus ``le``); one more bucket, +Inf.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_FIRST_BOUND = DURATION_BUCKETS[0]  # (most requests: no search)
 # Requests by status class: 1xx..5xx, then "none" (ended without a response head: the client
 # went away, or an error answer the connection wrote itself).
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "none")
@@ -51,6 +53,13 @@ _W_INFLIGHT = _OFF_LOAD // 8
 _W_LOAD = _W_INFLIGHT + 1
 _W_LOAD_AT = _W_INFLIGHT + 2
 _W_SLOT = SLOT_SIZE // 8
+# float words (heartbeat, request start, progress) and the candidates' 4-byte word: written
+# through the word views, one store each, on every request
+_W_HEARTBEAT = 8 // 8
+_W_REQ_START = 24 // 8
+_W_OLDEST = 152 // 8
+_W_NEWEST = _W_OLDEST + 1
+_H_CANDIDATES = 168 // 4
 
 FREE, BOOTING, IDLE, BUSY = 0, 1, 2, 3
 STATE_NAMES = {FREE: "free", BOOTING: "booting", IDLE: "idle", BUSY: "busy"}
@@ -144,6 +153,7 @@ class Scoreboard:
         # Word views shared by every SlotWriter (the mmap stays mapped for the process's life).
         self._words = memoryview(self.mm).cast("Q")
         self._floats = memoryview(self.mm).cast("d")
+        self._halves = memoryview(self.mm).cast("I")
         self.ended = Counters()  # the counters of released slots (workers that ended)
 
     def allocate(self) -> int:
@@ -186,40 +196,62 @@ class Scoreboard:
         self.mm[index * SLOT_SIZE + _OFF_FLAGS] = 0
 
     def writer(self, index: int) -> "SlotWriter":
-        return SlotWriter(self.mm, index * SLOT_SIZE, self._words, self._floats)
+        return SlotWriter(self.mm, index * SLOT_SIZE, self._words, self._floats, self._halves)
 
 
 class SlotWriter:
-    """Used in the worker, on its own slot only. Each call is one struct write into shm."""
+    """Used in the worker, on its own slot only. Each call is a few aligned word stores into
+    shm (a struct write for the request's name), no syscall: the sync worker makes them on
+    every request."""
 
-    __slots__ = ("mm", "base", "requests", "words", "floats", "w")
+    __slots__ = ("mm", "base", "requests", "duration_sum", "words", "floats", "halves", "w",
+                 "h", "named", "progress")
 
-    def __init__(self, mm, base, words=None, floats=None):
+    def __init__(self, mm, base, words=None, floats=None, halves=None):
         self.mm = mm
         self.base = base
+        # what this worker counted, kept here too: a store into the slot is cheaper than an
+        # add there (the slot is all zeros when a worker gets it)
         self.requests = 0
+        self.duration_sum = 0.0
         self.words = words if words is not None else memoryview(mm).cast("Q")
         self.floats = floats if floats is not None else memoryview(mm).cast("d")
+        self.halves = halves if halves is not None else memoryview(mm).cast("I")
         self.w = base // 8
+        self.h = base // 4
+        # The (method, path) the slot shows, in a SERIAL worker (set_mode): a request named as
+        # the one before it (a client asking for the same URL again) needs no new write of the
+        # name. (Not where several threads may name requests at once: the cache could then
+        # disagree with the slot; those write the name each time, as few times as they do.)
+        self.named = False
+        # progress(oldest, newest, candidates): the requests in progress that could be hung
+        # (not waiting on their client, not on a socket the app took over): how many, and the
+        # oldest and newest time one of them progressed (started, or read from or wrote to its
+        # client); for the timeout decision (master/timeouts.py). The struct's own pack_into
+        # bound to this slot: no Python frame, and the sync worker writes it three times per
+        # request.
+        self.progress = functools.partial(_PROGRESS.pack_into, mm, base + _OFF_PROGRESS)
 
     def heartbeat(self, now: float) -> None:
-        _HEARTBEAT.pack_into(self.mm, self.base + _OFF_HEARTBEAT, now)
+        self.floats[self.w + _W_HEARTBEAT] = now
 
     def idle(self, now: float) -> None:
-        mm, base = self.mm, self.base
-        mm[base + _OFF_STATE] = IDLE
-        _HEARTBEAT.pack_into(mm, base + _OFF_HEARTBEAT, now)
+        self.mm[self.base + _OFF_STATE] = IDLE
+        self.floats[self.w + _W_HEARTBEAT] = now
 
     def busy(self, now: float, method: str, path: str) -> None:
-        mm, base = self.mm, self.base
-        _HEARTBEAT.pack_into(mm, base + _OFF_REQ_START, now)
+        floats, w = self.floats, self.w
+        floats[w + _W_REQ_START] = now
         # No candidate yet: the previous request's progress must not judge this one.
-        _PROGRESS.pack_into(mm, base + _OFF_PROGRESS, now, now, 0)
-        _REQUEST.pack_into(mm, base + _OFF_REQUEST, method.encode("latin-1", "replace"),
-                           path.encode("latin-1", "replace"))
+        floats[w + _W_OLDEST] = now
+        floats[w + _W_NEWEST] = now
+        self.halves[self.h + _H_CANDIDATES] = 0
+        named = self.named
+        if not named or named[1] != path or named[0] != method:
+            self._name(method, path)
         # Write the state last: the master reads a busy slot only once its request is set.
-        _HEARTBEAT.pack_into(mm, base + _OFF_HEARTBEAT, now)
-        mm[base + _OFF_STATE] = BUSY
+        floats[w + _W_HEARTBEAT] = now
+        self.mm[self.base + _OFF_STATE] = BUSY
 
     def is_idle(self) -> bool:
         return self.mm[self.base + _OFF_STATE] == IDLE
@@ -233,22 +265,32 @@ class SlotWriter:
     def finished(self, now: float, status: int = 0, duration: float = None) -> None:
         """A request ended with ``status`` (0: no response head) after ``duration`` seconds
         (None: not measured, only the served count moves); the worker is idle."""
-        self.count(status, duration)
-        mm, base = self.mm, self.base
-        mm[base + _OFF_STATE] = IDLE
-        _HEARTBEAT.pack_into(mm, base + _OFF_HEARTBEAT, now)
-
-    def count(self, status: int = 0, duration: float = None) -> None:
-        """A request ended: counted, state untouched (a worker running several requests at
-        once turns idle at its tick, when none is left)."""
         self.requests += 1
         words, w = self.words, self.w
         words[w + _W_REQUESTS] = self.requests
         if duration is not None:
             c = status // 100
             words[w + _W_STATUS + (c - 1 if 0 < c < 6 else 5)] += 1
-            words[w + _W_BUCKETS + bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
-            self.floats[w + _W_SUM] += duration
+            words[w + _W_BUCKETS + (0 if duration <= _FIRST_BOUND
+                                    else bisect.bisect_left(DURATION_BUCKETS, duration))] += 1
+            self.duration_sum += duration
+            self.floats[w + _W_SUM] = self.duration_sum
+        self.mm[self.base + _OFF_STATE] = IDLE
+        self.floats[w + _W_HEARTBEAT] = now
+
+    def count(self, status: int = 0, duration: float = None) -> None:
+        """A request ended: counted, state untouched (a worker running several requests at
+        once turns idle at its tick, when none is left). (finished() does the same inline.)"""
+        self.requests += 1
+        words, w = self.words, self.w
+        words[w + _W_REQUESTS] = self.requests
+        if duration is not None:
+            c = status // 100
+            words[w + _W_STATUS + (c - 1 if 0 < c < 6 else 5)] += 1
+            words[w + _W_BUCKETS + (0 if duration <= _FIRST_BOUND
+                                    else bisect.bisect_left(DURATION_BUCKETS, duration))] += 1
+            self.duration_sum += duration
+            self.floats[w + _W_SUM] = self.duration_sum
 
     def count_status(self, status: int) -> None:
         """A request refused before the app saw it (400, 408, 431...): its status class only,
@@ -272,18 +314,17 @@ class SlotWriter:
 
     def set_mode(self, mode: int, capacity: int) -> None:
         """Once at boot: how requests run (SERIAL or 0) and how many at once."""
+        self.named = None if mode & SERIAL else False
         self.mm[self.base + _OFF_MODE] = mode
         _CAPACITY.pack_into(self.mm, self.base + _OFF_CAPACITY, capacity)
 
-    def progress(self, oldest: float, newest: float, candidates: int) -> None:
-        """The requests in progress that could be hung (not waiting on their client, not on a
-        socket the app took over): how many, and the oldest and newest time one of them
-        progressed (started, or read from or wrote to its client)."""
-        _PROGRESS.pack_into(self.mm, self.base + _OFF_PROGRESS, oldest, newest, candidates)
-
     def name_request(self, started: float, method: str, path: str) -> None:
         """Which request the slot shows (the one a timeout line names), state untouched."""
-        mm, base = self.mm, self.base
-        _HEARTBEAT.pack_into(mm, base + _OFF_REQ_START, started)
-        _REQUEST.pack_into(mm, base + _OFF_REQUEST, method.encode("latin-1", "replace"),
+        self.floats[self.w + _W_REQ_START] = started
+        self._name(method, path)
+
+    def _name(self, method: str, path: str) -> None:
+        _REQUEST.pack_into(self.mm, self.base + _OFF_REQUEST, method.encode("latin-1", "replace"),
                            path.encode("latin-1", "replace"))
+        if self.named is not False:
+            self.named = (method, path)

@@ -75,7 +75,10 @@ class SyncWorker(Worker):
             linger = False
         if conn.taken_over:
             release_taken_over(conn.sock)
-        self._close(conn.sock, linger)
+        if linger:
+            self._close(conn.sock, True)
+        else:
+            conn.sock.close()
 
     def _close(self, sock, linger: bool) -> None:
         if not linger:
