@@ -218,6 +218,10 @@ TRICKY = [
     # bytes arrive (whole, it was 431; found by the property above)
     b"GET /test HTTP/1.1\r\n\nUser-Agent: curl/7.18.0 (i486-pc-linux-gnu) libcurl/7.18.0 "
     b"OpenSSL/0.9.8g zlib/1.2.3.3 libidn/1.1\r\nHost: 0.0.0.0=5000\r\nAccept: */*\r\n\r\n",
+    # the same when the first piece already holds more than the section's limit: the bare LF
+    # within the limit is what is refused (it was 431 split at byte 165, 400 whole)
+    b"PUT /stuff/here?foo=bar HTTP/1.0\r\n\nServer: http://127.0.0.1:5984\r\nContent-Type: "
+    b"application/json\r\nContent-Length: 14\r\nSomeheader:" + b"X" * 5000 + b"\r\n\r\n{}",
 ]
 
 
@@ -232,3 +236,13 @@ def test_tricky_inputs_do_not_depend_on_how_bytes_arrive():
             for _ in range(5):
                 cuts = [rng.randint(0, len(wire)) for _ in range(rng.randint(1, 10))]
                 assert signature(feed(split_at(wire, cuts), opts)) == whole, (wire[:60], option_set)
+
+
+def test_a_first_piece_over_the_section_limit_is_refused_for_its_bare_lf_as_whole():
+    # found by test_outcome_does_not_depend_on_how_bytes_arrive: the first piece (165 bytes)
+    # held more than the section's limit (130), and was refused 431 before its bare LF was seen
+    wire = TRICKY[-1]
+    opts = ParserOptions(header_map="refuse", limit_request_fields=3, limit_request_field_size=40)
+    whole = signature(feed([wire], opts))
+    assert whole[1] == 400
+    assert signature(feed(split_at(wire, [165]), opts)) == whole

@@ -764,7 +764,7 @@ class RequestParser:
             self._lf_checked = line_end + 2
         start = line_end + 2
         if n - start > self._opts.max_head:
-            raise errors.LimitRequestHeaders("header section too large")
+            self._refuse_large_section(buf, start)  # (400 if a bare LF comes within the limit)
         # RFC 9112 §2.2: every line of the head ends with CRLF. A bare LF means the head will not
         # end the way it must; refuse it now rather than wait. Only new bytes are counted.
         new = self._lf_checked
