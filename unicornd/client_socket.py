@@ -20,7 +20,8 @@ from unicornd.closing import RECV_SIZE, kernel_socket
 DIRECT_RECV_MAX = 1 << 20
 # struct timeval 0: no kernel send/receive timeout (SO_RCVTIMEO / SO_SNDTIMEO).
 _NO_KERNEL_TIMEOUT = bytes(16)
-_DONTWAIT = socket.MSG_DONTWAIT
+# (ints: socket's flags are enum members, and an enum's | costs a Python call on every send)
+_DONTWAIT = int(socket.MSG_DONTWAIT)
 _monotonic = time.monotonic
 
 

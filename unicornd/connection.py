@@ -27,7 +27,7 @@ _list_types = (list, tuple)
 _monotonic = time.monotonic
 # Linux: "more data follows": the kernel keeps the last partial segment until the next send
 # or the close, whose FIN then leaves in the same packet (0 where there is no such flag).
-_MSG_MORE = getattr(socket, "MSG_MORE", 0)
+_MSG_MORE = int(getattr(socket, "MSG_MORE", 0))
 
 
 # What serve() asks of the worker when it returns.
