@@ -61,7 +61,8 @@ def test_prometheus_totals_add_up_across_workers_and_survive_a_killed_worker():
         url = metrics_url(srv)
         old = workers(srv, 2)
         base = requests_by_status(scrape(url))
-        # Many short connections: both workers serve some (asserted below through /status).
+        # Many short connections. (Which worker takes each is the kernel's choice: a worker back
+        # in accept() before the next connection comes may take them all.)
         sent = {"/": 40, "/missing": 5, "/fail": 3, "/moved": 2}
         for path, n in sent.items():
             for _ in range(n):
@@ -85,10 +86,11 @@ def test_prometheus_totals_add_up_across_workers_and_survive_a_killed_worker():
         listener = (("listener", srv.urls[0]),)
         assert samples[("unicornd_listen_queue_limit", listener)] == 77
         assert samples[("unicornd_listen_queue", listener)] == 0
-        # The served counts of a worker killed by SIGKILL are kept.
-        served_by_victim = next(w["requests"] for w in status["workers"] if w["pid"] == min(old))
-        os.kill(min(old), signal.SIGKILL)
-        wait_for(lambda: (lambda w: len(w) == 2 and min(old) not in w)(children(srv.proc.pid)),
+        # The served counts of a worker killed by SIGKILL are kept: the one that served most.
+        victim = max(status["workers"], key=lambda w: w["requests"])
+        served_by_victim = victim["requests"]
+        os.kill(victim["pid"], signal.SIGKILL)
+        wait_for(lambda: (lambda w: len(w) == 2 and victim["pid"] not in w)(children(srv.proc.pid)),
                  20, message="a replacement worker")
         srv.wait_log(r"Booting worker(.|\n)*Booting worker(.|\n)*Booting worker")
         for _ in range(10):
