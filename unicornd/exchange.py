@@ -10,7 +10,7 @@ app runs. Nothing in it is reset by hand between requests: the next request gets
 class Exchange:
     __slots__ = ("req", "started", "writer", "error_status", "has_body", "body", "reader",
                  "message_done", "continue_pending", "keep_alive", "body_received",
-                 "body_started", "overflow_logged")
+                 "body_started", "overflow_logged", "reported")
 
     def __init__(self, req, started, keep_alive):
         self.req = req
@@ -26,6 +26,7 @@ class Exchange:
         self.body_received = 0
         self.body_started = None
         self.overflow_logged = False
+        self.reported = False         # its stall was logged (ConcurrentRequests.stalled)
 
     @property
     def head(self):

@@ -10,7 +10,6 @@ import random
 import signal
 import socket
 import sys
-import threading
 import time
 import traceback
 
@@ -398,17 +397,29 @@ class Worker:
 _NO_LOCK = contextlib.nullcontext()  # (for the per-tick readers of a class without a lock)
 
 
+def _started(entry) -> float:
+    return entry.ex.started
+
+
 class InFlight:
-    """A request in progress in a worker that runs several at once."""
+    """A request in progress in a worker that runs several at once, as the heartbeat sees it:
+    made at the tick from the connections being served, not per request. ``ex`` is the
+    request's Exchange (``ex.reported``: its stall was logged already)."""
 
-    __slots__ = ("started", "req", "conn", "owner", "reported")
+    __slots__ = ("conn", "ex", "owner")
 
-    def __init__(self, started, req, conn, owner):
-        self.started = started
-        self.req = req
-        self.conn = conn  # its Connection: progress, waiting, app_owned
-        self.owner = owner  # the thread ident or greenlet running it
-        self.reported = False
+    def __init__(self, conn, ex, owner):
+        self.conn = conn  # its Connection: progress, waiting, app_owned (conn.io)
+        self.ex = ex
+        self.owner = owner  # the thread ident or greenlet serving it
+
+    @property
+    def started(self) -> float:
+        return self.ex.started
+
+    @property
+    def req(self):
+        return self.ex.req
 
 
 class ConcurrentRequests:
@@ -416,6 +427,11 @@ class ConcurrentRequests:
     scoreboard slot shows the oldest one. Put it before Worker in the bases; a thread pool sets
     ``_inflight_lock`` to a real lock (None: one thread, no lock; not even a nullcontext in
     the per-request path, whose ``with`` costs two Python calls per use).
+
+    Nothing is recorded per request: a request in flight is a connection being served whose
+    ``conn.ex`` is set, and the class says which connections those are
+    (``serving_connections``), read once a tick. (An entry made and dropped per request cost
+    about 5% of a kept-alive request's instructions.)
 
     Every heartbeat also looks at the requests in progress (``watch_requests``): how many
     could be hung (not waiting on their client, not on a socket the app took over) and when
@@ -438,37 +454,40 @@ class ConcurrentRequests:
         self.first_request_seconds = max(float(cfg.keepalive), FIRST_REQUEST_SECONDS)
         self.max_conns = max(1, cfg.worker_connections)
         self.graceful_timeout = cfg.graceful_timeout
-        self._inflight = {}
+        self._running = 0  # requests in flight, counted only for the autoscaler's load slot
 
     def capacity(self) -> int:
         return self.max_conns
 
-    def current_owner(self):
-        """What runs the current request (a greenlet worker answers its greenlet)."""
-        return threading.get_ident()
+    def serving_connections(self) -> list:
+        """(Connection, owner) for every connection a thread or greenlet is serving now
+        (owner: the thread ident or greenlet); those whose ``ex`` is set have a request in
+        flight. Called once a tick, from the main thread (or greenlet)."""
+        raise NotImplementedError
+
+    def in_flight(self) -> list:
+        """The requests in progress now (InFlight), oldest first."""
+        found = []
+        for conn, owner in self.serving_connections():
+            ex = conn.ex  # (read once: the request may end meanwhile)
+            if ex is not None:
+                found.append(InFlight(conn, ex, owner))
+        found.sort(key=_started)
+        return found
 
     def request_started(self, req, conn=None) -> None:
-        now = time.monotonic()
-        entry = InFlight(now, req, conn, self.current_owner())
-        lock = self._inflight_lock
-        if lock is not None:
-            lock.acquire()
-        try:
-            inflight = self._inflight
-            inflight[id(req)] = entry
-            slot = self.slot
-            if slot is not None and slot.is_idle():
-                # Busy at once when the first request comes; back to idle (and to the oldest
-                # request) at the tick: one read of the slot per request, a write per second.
-                slot.busy(now, req.method, req.path)
-            if self.load_slot is not None:
-                self.load_slot.in_flight(now, self.load_count(len(inflight)))
-        finally:
-            if lock is not None:
-                lock.release()
+        slot = self.slot
+        if slot is not None and slot.is_idle():
+            # Busy at once when the first request comes; back to idle (and to the oldest
+            # request) at the tick: one read of the slot per request, a write per second.
+            slot.busy(time.monotonic(), req.method, req.path)
+        if self.load_slot is not None:
+            with self._inflight_lock or _NO_LOCK:
+                self._running += 1
+                self.load_slot.in_flight(time.monotonic(), self.load_count(self._running))
 
     def requests_in_flight(self) -> int:
-        return self.load_count(len(self._inflight))  # (called with _inflight_lock held)
+        return self.load_count(self._running)  # (called with _inflight_lock held)
 
     def load_count(self, in_flight: int) -> int:
         """The requests in flight as the autoscaler should count them (of ``capacity()``)."""
@@ -483,7 +502,8 @@ class ConcurrentRequests:
         if lock is not None:
             lock.acquire()
         try:
-            self._inflight.pop(id(req), None)
+            if self.load_slot is not None:
+                self._running -= 1
             Worker.request_finished(self, req, conn, ex)  # counting and recycling
         finally:
             if lock is not None:
@@ -492,11 +512,12 @@ class ConcurrentRequests:
     def notify(self) -> None:
         super().notify()
         now = time.monotonic()
-        self.show_requests(now)
+        running = self.in_flight()
+        self.show_requests(now, running)
         if self.cfg.timeout and self.cfg.timeout > 0:
-            self.watch_requests(now)
+            self.watch_requests(now, running)
 
-    def show_requests(self, now: float) -> None:
+    def show_requests(self, now: float, running: list) -> None:
         """The slot's state, at each tick: busy with the oldest request in flight, or idle.
         (Written as each request starts and ends, it cost a few microseconds of each; it goes
         busy when a request starts on an idle slot, idle only here: the master's timeout
@@ -504,17 +525,14 @@ class ConcurrentRequests:
         slot = self.slot
         if slot is None:
             return
-        with self._inflight_lock or _NO_LOCK:
-            oldest = next(iter(self._inflight.values()), None)
-        if oldest is None:
+        if not running:
             slot.idle(now)
         else:
+            oldest = running[0]
             slot.serving(oldest.started, oldest.req.method, oldest.req.path)
 
-    def watch_requests(self, now: float) -> None:
+    def watch_requests(self, now: float, entries: list) -> None:
         timeout = self.cfg.timeout
-        with self._inflight_lock or _NO_LOCK:
-            entries = list(self._inflight.values())
         count = 0
         stalest = None
         oldest = newest = 0.0
@@ -538,5 +556,5 @@ class ConcurrentRequests:
 
     def stalled(self, entry, now: float) -> None:
         """A request made no progress for ``timeout`` (called on every heartbeat until it
-        ends; ``entry.reported`` is False the first time)."""
+        ends; ``entry.ex.reported`` is False the first time)."""
         raise NotImplementedError

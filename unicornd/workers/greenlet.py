@@ -141,6 +141,7 @@ class GreenletWorker(ConcurrentRequests, Worker):
         else:
             self.io_timeout = float(cfg.timeout) if cfg.timeout and cfg.timeout > 0 else None
         self.nconns = 0
+        self._serving = {}  # Connection -> its greenlet, while it is served
         self._acceptors = []
 
     def init_process(self) -> None:
@@ -161,14 +162,15 @@ class GreenletWorker(ConcurrentRequests, Worker):
             # client that keeps the pipe full would hold the worker. Everyone else first.
             self.sleep(0)
 
-    current_owner = staticmethod(getcurrent)  # (the C function itself: one call a request)
+    def serving_connections(self) -> list:
+        return list(self._serving.items())
 
     def stalled(self, entry, now: float) -> None:
         """A request made no progress for ``timeout``: its greenlet alone is stopped, with
         its request and stack in the log; the worker and its other connections serve on."""
         green = entry.owner
-        if not entry.reported:
-            entry.reported = True
+        if not entry.ex.reported:
+            entry.ex.reported = True
             req = entry.req
             frame = getattr(green, "gr_frame", None)
             where = "".join(traceback.format_stack(frame)).rstrip() if frame is not None else "?"
@@ -246,6 +248,7 @@ class GreenletWorker(ConcurrentRequests, Worker):
         try:
             sock.settimeout(self.io_timeout)
             conn = Connection(self.ctx, sock, peer, address)
+            self._serving[conn] = getcurrent()  # (its requests in flight: serving_connections)
             sock = conn.sock  # (with TLS, the wrapped socket)
             readable = self.readable(sock.fileno())
             wait = self.first_request_seconds
@@ -274,6 +277,8 @@ class GreenletWorker(ConcurrentRequests, Worker):
         except Exception:
             self.log.exception("Error handling a connection from %s", peer)
         finally:
+            if conn is not None:
+                self._serving.pop(conn, None)
             if readable is not None:
                 readable.close()
             try:

@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 import traceback
+from threading import get_ident
 
 from unicornd.closing import STOP_GRACE_SECONDS, begin_linger, drain, input_waiting, release_taken_over
 from unicornd.connection import CLOSE, IDLE, LINGER, Connection
@@ -69,7 +70,7 @@ class _Client:
     """One accepted socket and where it is in its life."""
 
     __slots__ = ("sock", "fd", "peer", "address", "conn", "state", "deadline", "idle_since",
-                 "registered", "parking", "head_deadline")
+                 "registered", "parking", "head_deadline", "owner")
 
     def __init__(self, sock, fd, peer, address, now, deadline):
         self.sock = sock
@@ -83,6 +84,7 @@ class _Client:
         self.registered = False
         self.parking = False
         self.head_deadline = None  # set while a request head has partly arrived
+        self.owner = None  # the ident of the pool thread serving it (while ACTIVE)
 
 
 class ThreadWorker(ConcurrentRequests, Worker):
@@ -112,6 +114,12 @@ class ThreadWorker(ConcurrentRequests, Worker):
     def capacity(self) -> int:
         return self.nthreads
 
+    def serving_connections(self) -> list:
+        # (list() of a dict's values is taken whole under the interpreter lock: no thread
+        # adds or removes a client meanwhile)
+        return [(client.conn, client.owner) for client in list(self._clients.values())
+                if client.state == ACTIVE and client.conn is not None]
+
     def load_count(self, in_flight: int) -> int:
         """A worker whose running threads are all busy is full, even with threads parked: they
         run only once those block (thread_gate). An app that never waits keeps one thread
@@ -122,9 +130,9 @@ class ThreadWorker(ConcurrentRequests, Worker):
     def stalled(self, entry, now: float) -> None:
         """A thread cannot be stopped alone: say so once, with where it is. The master
         replaces the worker when every thread is stalled (master/timeouts.py)."""
-        if entry.reported:
+        if entry.ex.reported:
             return
-        entry.reported = True
+        entry.ex.reported = True
         req = entry.req
         frame = sys._current_frames().get(entry.owner)
         where = "".join(traceback.format_stack(frame)).rstrip() if frame is not None else "?"
@@ -478,6 +486,7 @@ class ThreadWorker(ConcurrentRequests, Worker):
     def _serve(self, client) -> None:
         """Serve the requests that came on a connection, until it waits for its next one
         (parked again) or must close."""
+        client.owner = get_ident()
         try:
             conn = client.conn
             if conn is None:
