@@ -6,7 +6,8 @@
 #   $BENCH_DIR/gunicorn23  gunicorn==23.0.0 + eventlet + flask
 #   $BENCH_DIR/granian     granian==2.8.9 + flask (Rust I/O, `--interface wsgi`)
 #   $BENCH_DIR/unicornd    unicornd from this repo (pip install -e, gevent and eventlet extras) + flask
-# and installs Debian's wrk and strace (for syscalls.py) if they are missing.
+# and installs Debian's wrk, strace (for syscalls.py) and valgrind (for instructions.py) if they
+# are missing.
 # The pure-Python floor is ../shared/bench/py_floor.py (stdlib only, nothing to install).
 #
 # Environment:
@@ -111,5 +112,6 @@ apt_install() {
 }
 apt_install wrk wrk
 apt_install strace strace
-log "wrk: $(command -v wrk); strace: $(command -v strace)"
+apt_install valgrind valgrind
+log "wrk: $(command -v wrk); strace: $(command -v strace); valgrind: $(command -v valgrind)"
 log "done. Run: python3 $HERE/run.py --help"
