@@ -265,22 +265,13 @@ class SlotWriter:
     def finished(self, now: float, status: int = 0, duration: float = None) -> None:
         """A request ended with ``status`` (0: no response head) after ``duration`` seconds
         (None: not measured, only the served count moves); the worker is idle."""
-        self.requests += 1
-        words, w = self.words, self.w
-        words[w + _W_REQUESTS] = self.requests
-        if duration is not None:
-            c = status // 100
-            words[w + _W_STATUS + (c - 1 if 0 < c < 6 else 5)] += 1
-            words[w + _W_BUCKETS + (0 if duration <= _FIRST_BOUND
-                                    else bisect.bisect_left(DURATION_BUCKETS, duration))] += 1
-            self.duration_sum += duration
-            self.floats[w + _W_SUM] = self.duration_sum
+        self.count(status, duration)
         self.mm[self.base + _OFF_STATE] = IDLE
-        self.floats[w + _W_HEARTBEAT] = now
+        self.floats[self.w + _W_HEARTBEAT] = now
 
     def count(self, status: int = 0, duration: float = None) -> None:
         """A request ended: counted, state untouched (a worker running several requests at
-        once turns idle at its tick, when none is left). (finished() does the same inline.)"""
+        once turns idle at its tick, when none is left)."""
         self.requests += 1
         words, w = self.words, self.w
         words[w + _W_REQUESTS] = self.requests
