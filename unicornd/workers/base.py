@@ -541,6 +541,10 @@ class ConcurrentRequests:
             if conn is None or conn.io.waiting or conn.io.app_owned:
                 continue
             progress = conn.io.progress
+            if progress < entry.ex.started:
+                # (the request began a moment ago and has not noted it yet: ClientSocket.started;
+                # the connection's progress is still its previous request's, maybe long idle)
+                progress = entry.ex.started
             if not count or progress < oldest:
                 oldest, stalest = progress, entry
             if progress > newest:
